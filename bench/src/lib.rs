@@ -1,0 +1,1 @@
+//! Benchmarks (see `benches/`) and the standalone server binaries.

@@ -1,0 +1,77 @@
+//! The two base64 operations the handshake needs, without allocation.
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Encodes `input` into `out` (which must hold `4 * ceil(len / 3)` bytes), with padding.
+pub(crate) fn encode_into(input: &[u8], out: &mut [u8]) {
+    debug_assert!(out.len() >= input.len().div_ceil(3) * 4);
+    let mut o = 0;
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        out[o] = ALPHABET[(n >> 18) as usize & 63];
+        out[o + 1] = ALPHABET[(n >> 12) as usize & 63];
+        out[o + 2] = if chunk.len() > 1 {
+            ALPHABET[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        };
+        out[o + 3] = if chunk.len() > 2 {
+            ALPHABET[n as usize & 63]
+        } else {
+            b'='
+        };
+        o += 4;
+    }
+}
+
+const fn value(c: u8) -> Option<u8> {
+    Some(match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => return None,
+    })
+}
+
+/// Whether `s` is the base64 encoding of exactly 16 bytes: 22 symbols, then `==`.
+pub(crate) fn is_16_bytes(s: &[u8]) -> bool {
+    s.len() == 24 && s[22] == b'=' && s[23] == b'=' && s[..22].iter().all(|&c| value(c).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            let mut out = vec![0u8; o.len()];
+            encode_into(i.as_bytes(), &mut out);
+            assert_eq!(out, o.as_bytes());
+        }
+    }
+
+    #[test]
+    fn sixteen_byte_keys() {
+        assert!(is_16_bytes(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!is_16_bytes(b"dGhlIHNhbXBsZSBub25jZQ="));
+        assert!(!is_16_bytes(b"dGhlIHNhbXBsZSBub25j"));
+        assert!(!is_16_bytes(b"dGhlIHNhbXBsZSBub25jZ!=="));
+        assert!(!is_16_bytes(b"Zm9vYmFyZm9vYmFyZm9vYmFyZm9v")); // 21 bytes
+    }
+}

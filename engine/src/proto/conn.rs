@@ -1,0 +1,550 @@
+//! The per-connection protocol state machine, for both roles, without I/O.
+//!
+//! # Call order
+//! After the opening handshake the runtime makes a [`Connection`] and then, for every
+//! batch of received bytes:
+//!
+//! ```text
+//! loop {
+//!     match conn.poll_read(&mut buf[pos..], &mut assembly, &mut out) {
+//!         Ok((n, Some(event))) => { pos += n; /* hand `event` to the application */ }
+//!         Ok((n, None))        => { pos += n; break } // keep buf[pos..] for next time
+//!         Err(e)               => { /* a close frame for e is in `out`: flush, close */ }
+//!     }
+//! }
+//! ```
+//!
+//! * `buf` is owned by the caller and unmasked **in place**; events borrow from it (or
+//!   from `assembly` for a message that arrived in fragments), so a message that is
+//!   whole in one read reaches the application with no copy.
+//! * Bytes left unconsumed are an incomplete frame: the caller keeps them and presents
+//!   them again, at the start of `buf`, with more bytes after them. The parts already
+//!   unmasked and validated are not processed again (no re-parse from the start).
+//! * `out` receives the frames the protocol sends by itself: a pong for each ping, the
+//!   echo of a close, the close frame that fails the connection on an error.
+//! * Messages the application sends are framed with [`Connection::frame_header`]
+//!   (server role: header bytes, then the payload slice unchanged, ready for
+//!   `writev`) or [`Connection::write_frame`] (copies, and masks in the client role).
+//!
+//! The connection never reads a clock: timeouts (close handshake, idle) are deadlines
+//! that the runtime keeps.
+
+use super::close::{parse_close_payload, write_close_payload, CloseCode};
+use super::error::ProtocolError;
+use super::frame::{DecodeRules, FrameHeader, OpCode, Status, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use super::mask::apply_mask;
+use super::utf8::{self, StreamingUtf8};
+
+/// Which end of the connection this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts connections: expects masked frames, sends unmasked ones.
+    Server,
+    /// Opens connections: sends masked frames, expects unmasked ones.
+    Client,
+}
+
+/// The WebSocket ready states (as in the browser API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ReadyState {
+    /// The opening handshake is under way.
+    Connecting = 0,
+    /// Messages flow both ways.
+    Open = 1,
+    /// A close frame was sent or received, not both yet.
+    Closing = 2,
+    /// The close handshake is complete, or the connection failed.
+    Closed = 3,
+}
+
+/// Size limits, checked from frame headers before any payload is buffered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame payload (1009 past it). Default 16 MiB.
+    pub max_frame: u64,
+    /// Largest message, all fragments together (1009 past it). Default 16 MiB.
+    pub max_message: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: 16 << 20,
+            max_message: 16 << 20,
+        }
+    }
+}
+
+/// A data message, borrowed from the receive buffer or the assembly buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A text message (validated UTF-8).
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Message<'a> {
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match *self {
+            Message::Text(s) => s.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+
+    /// The opcode this message is sent with.
+    pub fn opcode(&self) -> OpCode {
+        match self {
+            Message::Text(_) => OpCode::Text,
+            Message::Binary(_) => OpCode::Binary,
+        }
+    }
+}
+
+/// Something the peer sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A whole data message.
+    Message(Message<'a>),
+    /// A ping (a pong has been queued in `out` already, unless closing).
+    Ping(&'a [u8]),
+    /// A pong.
+    Pong(&'a [u8]),
+    /// The peer's close frame (the echo has been queued in `out` if we had not sent a
+    /// close yet).
+    Close {
+        /// The status code, if the frame had one.
+        code: Option<CloseCode>,
+        /// The reason (UTF-8, possibly empty).
+        reason: &'a str,
+    },
+}
+
+/// A frame whose header is parsed and whose payload is partly processed.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    header: FrameHeader,
+    header_len: u8,
+    /// Payload bytes already unmasked (and UTF-8 checked, for text).
+    processed: u64,
+}
+
+/// A fragmented message in progress (its payload is in `assembly`).
+#[derive(Clone, Copy, Debug)]
+struct Fragmented {
+    text: bool,
+    len: u64,
+}
+
+/// The protocol state of one WebSocket connection.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    state: ReadyState,
+    close_sent: bool,
+    close_received: bool,
+    failed: bool,
+    clear_assembly: bool,
+    allowed_rsv: u8,
+    utf8: StreamingUtf8,
+    pending: Option<Pending>,
+    fragmented: Option<Fragmented>,
+    limits: Limits,
+    mask_state: u64,
+}
+
+/// A serialized frame header, ready to be written before its payload.
+#[derive(Clone, Copy, Debug)]
+pub struct HeaderBytes {
+    bytes: [u8; MAX_HEADER_LEN],
+    len: u8,
+}
+
+impl HeaderBytes {
+    /// The header bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// An attempt to send after the close frame went out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendAfterClose;
+
+impl Connection {
+    /// A connection in the OPEN state. `mask_seed` seeds the generator of masking keys
+    /// (client role; pass real randomness); it is unused in the server role.
+    pub fn new(role: Role, limits: Limits, mask_seed: u64) -> Self {
+        Connection {
+            role,
+            state: ReadyState::Open,
+            close_sent: false,
+            close_received: false,
+            failed: false,
+            clear_assembly: false,
+            allowed_rsv: 0,
+            utf8: StreamingUtf8::new(),
+            pending: None,
+            fragmented: None,
+            limits,
+            mask_state: mask_seed | 1,
+        }
+    }
+
+    /// Lets a negotiated extension own RSV bits (e.g. [`super::frame::RSV1`]).
+    pub fn set_allowed_rsv(&mut self, rsv: u8) {
+        self.allowed_rsv = rsv;
+    }
+
+    /// The role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The ready state.
+    pub fn ready_state(&self) -> ReadyState {
+        self.state
+    }
+
+    /// Whether our close frame has been queued.
+    pub fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Whether the peer's close frame has arrived.
+    pub fn close_received(&self) -> bool {
+        self.close_received
+    }
+
+    /// Whether the connection failed on a protocol error.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Both close frames went across and no error occurred.
+    pub fn was_clean(&self) -> bool {
+        self.close_sent && self.close_received && !self.failed
+    }
+
+    /// Whether this side should now close the transport once `out` is flushed: the
+    /// close handshake is done or the connection failed (RFC 6455 §7.1.1: the server
+    /// closes TCP first; a client waits for the server, up to a deadline).
+    pub fn should_close_transport(&self) -> bool {
+        self.state == ReadyState::Closed && (self.role == Role::Server || self.failed)
+    }
+
+    /// Whether a message in fragments is being assembled.
+    pub fn is_assembling(&self) -> bool {
+        self.fragmented.is_some()
+    }
+
+    fn rules(&self) -> DecodeRules {
+        DecodeRules {
+            expect_masked: self.role == Role::Server,
+            allowed_rsv: self.allowed_rsv,
+            max_frame: self.limits.max_frame,
+        }
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        // xorshift64*: fast, and seeded by the caller with real randomness
+        let mut x = self.mask_state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.mask_state = x;
+        ((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32).to_ne_bytes()
+    }
+
+    fn update_state(&mut self) {
+        self.state = if self.close_sent && (self.close_received || self.failed) {
+            ReadyState::Closed
+        } else if self.close_sent || self.close_received {
+            ReadyState::Closing
+        } else {
+            ReadyState::Open
+        };
+    }
+
+    /// Fails the connection: queues a close frame with the error's code.
+    fn fail(&mut self, e: ProtocolError, out: &mut Vec<u8>) -> ProtocolError {
+        if !self.close_sent {
+            self.push_close(Some(e.close_code()), e.as_str(), out);
+        }
+        self.failed = true;
+        self.pending = None;
+        self.fragmented = None;
+        self.update_state();
+        e
+    }
+
+    fn push_close(&mut self, code: Option<CloseCode>, reason: &str, out: &mut Vec<u8>) {
+        let mut payload = [0u8; 125];
+        let n = write_close_payload(code, reason, &mut payload);
+        self.push_frame(OpCode::Close, true, &payload[..n], out);
+        self.close_sent = true;
+    }
+
+    fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8], out: &mut Vec<u8>) {
+        let mask = match self.role {
+            Role::Client => Some(self.next_mask()),
+            Role::Server => None,
+        };
+        let h = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        let mut hb = [0u8; MAX_HEADER_LEN];
+        let hl = h.encode(&mut hb);
+        out.extend_from_slice(&hb[..hl]);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut out[start..], key, 0);
+        }
+    }
+
+    /// Processes received bytes; see the module docs for the call order.
+    ///
+    /// Returns the bytes consumed and the next event, or `None` when the rest of `buf`
+    /// is an incomplete frame. On an error a close frame carrying the error's close code
+    /// has been appended to `out`, the state is CLOSED, and later input is ignored.
+    pub fn poll_read<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        assembly: &'a mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        if self.clear_assembly {
+            assembly.clear();
+            self.clear_assembly = false;
+        }
+        if self.failed || self.close_received {
+            // nothing after a close frame or a failure is processed
+            return Ok((buf.len(), None));
+        }
+        let mut pos = 0usize;
+        loop {
+            let (p, whole_at_first_sight) = match self.pending {
+                Some(p) => (p, false),
+                None => match FrameHeader::decode(&buf[pos..], &self.rules()) {
+                    Ok(Status::Partial) => return Ok((pos, None)),
+                    Err(e) => return Err(self.fail(e, out)),
+                    Ok(Status::Complete((header, header_len))) => {
+                        if let Err(e) = self.check_sequence(&header) {
+                            return Err(self.fail(e, out));
+                        }
+                        let p = Pending {
+                            header,
+                            header_len: header_len as u8,
+                            processed: 0,
+                        };
+                        let whole = (buf.len() - pos - header_len) as u64 >= header.payload_len;
+                        (p, whole)
+                    }
+                },
+            };
+            let h = p.header;
+            let start = pos + p.header_len as usize;
+            let avail = (buf.len() - start) as u64;
+            let text = match h.opcode {
+                OpCode::Text => true,
+                OpCode::Continuation => self.fragmented.is_some_and(|f| f.text),
+                _ => false,
+            };
+            let single = h.fin && h.opcode != OpCode::Continuation;
+            if avail < h.payload_len {
+                // incomplete frame: unmask and check what has arrived, keep the rest
+                let seg = &mut buf[start + p.processed as usize..];
+                if let Some(key) = h.mask {
+                    apply_mask(seg, key, p.processed as usize);
+                }
+                if text && self.utf8.feed(seg).is_err() {
+                    return Err(self.fail(ProtocolError::InvalidUtf8, out));
+                }
+                self.pending = Some(Pending {
+                    processed: avail,
+                    ..p
+                });
+                return Ok((pos, None));
+            }
+            self.pending = None;
+            let next = start + h.payload_len as usize;
+            let fresh = &mut buf[start + p.processed as usize..next];
+            if let Some(key) = h.mask {
+                apply_mask(fresh, key, p.processed as usize);
+            }
+            // a text frame that is a whole message seen whole at once is validated in one
+            // pass below; anything else goes through the streaming validator
+            if text && !(single && whole_at_first_sight) && self.utf8.feed(fresh).is_err() {
+                return Err(self.fail(ProtocolError::InvalidUtf8, out));
+            }
+            pos = next;
+            // Each arm that hands out a borrow of `buf` or `assembly` returns at once, so
+            // the borrow is made only on the returning path.
+            match h.opcode {
+                OpCode::Ping => {
+                    let payload: &'a [u8] = &buf[start..next];
+                    if !self.close_sent {
+                        self.push_frame(OpCode::Pong, true, payload, out);
+                    }
+                    return Ok((pos, Some(Event::Ping(payload))));
+                }
+                OpCode::Pong => return Ok((pos, Some(Event::Pong(&buf[start..next])))),
+                OpCode::Close => {
+                    let payload: &'a [u8] = &buf[start..next];
+                    let (code, reason) = match parse_close_payload(payload) {
+                        Ok(Some((c, r))) => (Some(c), r),
+                        Ok(None) => (None, ""),
+                        Err(e) => return Err(self.fail(e, out)),
+                    };
+                    self.close_received = true;
+                    self.fragmented = None;
+                    if !self.close_sent {
+                        // echo the code (RFC 6455 §5.5.1)
+                        self.push_close(code, "", out);
+                    }
+                    self.update_state();
+                    return Ok((pos, Some(Event::Close { code, reason })));
+                }
+                OpCode::Text | OpCode::Binary if h.fin => {
+                    let payload: &'a [u8] = &buf[start..next];
+                    if !text {
+                        return Ok((pos, Some(Event::Message(Message::Binary(payload)))));
+                    }
+                    let finished = whole_at_first_sight || self.utf8.finish().is_ok();
+                    return match utf8::validate(payload) {
+                        Ok(s) if finished => Ok((pos, Some(Event::Message(Message::Text(s))))),
+                        _ => Err(self.fail(ProtocolError::InvalidUtf8, out)),
+                    };
+                }
+                OpCode::Text | OpCode::Binary => {
+                    assembly.clear();
+                    assembly.extend_from_slice(&buf[start..next]);
+                    self.fragmented = Some(Fragmented {
+                        text,
+                        len: h.payload_len,
+                    });
+                }
+                OpCode::Continuation => {
+                    assembly.extend_from_slice(&buf[start..next]);
+                    let Some(f) = self.fragmented.as_mut() else {
+                        unreachable!("check_sequence refuses a continuation with no message")
+                    };
+                    f.len += h.payload_len;
+                    if h.fin {
+                        self.fragmented = None;
+                        self.clear_assembly = true;
+                        let whole: &'a [u8] = assembly;
+                        if !text {
+                            return Ok((pos, Some(Event::Message(Message::Binary(whole)))));
+                        }
+                        let finished = self.utf8.finish().is_ok();
+                        return match utf8::validate(whole) {
+                            Ok(s) if finished => Ok((pos, Some(Event::Message(Message::Text(s))))),
+                            _ => Err(self.fail(ProtocolError::InvalidUtf8, out)),
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rules that depend on the state: message sequence and message size.
+    fn check_sequence(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        match (h.opcode, self.fragmented) {
+            (OpCode::Text | OpCode::Binary, Some(_)) => Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(f)) if f.len + h.payload_len > self.limits.max_message => {
+                Err(ProtocolError::MessageTooLarge)
+            }
+            (OpCode::Text | OpCode::Binary, None) if h.payload_len > self.limits.max_message => {
+                Err(ProtocolError::MessageTooLarge)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The header for a data frame of `len` bytes that the application sends, for the
+    /// server role (no mask): write it, then the payload unchanged. Fails after our
+    /// close frame went out.
+    pub fn frame_header(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        len: usize,
+    ) -> Result<HeaderBytes, SendAfterClose> {
+        if self.close_sent {
+            return Err(SendAfterClose);
+        }
+        debug_assert_eq!(
+            self.role,
+            Role::Server,
+            "client frames need a mask: use write_frame"
+        );
+        let h = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask: None,
+            payload_len: len as u64,
+        };
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut bytes);
+        Ok(HeaderBytes {
+            bytes,
+            len: n as u8,
+        })
+    }
+
+    /// Appends a whole frame (header and payload, masked in the client role) to `out`.
+    /// Control frames longer than 125 bytes are cut to 125. Fails after our close
+    /// frame went out.
+    pub fn write_frame(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendAfterClose> {
+        if self.close_sent {
+            return Err(SendAfterClose);
+        }
+        let payload = if opcode.is_control() {
+            &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)]
+        } else {
+            payload
+        };
+        self.push_frame(opcode, fin, payload, out);
+        if opcode == OpCode::Close {
+            self.close_sent = true;
+            self.update_state();
+        }
+        Ok(())
+    }
+
+    /// Starts the close handshake: queues a close frame (once). The code must be one
+    /// that may be sent ([`CloseCode::is_sendable`]); another is sent as 1000.
+    pub fn close(&mut self, code: Option<CloseCode>, reason: &str, out: &mut Vec<u8>) {
+        if self.close_sent {
+            return;
+        }
+        let code = code.map(|c| {
+            if c.is_sendable() {
+                c
+            } else {
+                CloseCode::NORMAL
+            }
+        });
+        self.push_close(code, reason, out);
+        self.update_state();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+//! The sans-I/O protocol core: RFC 6455 framing, masking, UTF-8, close rules, the
+//! opening handshake and the per-connection state machine.
+//!
+//! Nothing in here touches a socket or a clock: callers own every buffer, pass bytes in
+//! and take bytes out, and keep deadlines themselves. Every runtime (io_uring, epoll,
+//! the load generator's client) drives this same code.
+
+mod base64;
+pub mod close;
+pub mod conn;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod utf8;
+
+pub use close::CloseCode;
+pub use conn::{Connection, Event, Limits, Message, ReadyState, Role};
+pub use error::{HandshakeError, ProtocolError};
+pub use frame::{FrameHeader, OpCode, Status};
