@@ -18,3 +18,5 @@
 #![warn(missing_docs)]
 
 pub mod proto;
+pub mod server;
+mod sys;

@@ -1,0 +1,157 @@
+//! `soliton-server`: the standalone WebSocket server (echo or broadcast), for
+//! benchmarks and conformance runs.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use soliton::proto::handshake::OriginPolicy;
+use soliton::proto::{Limits, Message};
+use soliton::server::{Backend, Handler, Reject, Server, UpgradeRequest, WebSocket};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// Send every message back to its sender.
+    Echo,
+    /// Publish every message to every connection (the sender too).
+    Broadcast,
+}
+
+/// A Soliton WebSocket server: echo or broadcast, on io_uring or epoll.
+#[derive(Debug, Parser)]
+#[command(name = "soliton-server", version)]
+struct Args {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Port to listen on.
+    #[arg(long, short, default_value_t = 9001)]
+    port: u16,
+    /// I/O backend: auto (io_uring where the kernel allows, else epoll), uring, epoll.
+    #[arg(long, default_value = "auto")]
+    backend: Backend,
+    /// Worker threads (one per core); default: the available cores.
+    #[arg(long, short)]
+    threads: Option<usize>,
+    /// First core to pin workers to (worker i on core FIRST+i).
+    #[arg(long, default_value_t = 0)]
+    first_core: usize,
+    /// Do not pin workers to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// What to do with each message.
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    mode: Mode,
+    /// Largest message in bytes (all fragments), 1009 past it.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_message: u64,
+    /// Largest frame payload in bytes, 1009 past it.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_frame: u64,
+    /// Most connections per worker (503 past it).
+    #[arg(long, default_value_t = 100_000)]
+    max_connections: usize,
+    /// Seconds to complete the opening handshake.
+    #[arg(long, default_value_t = 10.0)]
+    handshake_timeout: f64,
+    /// Seconds of silence before a ping (and as long again before closing); 0 disables.
+    #[arg(long, default_value_t = 120.0)]
+    idle_timeout: f64,
+    /// Buffered outgoing bytes above which sends report backpressure.
+    #[arg(long, default_value_t = 1 << 20)]
+    backpressure: usize,
+    /// Buffered outgoing bytes past which a connection is dropped.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_buffered: usize,
+    /// Allowed Origin (repeatable); when given, other or missing origins get 403.
+    #[arg(long = "origin")]
+    origins: Vec<String>,
+    /// Supported subprotocol (repeatable), most preferred first.
+    #[arg(long = "protocol")]
+    protocols: Vec<String>,
+    /// Seconds to wait for close handshakes on SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 2.0)]
+    shutdown_grace: f64,
+}
+
+struct App {
+    mode: Mode,
+}
+
+impl Handler for App {
+    type Data = ();
+
+    fn on_upgrade(&mut self, _req: &UpgradeRequest<'_, '_>) -> Result<(), Reject> {
+        Ok(())
+    }
+
+    fn on_open(&mut self, ws: &mut WebSocket<'_, ()>) {
+        if let Mode::Broadcast = self.mode {
+            ws.subscribe("all");
+        }
+    }
+
+    fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, msg: Message<'_>) {
+        match self.mode {
+            Mode::Echo => {
+                ws.send(msg);
+            }
+            Mode::Broadcast => ws.publish("all", msg),
+        }
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn main() {
+    let a = Args::parse();
+    let mut b = Server::builder()
+        .addr(std::net::SocketAddr::new(a.host, a.port))
+        .backend(a.backend)
+        .pin((!a.no_pin).then_some(a.first_core))
+        .limits(Limits {
+            max_frame: a.max_frame,
+            max_message: a.max_message,
+        })
+        .protocols(a.protocols.clone())
+        .max_connections(a.max_connections)
+        .handshake_timeout(secs(a.handshake_timeout))
+        .idle_timeout((a.idle_timeout > 0.0).then(|| secs(a.idle_timeout)))
+        .buffered_limits(a.backpressure, a.max_buffered);
+    if let Some(t) = a.threads {
+        b = b.workers(t);
+    }
+    if !a.origins.is_empty() {
+        b = b.origins(OriginPolicy::AllowList(a.origins.clone()));
+    }
+    let mode = a.mode;
+    let server = match b.start(move |_| App { mode }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("soliton-server: cannot start on {}:{}: {e}", a.host, a.port);
+            std::process::exit(1);
+        }
+    };
+    eprintln!(
+        "soliton-server: listening on ws://{} ({:?}, {:?} mode)",
+        server.local_addr(),
+        server.backend(),
+        a.mode
+    );
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("soliton-server: cannot install signal handlers: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Some(sig) = signals.forever().next() {
+        eprintln!("soliton-server: signal {sig}: closing connections (1001)");
+    }
+    server.shutdown(secs(a.shutdown_grace));
+    eprintln!("soliton-server: stopped");
+}

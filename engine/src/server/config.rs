@@ -1,0 +1,100 @@
+//! Server configuration: every limit has a documented default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::proto::conn::Limits;
+use crate::proto::handshake::{HandshakePolicy, HeadLimits, OriginPolicy};
+
+/// Which I/O backend the workers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// io_uring where the kernel allows it, else epoll (the choice and the reason are
+    /// logged at start).
+    #[default]
+    Auto,
+    /// io_uring (multishot accept and recv, provided buffer ring).
+    IoUring,
+    /// epoll through mio, edge-triggered.
+    Epoll,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::IoUring),
+            "epoll" => Ok(Backend::Epoll),
+            other => Err(format!("unknown backend {other:?} (auto, uring, epoll)")),
+        }
+    }
+}
+
+/// Everything a server needs to run; built by [`crate::server::Server::builder`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on (every worker binds it with `SO_REUSEPORT`).
+    pub addr: SocketAddr,
+    /// Worker threads; default: the available cores.
+    pub workers: usize,
+    /// I/O backend; default [`Backend::Auto`].
+    pub backend: Backend,
+    /// Pin worker `i` to core `i` (mod the core count); default true.
+    pub pin_cores: bool,
+    /// First core to pin to (worker `i` goes to core `first_core + i`); default 0.
+    pub first_core: usize,
+    /// Frame and message size limits (1009 past them); default 16 MiB each.
+    pub limits: Limits,
+    /// Handshake policy: Origin allow-list, subprotocols, request head limits.
+    pub handshake: HandshakePolicy,
+    /// Most open connections per worker; past it a new connection gets 503.
+    /// Default 100,000.
+    pub max_connections: usize,
+    /// Time to complete the opening handshake (slowloris guard); default 10 s.
+    pub handshake_timeout: Duration,
+    /// A connection silent this long is pinged; silent for as long again after the
+    /// ping, it is closed (1001). `None` disables; default 120 s.
+    pub idle_timeout: Option<Duration>,
+    /// Time to wait for the peer's close frame after ours; default 5 s.
+    pub close_timeout: Duration,
+    /// Above this many buffered outgoing bytes, `send` reports backpressure and
+    /// `on_drain` fires once the queue falls below it again. Default 1 MiB.
+    pub backpressure_limit: usize,
+    /// Hard cap on buffered outgoing bytes: a connection over it is dropped (TCP reset,
+    /// close code 1006 to the application). Default 64 MiB.
+    pub max_buffered: usize,
+    /// Listen backlog; default 4096.
+    pub backlog: i32,
+    /// Provided buffers per io_uring worker (each `recv_buffer_size`); default 512.
+    pub uring_buffers: u16,
+    /// Size of one receive buffer; default 64 KiB.
+    pub recv_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            backend: Backend::Auto,
+            pin_cores: true,
+            first_core: 0,
+            limits: Limits::default(),
+            handshake: HandshakePolicy {
+                origins: OriginPolicy::Any,
+                protocols: Vec::new(),
+                limits: HeadLimits::default(),
+            },
+            max_connections: 100_000,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(120)),
+            close_timeout: Duration::from_secs(5),
+            backpressure_limit: 1 << 20,
+            max_buffered: 64 << 20,
+            backlog: 4096,
+            uring_buffers: 512,
+            recv_buffer_size: 64 * 1024,
+        }
+    }
+}
