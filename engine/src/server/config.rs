@@ -66,9 +66,11 @@ pub struct Config {
     pub max_buffered: usize,
     /// Listen backlog; default 4096.
     pub backlog: i32,
-    /// Provided buffers per io_uring worker (each `recv_buffer_size`); default 512.
+    /// Provided buffers per io_uring worker (a power of two); default 512.
     pub uring_buffers: u16,
-    /// Size of one receive buffer; default 64 KiB.
+    /// Size of one io_uring provided buffer; default 16 KiB.
+    pub uring_buffer_size: usize,
+    /// Size of the epoll worker's receive buffer; default 64 KiB.
     pub recv_buffer_size: usize,
 }
 
@@ -94,6 +96,7 @@ impl Default for Config {
             max_buffered: 64 << 20,
             backlog: 4096,
             uring_buffers: 512,
+            uring_buffer_size: 16 * 1024,
             recv_buffer_size: 64 * 1024,
         }
     }

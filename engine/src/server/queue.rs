@@ -128,7 +128,6 @@ impl OutQueue {
     }
 
     /// Seals every current chunk (they are being written by an in-flight operation).
-    #[allow(dead_code)] // the io_uring backend's
     pub(crate) fn seal(&mut self) {
         self.sealed = self.chunks.len();
     }

@@ -135,6 +135,8 @@ pub(crate) struct Flags {
     pub(crate) close_after_flush: bool,
     pub(crate) ping_sent: bool,
     pub(crate) reset: bool,
+    /// io_uring: a send is in flight (its chunks are sealed).
+    pub(crate) sending: bool,
 }
 
 /// One connection.
@@ -333,6 +335,10 @@ pub(crate) struct Core<H: Handler> {
     /// Backends that can write synchronously (epoll) let `send` write large payloads
     /// at once.
     pub(crate) direct_write: bool,
+    /// Backends with operations in flight (io_uring) take finished slots from here, to
+    /// cancel their operations and keep buffers alive until the completions arrive.
+    pub(crate) keep_reaped: bool,
+    pub(crate) reaped: Vec<(usize, Slot<H::Data>)>,
 }
 
 /// How long a lingering close waits for the peer's FIN at most.
@@ -357,6 +363,8 @@ impl<H: Handler> Core<H> {
             shutdown: None,
             commands: Vec::new(),
             direct_write: false,
+            keep_reaped: false,
+            reaped: Vec::new(),
         }
     }
 
@@ -798,10 +806,12 @@ impl<H: Handler> Core<H> {
         self.finish(idx);
     }
 
-    /// Removes `idx`: tells the handler, leaves its topics, closes the descriptor.
-    /// Returns the slot for backends that must keep in-flight buffers alive.
-    pub(crate) fn finish(&mut self, idx: usize) -> Option<Slot<H::Data>> {
-        let mut slot = self.slots.try_remove(idx)?;
+    /// Removes `idx`: tells the handler, leaves its topics, and closes the descriptor
+    /// (or hands the slot to the backend through `reaped`).
+    pub(crate) fn finish(&mut self, idx: usize) {
+        let Some(mut slot) = self.slots.try_remove(idx) else {
+            return;
+        };
         for t in slot.topics.drain(..) {
             self.topics.remove_member(t, idx);
         }
@@ -825,7 +835,9 @@ impl<H: Handler> Core<H> {
         }
         self.pool.put(std::mem::take(&mut slot.carry));
         self.pool.put(std::mem::take(&mut slot.assembly));
-        Some(slot)
+        if self.keep_reaped {
+            self.reaped.push((idx, slot));
+        }
     }
 
     /// Fires due timers. Returns the time of the next one.
@@ -852,7 +864,9 @@ impl<H: Handler> Core<H> {
                 Phase::Open if slot.proto.close_sent() => {
                     // the peer never answered our close
                     slot.flags.close_after_flush = true;
-                    slot.out.clear(&mut self.pool);
+                    if !slot.flags.sending {
+                        slot.out.clear(&mut self.pool);
+                    }
                     self.after_write(idx);
                 }
                 Phase::Open => {
