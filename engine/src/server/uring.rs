@@ -24,6 +24,10 @@ use super::queue::OutQueue;
 use super::worker::{Core, Slot};
 
 const BGID: u16 = 0;
+/// Chunks gathered by one sendmsg (the rest go in the next).
+const IOV: usize = 16;
+/// Idle send operations kept for reuse.
+const FREE_SENDS_MAX: usize = 256;
 
 const K_ACCEPT: u64 = 1;
 const K_RECV: u64 = 2;
@@ -167,7 +171,7 @@ impl Drop for BufRing {
 /// A sendmsg in flight: its header and iovecs must stay put until the completion.
 struct SendOp {
     msg: libc::msghdr,
-    iov: [libc::iovec; 64],
+    iov: [libc::iovec; IOV],
 }
 
 struct Uring {
@@ -212,7 +216,7 @@ fn new_send_op() -> Box<SendOp> {
         iov: [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
-        }; 64],
+        }; IOV],
     })
 }
 
@@ -369,7 +373,9 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
                 }
                 K_SEND => {
                     if let Some(op) = u.sends.remove(&(idx, gen)) {
-                        u.free_sends.push(op);
+                        if u.free_sends.len() < FREE_SENDS_MAX {
+                            u.free_sends.push(op);
+                        }
                     }
                     if u.parked.remove(&(idx, gen)).is_some() {
                         continue; // the connection ended meanwhile: buffers free now
@@ -436,7 +442,7 @@ fn start_send<H: Handler>(core: &mut Core<H>, u: &mut Uring, idx: usize) {
         return;
     }
     let mut op = u.free_sends.pop().unwrap_or_else(new_send_op);
-    let mut slices = [IoSlice::new(&[]); 64];
+    let mut slices = [IoSlice::new(&[]); IOV];
     let n = slot.out.iovecs(&mut slices);
     for (dst, src) in op.iov.iter_mut().zip(&slices[..n]) {
         dst.iov_base = src.as_ptr().cast_mut().cast();
