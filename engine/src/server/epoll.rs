@@ -42,7 +42,7 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
                 return Err(e);
             }
         }
-        core.now = Instant::now();
+        core.set_now(Instant::now());
         for ev in events.iter() {
             match ev.token() {
                 LISTENER => accept_all(&mut core, &poll, lfd, &mut spare),

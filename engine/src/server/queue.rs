@@ -8,6 +8,9 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     free: Vec<Vec<u8>>,
+    // boxed: a queue body moves between a connection (8-byte handle) and this list
+    #[allow(clippy::vec_box)]
+    queues: Vec<Box<Inner>>,
 }
 
 /// Buffers above this capacity are freed rather than kept.
@@ -18,6 +21,16 @@ const POOL_MAX: usize = 1024;
 impl Pool {
     pub(crate) fn get(&mut self) -> Vec<u8> {
         self.free.pop().unwrap_or_default()
+    }
+
+    fn get_queue(&mut self) -> Box<Inner> {
+        self.queues.pop().unwrap_or_default()
+    }
+
+    fn put_queue(&mut self, q: Box<Inner>) {
+        if self.queues.len() < POOL_MAX && q.chunks.capacity() <= 64 {
+            self.queues.push(q);
+        }
     }
 
     pub(crate) fn put(&mut self, mut v: Vec<u8>) {
@@ -44,9 +57,15 @@ impl Chunk {
 }
 
 /// Bytes waiting to be written. Chunks before `sealed` may be in flight (io_uring):
-/// they are never appended to or moved out until written.
+/// they are never appended to or moved out until written. An empty queue holds no
+/// allocation (its body goes back to the pool), so an idle connection costs 8 bytes.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
+    inner: Option<Box<Inner>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Inner {
     chunks: VecDeque<Chunk>,
     head_off: usize,
     len: usize,
@@ -58,21 +77,21 @@ const CHUNK_MAX: usize = 64 * 1024;
 
 impl OutQueue {
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.inner.as_ref().map_or(0, |q| q.len)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     pub(crate) fn push_bytes(&mut self, pool: &mut Pool, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
-        self.len += bytes.len();
-        let n = self.chunks.len();
-        if n > self.sealed {
-            if let Some(Chunk::Owned(v)) = self.chunks.back_mut() {
+        let q = self.inner.get_or_insert_with(|| pool.get_queue());
+        q.len += bytes.len();
+        if q.chunks.len() > q.sealed {
+            if let Some(Chunk::Owned(v)) = q.chunks.back_mut() {
                 if v.len() + bytes.len() <= CHUNK_MAX.max(v.capacity()) {
                     v.extend_from_slice(bytes);
                     return;
@@ -81,76 +100,82 @@ impl OutQueue {
         }
         let mut v = pool.get();
         v.extend_from_slice(bytes);
-        self.chunks.push_back(Chunk::Owned(v));
+        q.chunks.push_back(Chunk::Owned(v));
     }
 
-    pub(crate) fn push_shared(&mut self, frame: Arc<[u8]>) {
+    pub(crate) fn push_shared(&mut self, pool: &mut Pool, frame: Arc<[u8]>) {
         if frame.is_empty() {
             return;
         }
-        self.len += frame.len();
-        self.chunks.push_back(Chunk::Shared(frame));
+        let q = self.inner.get_or_insert_with(|| pool.get_queue());
+        q.len += frame.len();
+        q.chunks.push_back(Chunk::Shared(frame));
     }
 
     /// Fills `iov` with the unwritten bytes in order; returns how many slices.
     pub(crate) fn iovecs<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
+        let Some(q) = self.inner.as_ref() else {
+            return 0;
+        };
         let mut n = 0;
-        for (i, c) in self.chunks.iter().enumerate() {
+        for (i, c) in q.chunks.iter().enumerate() {
             if n == iov.len() {
                 break;
             }
             let b = c.bytes();
-            iov[n] = IoSlice::new(if i == 0 { &b[self.head_off..] } else { b });
+            iov[n] = IoSlice::new(if i == 0 { &b[q.head_off..] } else { b });
             n += 1;
         }
         n
     }
 
-    /// Marks `n` bytes written; fully written chunks go back to the pool.
+    /// Marks `n` bytes written; fully written chunks go back to the pool, and so does
+    /// the queue's body once it is empty.
     pub(crate) fn advance(&mut self, mut n: usize, pool: &mut Pool) {
-        self.len -= n;
+        let Some(q) = self.inner.as_mut() else { return };
+        q.len -= n;
         while n > 0 {
-            let Some(front) = self.chunks.front() else {
-                break;
-            };
-            let left = front.bytes().len() - self.head_off;
+            let Some(front) = q.chunks.front() else { break };
+            let left = front.bytes().len() - q.head_off;
             if n < left {
-                self.head_off += n;
+                q.head_off += n;
                 return;
             }
             n -= left;
-            self.head_off = 0;
-            self.sealed = self.sealed.saturating_sub(1);
-            if let Some(Chunk::Owned(v)) = self.chunks.pop_front() {
+            q.head_off = 0;
+            q.sealed = q.sealed.saturating_sub(1);
+            if let Some(Chunk::Owned(v)) = q.chunks.pop_front() {
                 pool.put(v);
+            }
+        }
+        if q.chunks.is_empty() {
+            if let Some(q) = self.inner.take() {
+                pool.put_queue(q);
             }
         }
     }
 
     /// Seals every current chunk (they are being written by an in-flight operation).
     pub(crate) fn seal(&mut self) {
-        self.sealed = self.chunks.len();
+        if let Some(q) = self.inner.as_mut() {
+            q.sealed = q.chunks.len();
+        }
     }
 
     /// Drops everything queued, returning owned buffers to the pool.
     pub(crate) fn clear(&mut self, pool: &mut Pool) {
-        for c in self.chunks.drain(..) {
-            if let Chunk::Owned(v) = c {
-                pool.put(v);
+        if let Some(mut q) = self.inner.take() {
+            for c in q.chunks.drain(..) {
+                if let Chunk::Owned(v) = c {
+                    pool.put(v);
+                }
             }
+            *q = Inner {
+                chunks: std::mem::take(&mut q.chunks),
+                ..Inner::default()
+            };
+            pool.put_queue(q);
         }
-        self.len = 0;
-        self.head_off = 0;
-        self.sealed = 0;
-    }
-
-    /// Takes the chunks out (io_uring keeps in-flight ones alive until completion).
-    #[allow(dead_code)] // the io_uring backend's
-    pub(crate) fn take_chunks(&mut self) -> VecDeque<Chunk> {
-        self.len = 0;
-        self.head_off = 0;
-        self.sealed = 0;
-        std::mem::take(&mut self.chunks)
     }
 }
 
@@ -170,7 +195,7 @@ mod tests {
         let mut q = OutQueue::default();
         q.push_bytes(&mut pool, b"ab");
         q.push_bytes(&mut pool, b"cd");
-        q.push_shared(Arc::from(&b"EF"[..]));
+        q.push_shared(&mut pool, Arc::from(&b"EF"[..]));
         q.push_bytes(&mut pool, b"gh");
         assert_eq!(q.len(), 8);
         assert_eq!(drain(&q), b"abcdEFgh");
@@ -180,7 +205,9 @@ mod tests {
         assert_eq!(drain(&q), b"gh");
         q.advance(2, &mut pool);
         assert!(q.is_empty());
+        assert!(q.inner.is_none(), "an empty queue holds no allocation");
         assert!(!pool.free.is_empty(), "owned buffers went back to the pool");
+        assert_eq!(pool.queues.len(), 1, "the body went back to the pool");
     }
 
     #[test]
@@ -190,10 +217,10 @@ mod tests {
         q.push_bytes(&mut pool, b"ab");
         q.seal();
         q.push_bytes(&mut pool, b"cd");
-        assert_eq!(q.chunks.len(), 2);
+        assert_eq!(q.inner.as_ref().unwrap().chunks.len(), 2);
         q.advance(2, &mut pool);
         q.push_bytes(&mut pool, b"ef");
-        assert_eq!(q.chunks.len(), 1);
+        assert_eq!(q.inner.as_ref().unwrap().chunks.len(), 1);
         assert_eq!(drain(&q), b"cdef");
     }
 }

@@ -304,7 +304,7 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
             Err(e) => return Err(e),
         }
-        core.now = Instant::now();
+        core.set_now(Instant::now());
         let mut recycled = false;
         let cqes: Vec<cqueue::Entry> = u.ring.completion().collect();
         for cqe in cqes {
