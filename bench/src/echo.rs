@@ -71,8 +71,12 @@ pub fn process_cpu() -> f64 {
 
 /// CPU seconds (user + system) of process `pid` from /proc.
 pub fn proc_cpu(pid: &str) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let Some(rest) = s.rsplit(')').next() else { return 0.0 };
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = s.rsplit(')').next() else {
+        return 0.0;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
@@ -104,8 +108,14 @@ pub fn run(p: EchoParams) -> io::Result<EchoResult> {
         poll.registry()
             .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         let mut tx = Vec::new();
-        let nonce = (i as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834).to_le_bytes();
-        let req = ClientRequest { host: &host, path: "/", ..Default::default() };
+        let nonce = (i as u128 + 1)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834)
+            .to_le_bytes();
+        let req = ClientRequest {
+            host: &host,
+            path: "/",
+            ..Default::default()
+        };
         let accept = handshake::write_client_request(&mut tx, &req, nonce);
         clients.push(Client {
             sock,
@@ -179,7 +189,9 @@ pub fn run(p: EchoParams) -> io::Result<EchoResult> {
                             opened += 1;
                             pos = h;
                             for _ in 0..p.inflight {
-                                let _ = c.conn.write_frame(OpCode::Binary, true, &payload, &mut c.tx);
+                                let _ =
+                                    c.conn
+                                        .write_frame(OpCode::Binary, true, &payload, &mut c.tx);
                             }
                         }
                         Ok(Status::Partial) => continue,
@@ -198,7 +210,9 @@ pub fn run(p: EchoParams) -> io::Result<EchoResult> {
                             } else {
                                 res.errors += 1;
                             }
-                            let _ = c.conn.write_frame(OpCode::Binary, true, &payload, &mut c.tx);
+                            let _ = c
+                                .conn
+                                .write_frame(OpCode::Binary, true, &payload, &mut c.tx);
                         }
                         Ok((n, Some(_))) => pos += n,
                         Ok((n, None)) => {
@@ -222,11 +236,16 @@ pub fn run(p: EchoParams) -> io::Result<EchoResult> {
             }
         }
         if opened == 0 && now > start + Duration::from_secs(5) {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "no connection opened"));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no connection opened",
+            ));
         }
     }
     res.elapsed = end - measure_from;
     res.cpu = process_cpu() - cpu0;
-    res.server_cpu = p.server_pid.map_or(0.0, |pid| proc_cpu(&pid.to_string()) - srv0);
+    res.server_cpu = p
+        .server_pid
+        .map_or(0.0, |pid| proc_cpu(&pid.to_string()) - srv0);
     Ok(res)
 }

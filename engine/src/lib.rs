@@ -20,3 +20,8 @@
 pub mod proto;
 pub mod server;
 mod sys;
+
+/// The README's embedding example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -49,7 +49,14 @@ fn start_server(backend: &str, port: u16, core: usize) -> Result<Server, String>
         ));
     }
     let child = Command::new(&bin)
-        .args(["--backend", backend, "--threads", "1", "--port", &port.to_string()])
+        .args([
+            "--backend",
+            backend,
+            "--threads",
+            "1",
+            "--port",
+            &port.to_string(),
+        ])
         .args(["--first-core", &core.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -60,7 +67,9 @@ fn start_server(backend: &str, port: u16, core: usize) -> Result<Server, String>
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect(addr).is_err() {
         if Instant::now() > deadline {
-            return Err(format!("soliton-server ({backend}) did not listen on {addr}"));
+            return Err(format!(
+                "soliton-server ({backend}) did not listen on {addr}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -115,7 +124,11 @@ fn main() {
                         per(r.server_cpu),
                         per(r.cpu),
                         r.errors,
-                        if r.cpu > r.server_cpu { "  load-bound" } else { "" }
+                        if r.cpu > r.server_cpu {
+                            "  load-bound"
+                        } else {
+                            ""
+                        }
                     );
                     failed |= r.errors > 0 || r.messages == 0;
                 }
