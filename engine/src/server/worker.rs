@@ -526,6 +526,14 @@ impl<H: Handler> Core<H> {
         if self.slots[idx].phase == Phase::Handshake {
             match self.handshake(idx, buf) {
                 Some(n) => start = n,
+                // an incomplete head stays in the carry buffer until the rest arrives
+                None if self
+                    .slots
+                    .get(idx)
+                    .is_some_and(|s| s.phase == Phase::Handshake) =>
+                {
+                    return 0
+                }
                 None => return buf.len(),
             }
         }
@@ -688,18 +696,17 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// A callback panicked: close the connection with 1011, as a close of our own
+    /// (the peer's reply completes it; `close_timeout` bounds the wait).
     fn fail_internal(&mut self, idx: usize) {
-        let slot = &mut self.slots[idx];
-        self.ctl.clear();
-        slot.proto.close(
-            Some(CloseCode::INTERNAL_ERROR),
-            "handler panicked",
-            &mut self.ctl,
-        );
-        slot.out.push_bytes(&mut self.pool, &self.ctl);
-        slot.flags.close_after_flush = true;
-        slot.close_code = Some(CloseCode::INTERNAL_ERROR);
-        mark_dirty(&mut slot.flags, &mut self.dirty, idx);
+        if self.slots.contains(idx) && self.slots[idx].data.is_some() {
+            self.dispatch(idx, |_, ws| {
+                ws.close(CloseCode::INTERNAL_ERROR, "handler panicked")
+            });
+        } else if let Some(slot) = self.slots.get_mut(idx) {
+            slot.flags.close_after_flush = true;
+            mark_dirty(&mut slot.flags, &mut self.dirty, idx);
+        }
     }
 
     /// Runs frames through the protocol and the handler; returns bytes used.
@@ -730,7 +737,10 @@ impl<H: Handler> Core<H> {
                             slot.cold().close_reason = Box::from(reason);
                         }
                         if slot.proto.should_close_transport() {
+                            // nothing may be left to write: make sure a flush runs so the
+                            // TCP close follows at once
                             slot.flags.close_after_flush = true;
+                            mark_dirty(&mut slot.flags, &mut self.dirty, idx);
                         }
                     }
                     let alive = match ev {

@@ -1,0 +1,188 @@
+//! Backpressure: `send` reports it above the limit, a connection past `max_buffered` is
+//! dropped (so a client that never reads cannot make the server buffer without bound),
+//! and `on_drain` fires once a slow reader has caught up.
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+
+use soliton::proto::Message;
+use soliton::server::{CloseInfo, ConnId, Handler, Reject, SendStatus, UpgradeRequest, WebSocket};
+use soliton_tests::{
+    builder, for_each_backend, op, read_to_end_or_reset, RawWs, TestServer, IO_TIMEOUT,
+};
+
+const MIB: usize = 1 << 20;
+const BACKPRESSURE: usize = 256 * 1024;
+const MAX_BUFFERED: usize = 4 * MIB;
+/// Bounds the flood: far more than `MAX_BUFFERED` plus any socket buffers.
+const MAX_SENDS: usize = 64;
+
+#[derive(Debug)]
+enum Ev {
+    /// What each send of the flood returned, and the buffered amount after it.
+    Flood(Vec<(SendStatus, usize)>),
+    Drain {
+        buffered: usize,
+    },
+    Closed {
+        code: u16,
+        clean: bool,
+    },
+}
+
+/// On "flood", sends 1 MiB binary messages until `send` says `Backpressure`
+/// (`until_dropped`: until it says `Dropped`); on drain, sends "drained".
+struct Flooder {
+    tx: Sender<Ev>,
+    chunk: Vec<u8>,
+    until_dropped: bool,
+}
+
+impl Handler for Flooder {
+    type Data = ();
+    fn on_upgrade(&mut self, _req: &UpgradeRequest<'_, '_>) -> Result<(), Reject> {
+        Ok(())
+    }
+    fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, msg: Message<'_>) {
+        if msg != Message::Text("flood") {
+            return;
+        }
+        let mut log = Vec::new();
+        for _ in 0..MAX_SENDS {
+            let s = ws.send_binary(&self.chunk);
+            log.push((s, ws.buffered_amount()));
+            let stop = if self.until_dropped {
+                s == SendStatus::Dropped
+            } else {
+                s != SendStatus::Sent
+            };
+            if stop {
+                break;
+            }
+        }
+        let _ = self.tx.send(Ev::Flood(log));
+    }
+    fn on_drain(&mut self, ws: &mut WebSocket<'_, ()>) {
+        let _ = self.tx.send(Ev::Drain {
+            buffered: ws.buffered_amount(),
+        });
+        ws.send_text("drained");
+    }
+    fn on_close(&mut self, _id: ConnId, _data: (), info: CloseInfo<'_>) {
+        let _ = self.tx.send(Ev::Closed {
+            code: info.code.get(),
+            clean: info.was_clean,
+        });
+    }
+}
+
+fn flood_server(
+    backend: soliton::server::Backend,
+    until_dropped: bool,
+) -> (TestServer, Receiver<Ev>) {
+    let (tx, rx) = channel();
+    let b = builder(backend).buffered_limits(BACKPRESSURE, MAX_BUFFERED);
+    let server = TestServer::start(b, move |_| Flooder {
+        tx: tx.clone(),
+        chunk: soliton_tests::binary_of_len(MIB),
+        until_dropped,
+    });
+    (server, rx)
+}
+
+#[test]
+fn flooding_a_client_that_never_reads_reports_backpressure_then_drops_it_past_max_buffered() {
+    for_each_backend(|backend| {
+        let (server, rx) = flood_server(backend, true);
+        let mut ws = RawWs::connect(server.addr());
+        ws.send_text("flood");
+        // the client reads nothing until the server is done with it
+        let log = match rx.recv_timeout(IO_TIMEOUT).expect("flood report") {
+            Ev::Flood(log) => log,
+            other => panic!("expected the flood report, got {other:?}"),
+        };
+        eprintln!("  sends: {log:?}");
+        let first_bp = log
+            .iter()
+            .position(|(s, _)| *s == SendStatus::Backpressure)
+            .expect("send reported Backpressure");
+        assert!(
+            log[first_bp].1 > BACKPRESSURE,
+            "Backpressure only above the limit: {log:?}"
+        );
+        assert!(
+            log[..first_bp]
+                .iter()
+                .all(|(s, b)| *s == SendStatus::Sent && *b <= BACKPRESSURE),
+            "Sent while at or under the limit: {log:?}"
+        );
+        let (last, _) = *log.last().expect("at least one send");
+        assert_eq!(
+            last,
+            SendStatus::Dropped,
+            "dropped past max_buffered: {log:?}"
+        );
+        assert!(log.len() < MAX_SENDS, "the flood was cut short by the drop");
+        // every send after the drop would be Dropped too; the connection is gone
+        match rx.recv_timeout(IO_TIMEOUT).expect("on_close ran") {
+            Ev::Closed { code, clean } => {
+                assert_eq!(code, 1006, "a dropped connection reads as abnormal");
+                assert!(!clean);
+            }
+            other => panic!("expected on_close, got {other:?}"),
+        }
+        // the client sees the stream end (reset or EOF), not a timeout, and never
+        // more than the server accepted to buffer plus what the sockets held
+        let (bytes, ended) = read_to_end_or_reset(&mut ws.stream);
+        assert!(ended, "the connection was not dropped");
+        assert!(
+            bytes.len() < log.len() * MIB,
+            "got {} bytes: more than was sent before the drop",
+            bytes.len()
+        );
+    });
+}
+
+#[test]
+fn on_drain_fires_when_a_slow_reader_catches_up() {
+    for_each_backend(|backend| {
+        let (server, rx) = flood_server(backend, false);
+        let mut ws = RawWs::connect(server.addr());
+        ws.send_text("flood");
+        let log = match rx.recv_timeout(IO_TIMEOUT).expect("flood report") {
+            Ev::Flood(log) => log,
+            other => panic!("expected the flood report, got {other:?}"),
+        };
+        eprintln!("  sends: {log:?}");
+        assert_eq!(
+            log.last().map(|l| l.0),
+            Some(SendStatus::Backpressure),
+            "the flood stops at the first Backpressure: {log:?}"
+        );
+        // now read everything: every 1 MiB message, then the drain's "drained"
+        let chunk = soliton_tests::binary_of_len(MIB);
+        for i in 0..log.len() {
+            let (opcode, payload) = ws.read_message();
+            assert_eq!(opcode, op::BINARY, "message {i}");
+            assert!(
+                payload == chunk,
+                "message {i} differs ({} bytes)",
+                payload.len()
+            );
+        }
+        assert_eq!(ws.read_text(), "drained");
+        match rx.recv_timeout(IO_TIMEOUT).expect("on_drain ran") {
+            Ev::Drain { buffered } => {
+                assert!(buffered <= BACKPRESSURE, "drained at {buffered} bytes")
+            }
+            other => panic!("expected on_drain, got {other:?}"),
+        }
+        // the connection is still fine
+        ws.send_text("flood?");
+        ws.send_frame(true, op::PING, b"alive");
+        let pong = ws.read_frame().expect("pong");
+        assert_eq!(
+            (pong.opcode, pong.payload.as_slice()),
+            (op::PONG, &b"alive"[..])
+        );
+    });
+}
