@@ -420,7 +420,16 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
                         .user_data(ud(K_CANCEL, 0, 0)),
                 );
             }
-            if core.shutdown_done() && u.parked.is_empty() {
+            // parked sends were cancelled; dropping the ring at return reaps any straggler
+            // before the buffers it points into are freed (field order in `Uring`)
+            let late = core.shutdown.is_some_and(|d| core.now > d + Duration::from_secs(1));
+            if core.shutdown_done() && (u.parked.is_empty() || late) {
+                if !u.parked.is_empty() {
+                    // sends that even cancellation did not complete: the kernel may still
+                    // hold their buffers after the ring is closed, so they are leaked,
+                    // once, at shutdown, rather than freed under it
+                    std::mem::forget(std::mem::take(&mut u.parked));
+                }
                 reap(&mut core, &mut u);
                 return Ok(());
             }
@@ -478,6 +487,13 @@ fn reap<H: Handler>(core: &mut Core<H>, u: &mut Uring) {
                 .user_data(ud(K_CANCEL, 0, 0)),
         );
         if flags.sending {
+            // a send to a peer that stopped reading could wait forever: cancel it; its
+            // completion (data sent, or -ECANCELED) releases the parked buffers
+            u.push(
+                opcode::AsyncCancel::new(ud(K_SEND, idx, gen))
+                    .build()
+                    .user_data(ud(K_CANCEL, 0, 0)),
+            );
             u.parked.insert((idx, gen & 0x0fff_ffff), (fd, out));
         }
     }
