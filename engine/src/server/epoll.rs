@@ -96,19 +96,26 @@ fn accept_all<H: Handler>(core: &mut Core<H>, poll: &Poll, lfd: i32, spare: &mut
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
-                // Out of descriptors: give up the spare to accept and drop one
-                // connection, so the listener does not stay readable and spin.
+                // Out of descriptors: give up the spare to accept and reset one waiting
+                // connection, so the listener does not stay readable and spin. (accept
+                // reports EMFILE before it looks at the queue, so an empty queue shows
+                // up only once the spare is free: stop there.)
                 if spare.take().is_some() {
-                    if let Ok(fd) = sys::accept(lfd) {
-                        let _ = sys::set_linger_zero(sys::raw(&fd));
-                    }
+                    let accepted = match sys::accept(lfd) {
+                        Ok(fd) => {
+                            let _ = sys::set_linger_zero(sys::raw(&fd));
+                            drop(fd); // frees the slot the spare takes back
+                            true
+                        }
+                        Err(_) => false,
+                    };
                     *spare = sys::spare_fd();
-                    continue;
+                    if accepted {
+                        continue;
+                    }
+                    return;
                 }
-                eprintln!(
-                    "soliton: worker {}: accept: {e} (connections dropped)",
-                    core.index
-                );
+                eprintln!("soliton: worker {}: accept: {e} (connections dropped)", core.index);
                 return;
             }
             // ECONNABORTED and friends: that connection is gone, try the next
