@@ -277,6 +277,7 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
     let mut next_timer: Option<Instant> = None;
     let mut accept_again: Option<Instant> = None;
     let mut listening = true;
+    let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(1024);
     loop {
         // flush: one sendmsg per connection with bytes queued and none in flight
         core.take_dirty(&mut dirty);
@@ -306,8 +307,9 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
         }
         core.set_now(Instant::now());
         let mut recycled = false;
-        let cqes: Vec<cqueue::Entry> = u.ring.completion().collect();
-        for cqe in cqes {
+        cqes.clear();
+        cqes.extend(u.ring.completion());
+        for cqe in cqes.drain(..) {
             let (kind, idx, gen) = ud_parts(cqe.user_data());
             let res = cqe.result();
             let flags = cqe.flags();
