@@ -21,6 +21,9 @@ pub enum ProtocolError {
     FragmentedControlFrame,
     /// A 64-bit payload length with its most significant bit set.
     InvalidLength,
+    /// A payload length in a longer form than it needs (RFC 6455 §5.2: the minimal
+    /// number of bytes MUST be used), e.g. 5 sent as `126, 0, 5`.
+    NonMinimalLength,
     /// A client sent an unmasked frame (server role).
     UnmaskedFrame,
     /// A server sent a masked frame (client role).
@@ -61,6 +64,7 @@ impl ProtocolError {
             ProtocolError::ControlFrameTooLong => "control frame over 125 bytes",
             ProtocolError::FragmentedControlFrame => "fragmented control frame",
             ProtocolError::InvalidLength => "payload length has its top bit set",
+            ProtocolError::NonMinimalLength => "payload length not in its shortest form",
             ProtocolError::UnmaskedFrame => "unmasked frame from client",
             ProtocolError::MaskedFrame => "masked frame from server",
             ProtocolError::ExpectedContinuation => "expected a continuation frame",

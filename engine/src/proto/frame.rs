@@ -164,7 +164,10 @@ impl FrameHeader {
         }
         let (payload_len, mut n) = match len7 {
             126 => match buf.get(2..4) {
-                Some(b) => (u16::from_be_bytes([b[0], b[1]]) as u64, 4),
+                Some(b) => match u16::from_be_bytes([b[0], b[1]]) {
+                    0..126 => return Err(ProtocolError::NonMinimalLength),
+                    l => (l as u64, 4),
+                },
                 None => return Ok(Status::Partial),
             },
             127 => match buf.get(2..10) {
@@ -175,11 +178,18 @@ impl FrameHeader {
                     if v >> 63 != 0 {
                         return Err(ProtocolError::InvalidLength);
                     }
+                    if v <= 0xffff {
+                        return Err(ProtocolError::NonMinimalLength);
+                    }
                     (v, 10)
                 }
                 None => {
                     if buf.len() > 2 && buf[2] & 0x80 != 0 {
                         return Err(ProtocolError::InvalidLength);
+                    }
+                    // six zero bytes already make the length fit in 16 bits
+                    if buf.get(2..8) == Some(&[0; 6]) {
+                        return Err(ProtocolError::NonMinimalLength);
                     }
                     return Ok(Status::Partial);
                 }
@@ -318,6 +328,41 @@ mod tests {
             FrameHeader::decode(&b[..3], &SERVER),
             Err(ProtocolError::InvalidLength)
         );
+    }
+
+    #[test]
+    fn non_minimal_length_is_1002() {
+        // found by fuzz/fuzz_targets/frame_header.rs: 0 sent in the 16-bit form decoded
+        // to a header that re-encodes to 2 bytes fewer
+        let e = FrameHeader::decode(&[0x02, 0x80 | 126, 0, 0, 0, 0, 0, 0], &SERVER).unwrap_err();
+        assert_eq!(e, ProtocolError::NonMinimalLength);
+        assert_eq!(e.close_code().get(), 1002);
+        assert_eq!(
+            FrameHeader::decode(&[0x82, 0x80 | 126, 0, 125], &SERVER),
+            Err(ProtocolError::NonMinimalLength)
+        );
+        let mut b = vec![0x82, 0x80 | 127];
+        b.extend_from_slice(&0xffffu64.to_be_bytes());
+        assert_eq!(
+            FrameHeader::decode(&b, &SERVER),
+            Err(ProtocolError::NonMinimalLength)
+        );
+        // known from six length bytes already
+        assert_eq!(
+            FrameHeader::decode(&b[..8], &SERVER),
+            Err(ProtocolError::NonMinimalLength)
+        );
+        assert_eq!(FrameHeader::decode(&b[..7], &SERVER), Ok(Status::Partial));
+        // the shortest forms still decode
+        for len in [126u64, 0xffff, 0x1_0000] {
+            let h = hdr(OpCode::Binary, len, Some([1, 2, 3, 4]));
+            let mut out = [0u8; MAX_HEADER_LEN];
+            let n = h.encode(&mut out);
+            assert_eq!(
+                FrameHeader::decode(&out[..n], &SERVER),
+                Ok(Status::Complete((h, n)))
+            );
+        }
     }
 
     #[test]
