@@ -1,6 +1,559 @@
-//! `soliton-load`: not built yet (issue #4). It exits with status 2 and says so.
+//! `soliton-load`: a WebSocket load generator for capacity planning, on Soliton's
+//! sans-I/O client role. See `docs/loadgen.md` and `soliton-load --help`.
 
-fn main() {
-    eprintln!("soliton-load: the load generator is not implemented yet (see issue #4)");
-    std::process::exit(2);
+mod plot;
+mod report;
+mod run;
+mod slo;
+mod stats;
+mod sys;
+mod target;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::report::Report;
+use crate::run::{Kind, Spec};
+
+const ABOUT: &str = "A WebSocket load generator for capacity planning: closed-loop echo, \
+open-loop rate (coordinated omission corrected), connection storms, idle holds, \
+broadcast fan-out and capacity search, against any ws:// server.";
+
+const AFTER: &str = "\
+URLs: ws://HOST[:PORT][/PATH][?QUERY]. wss:// is not supported yet: TLS has not landed in \
+Soliton; until it does, test a TLS server through a TLS-terminating proxy or on its plain port.
+
+Every report shows the load generator's own CPU use (µs per message) and, with --server-pid, \
+the server's, and flags a run as LOAD-BOUND when the load generator's threads were the busier \
+side. Examples:
+  soliton-load echo ws://127.0.0.1:9001/ --connections 100 --size 20 --cores 0
+  soliton-load rate ws://127.0.0.1:9001/ --rate 50000 --duration 30s --json run.json
+  soliton-load slo ws://127.0.0.1:9001/ --target 'p99<1ms' --start 20000 --step 20000
+  soliton-load merge a.json b.json --json all.json --plot all.svg";
+
+/// soliton-load: WebSocket load generator.
+#[derive(Debug, Parser)]
+#[command(name = "soliton-load", version, about = ABOUT, after_help = AFTER)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Closed loop: each connection keeps --inflight messages outstanding and sends a new
+    /// one for each echo. Checks that every echo comes back (received = sent).
+    Echo(EchoArgs),
+    /// Open loop at a fixed total rate on a precomputed schedule; latency counts from the
+    /// intended send time, so a slow server cannot hide its stalls (as wrk2 does).
+    Rate(RateArgs),
+    /// Connection storm: handshakes per second and connect latency, optionally closing
+    /// each connection as soon as it is open.
+    Connect(ConnectArgs),
+    /// Open N connections and keep them idle: how many held, and the server's RSS per
+    /// connection with --server-pid (--steps gives the marginal cost too).
+    Hold(HoldArgs),
+    /// Publishers and subscribers against a broadcast server: delivery latency over all
+    /// receivers and deliveries per second.
+    Fanout(FanoutArgs),
+    /// Capacity search: raise the rate step by step (or double, then bisect) until a
+    /// target such as p99<1ms or the error budget fails; report the highest passing rate.
+    Slo(SloArgs),
+    /// Combine the --json reports of runs made at the same time (several load machines)
+    /// into one: counts and histograms add exactly, rates add.
+    Merge(MergeArgs),
+}
+
+/// Options every scenario shares.
+#[derive(Debug, Args, Clone)]
+struct Common {
+    /// Server URL: ws://HOST[:PORT][/PATH][?QUERY] (wss:// not supported yet: no TLS).
+    url: String,
+    /// Worker threads (one event loop each). Default: 1, or one per --cores entry.
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Pin worker threads to these cores: `0`, `0,2`, `2-5` (worker i on the i-th).
+    #[arg(long)]
+    cores: Option<String>,
+    /// Source addresses to spread connections over, to pass the ~28k local ports one
+    /// address gives per server: `127.0.0.2-127.0.0.60`, or a comma list.
+    #[arg(long)]
+    source: Option<String>,
+    /// Connections opened per second while connecting (0: as fast as --max-pending allows).
+    #[arg(long, default_value_t = 0.0)]
+    ramp: f64,
+    /// Most handshakes in progress at once, over all threads.
+    #[arg(long, default_value_t = 512)]
+    max_pending: usize,
+    /// Subprotocol to offer (repeatable, most preferred first).
+    #[arg(long = "protocol", value_name = "NAME")]
+    protocols: Vec<String>,
+    /// Extra header field for the upgrade request, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Origin header to send.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Measured time (after connecting and the warm-up). Units: ns, us, ms, s, m.
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Warm-up before the measured window (echo, rate, fanout).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Longest wait after the window for the answers to the last messages.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Time for TCP connect plus the upgrade handshake of one connection.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// A connection with messages outstanding and nothing received this long counts a
+    /// `stall` error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Time for the server to finish the close handshake at the end.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    close_timeout: Duration,
+    /// The server's process id: its CPU time (µs/msg, busiest thread) and, for hold, RSS.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write every figure, with histograms in a mergeable encoding, to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw the latency percentile distribution and throughput over time to this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+/// Message options.
+#[derive(Debug, Args, Clone)]
+struct MsgArgs {
+    /// Payload size in bytes (at least 16: every payload starts with a 16-byte time
+    /// stamp and sequence number; smaller sizes are sent as 16).
+    #[arg(long, short = 's', default_value_t = 20)]
+    size: usize,
+    /// Send text messages (payloads are ASCII) instead of binary.
+    #[arg(long)]
+    text: bool,
+}
+
+#[derive(Debug, Args)]
+struct EchoArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    msg: MsgArgs,
+    /// Connections.
+    #[arg(long, short = 'c', default_value_t = 100)]
+    connections: usize,
+    /// Messages in flight per connection.
+    #[arg(long, short = 'i', default_value_t = 1)]
+    inflight: u32,
+}
+
+#[derive(Debug, Args)]
+struct RateArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    msg: MsgArgs,
+    /// Connections (the schedule sends round-robin over them).
+    #[arg(long, short = 'c', default_value_t = 100)]
+    connections: usize,
+    /// Total messages per second over all connections.
+    #[arg(long, short = 'r')]
+    rate: f64,
+}
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Handshakes to perform (without --close: connections to open and keep until the end).
+    #[arg(long, short = 'c', default_value_t = 1000)]
+    connections: usize,
+    /// Most connection attempts in progress at once (with --close: most connections alive).
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// Close each connection (1000) as soon as it is open, then open the next.
+    #[arg(long)]
+    close: bool,
+}
+
+#[derive(Debug, Args)]
+struct HoldArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections to open and hold.
+    #[arg(long, short = 'c', default_value_t = 1000)]
+    connections: usize,
+    /// Measure at several connection counts, e.g. `5000,15000`: with --server-pid the
+    /// RSS difference between the first and last step gives the marginal bytes per
+    /// connection (fixed costs cancel). Default: just --connections.
+    #[arg(long, value_delimiter = ',')]
+    steps: Vec<usize>,
+    /// Wait after each step before reading the server's RSS.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    settle: Duration,
+}
+
+#[derive(Debug, Args)]
+struct FanoutArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    msg: MsgArgs,
+    /// Connections that only receive.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Connections that publish (on the open-loop schedule); they receive too.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Total messages published per second.
+    #[arg(long, short = 'r', default_value_t = 100.0)]
+    rate: f64,
+}
+
+#[derive(Debug, Args)]
+struct SloArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    msg: MsgArgs,
+    /// Connections.
+    #[arg(long, short = 'c', default_value_t = 100)]
+    connections: usize,
+    /// Latency targets, e.g. `p99<1ms` or `p99<1ms,p99.9<5ms` (repeatable): percentiles
+    /// p50 p90 p99 p99.9 p99.99 max mean; units ns us ms s.
+    #[arg(long, required = true)]
+    target: Vec<String>,
+    /// First rate (messages/s).
+    #[arg(long, default_value_t = 10_000.0)]
+    start: f64,
+    /// Rate increment per step (default: the start rate).
+    #[arg(long)]
+    step: Option<f64>,
+    /// Highest rate to try.
+    #[arg(long, default_value_t = 10_000_000.0)]
+    max_rate: f64,
+    /// Double the rate until a step fails, then bisect between the last pass and the
+    /// first failure.
+    #[arg(long)]
+    bisect: bool,
+    /// Bisect until the bracket is narrower than this fraction of the rate.
+    #[arg(long, default_value_t = 0.05)]
+    precision: f64,
+    /// Most steps.
+    #[arg(long, default_value_t = 20)]
+    max_steps: usize,
+    /// Errors allowed per step.
+    #[arg(long, default_value_t = 0)]
+    max_errors: u64,
+    /// A step also fails when it achieves less than this fraction of the offered rate.
+    #[arg(long, default_value_t = 0.95)]
+    min_achieved: f64,
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// --json reports to combine.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Write the combined report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw the combined report as SVG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+/// `10s`, `500ms`, `2m`, `100us`, `1.5` (seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let i = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let v: f64 = s[..i]
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 10s, 500ms, 2m)"))?;
+    let secs = match s[i..].trim() {
+        "" | "s" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        "ns" => v / 1e9,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        u => return Err(format!("bad duration unit {u:?} (ns, us, ms, s, m, h)")),
+    };
+    if !(0.0..1e7).contains(&secs) {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn config_entry(cfg: &mut BTreeMap<String, Value>, k: &str, v: impl Into<Value>) {
+    cfg.insert(k.to_string(), v.into());
+}
+
+/// Builds the run's settings from the shared options.
+fn spec(
+    scenario: &str,
+    c: &Common,
+    conns: usize,
+    kind: Kind,
+    msg: Option<&MsgArgs>,
+) -> Result<Spec, String> {
+    let target = target::Target::new(&c.url, &c.protocols, &c.headers, c.origin.clone())?;
+    let cores = c.cores.as_deref().map(target::parse_cores).transpose()?;
+    let threads = c
+        .threads
+        .unwrap_or_else(|| cores.as_ref().map_or(1, Vec::len))
+        .max(1);
+    let sources = match &c.source {
+        Some(s) => target::parse_sources(s)?,
+        None => Vec::new(),
+    };
+    if conns == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    let mut cfg = BTreeMap::new();
+    config_entry(&mut cfg, "connections", conns as u64);
+    config_entry(&mut cfg, "threads", threads as u64);
+    config_entry(
+        &mut cfg,
+        "cores",
+        cores
+            .as_ref()
+            .map_or(Value::Null, |v| Value::from(v.clone())),
+    );
+    config_entry(&mut cfg, "sources", sources.len() as u64);
+    config_entry(&mut cfg, "ramp", c.ramp);
+    config_entry(&mut cfg, "duration_s", c.duration.as_secs_f64());
+    config_entry(&mut cfg, "warmup_s", c.warmup.as_secs_f64());
+    config_entry(&mut cfg, "protocols", c.protocols.clone());
+    config_entry(
+        &mut cfg,
+        "server_pid",
+        c.server_pid.map_or(Value::Null, Value::from),
+    );
+    match &kind {
+        Kind::Echo { inflight } => config_entry(&mut cfg, "inflight", *inflight),
+        Kind::Rate { rate } => config_entry(&mut cfg, "rate", *rate),
+        Kind::Connect { close, concurrency } => {
+            config_entry(&mut cfg, "close", *close);
+            config_entry(&mut cfg, "concurrency", *concurrency as u64);
+        }
+        Kind::Hold { steps, .. } => config_entry(
+            &mut cfg,
+            "steps",
+            steps.iter().map(|s| *s as u64).collect::<Vec<_>>(),
+        ),
+        Kind::Fanout { rate, publishers } => {
+            config_entry(&mut cfg, "rate", *rate);
+            config_entry(&mut cfg, "publishers", *publishers as u64);
+        }
+    }
+    if let Some(m) = msg {
+        config_entry(&mut cfg, "size", m.size.max(worker::STAMP) as u64);
+        config_entry(&mut cfg, "text", m.text);
+    }
+    Ok(Spec {
+        scenario: scenario.to_string(),
+        target: Arc::new(target),
+        sources: Arc::new(sources),
+        threads,
+        cores,
+        conns,
+        kind,
+        size: msg.map_or(worker::STAMP, |m| m.size),
+        text: msg.is_some_and(|m| m.text),
+        ramp: c.ramp.max(0.0),
+        max_pending: c.max_pending.max(1),
+        duration: c.duration,
+        warmup: c.warmup,
+        drain: c.drain,
+        connect_timeout: c.connect_timeout,
+        stall_timeout: c.timeout,
+        close_timeout: c.close_timeout,
+        server_pid: c.server_pid,
+        progress: !c.quiet,
+        config: cfg,
+    })
+}
+
+fn output(r: &Report, json: Option<&PathBuf>, plot: Option<&PathBuf>) -> Result<(), String> {
+    print!("{}", r.table());
+    if let Some(p) = json {
+        let s = serde_json::to_string_pretty(r).map_err(|e| format!("json: {e}"))?;
+        std::fs::write(p, s + "\n").map_err(|e| format!("{}: {e}", p.display()))?;
+        eprintln!("soliton-load: report written to {}", p.display());
+    }
+    if let Some(p) = plot {
+        std::fs::write(p, plot::svg(r)).map_err(|e| format!("{}: {e}", p.display()))?;
+        eprintln!("soliton-load: plot written to {}", p.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    sys::init_clock();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("soliton-load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode, String> {
+    let (report, common) = match cli.cmd {
+        Cmd::Echo(a) => {
+            if a.inflight == 0 {
+                return Err("--inflight must be at least 1".into());
+            }
+            let s = spec(
+                "echo",
+                &a.common,
+                a.connections,
+                Kind::Echo {
+                    inflight: a.inflight,
+                },
+                Some(&a.msg),
+            )?;
+            (run::run(&s), a.common)
+        }
+        Cmd::Rate(a) => {
+            if a.rate.is_nan() || a.rate <= 0.0 {
+                return Err("--rate must be positive".into());
+            }
+            let s = spec(
+                "rate",
+                &a.common,
+                a.connections,
+                Kind::Rate { rate: a.rate },
+                Some(&a.msg),
+            )?;
+            (run::run(&s), a.common)
+        }
+        Cmd::Connect(a) => {
+            let s = spec(
+                "connect",
+                &a.common,
+                a.connections,
+                Kind::Connect {
+                    close: a.close,
+                    concurrency: a.concurrency.max(1),
+                },
+                None,
+            )?;
+            (run::run(&s), a.common)
+        }
+        Cmd::Hold(a) => {
+            let mut steps = a.steps.clone();
+            steps.retain(|&s| s > 0);
+            let conns = steps.iter().copied().max().unwrap_or(a.connections);
+            let s = spec(
+                "hold",
+                &a.common,
+                conns,
+                Kind::Hold {
+                    steps,
+                    settle: a.settle,
+                },
+                None,
+            )?;
+            (run::run(&s), a.common)
+        }
+        Cmd::Fanout(a) => {
+            if a.publishers == 0 {
+                return Err("--publishers must be at least 1".into());
+            }
+            let s = spec(
+                "fanout",
+                &a.common,
+                a.publishers + a.subscribers,
+                Kind::Fanout {
+                    rate: a.rate.max(0.0),
+                    publishers: a.publishers,
+                },
+                Some(&a.msg),
+            )?;
+            (run::run(&s), a.common)
+        }
+        Cmd::Slo(a) => {
+            let targets = slo::parse_targets(&a.target)?;
+            if a.start.is_nan() || a.start <= 0.0 {
+                return Err("--start must be positive".into());
+            }
+            let mut base = spec(
+                "rate",
+                &a.common,
+                a.connections,
+                Kind::Rate { rate: a.start },
+                Some(&a.msg),
+            )?;
+            base.config.insert(
+                "targets".into(),
+                Value::from(targets.iter().map(|t| t.text.clone()).collect::<Vec<_>>()),
+            );
+            let search = slo::Search {
+                start: a.start,
+                step: a.step.unwrap_or(a.start),
+                max: a.max_rate,
+                bisect: a.bisect,
+                precision: a.precision.clamp(0.001, 1.0),
+                max_steps: a.max_steps.max(1),
+                max_errors: a.max_errors,
+                min_achieved: a.min_achieved.clamp(0.0, 1.0),
+            };
+            let r = slo::run(&base, &targets, &search);
+            println!();
+            (r, a.common)
+        }
+        Cmd::Merge(a) => {
+            let mut reports = Vec::new();
+            for f in &a.files {
+                let s = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+                let r: Report =
+                    serde_json::from_str(&s).map_err(|e| format!("{}: {e}", f.display()))?;
+                reports.push(r);
+            }
+            let r = report::merge(reports)?;
+            output(&r, a.json.as_ref(), a.plot.as_ref())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    output(&report, common.json.as_ref(), common.plot.as_ref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

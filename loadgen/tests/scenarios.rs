@@ -1,0 +1,625 @@
+//! Every scenario, briefly, against our server (in this process) and against a peer
+//! server written by someone else (Python `websockets`), with the figures checked for
+//! sense; plus the bad conditions: unreachable, garbage, stalls, closes, refusals.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const SHORT: &[&str] = &["--duration", "1s", "--warmup", "300ms"];
+
+fn args<'a>(base: &[&'a str], url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = base.to_vec();
+    v.push(url);
+    v.extend_from_slice(SHORT);
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Echo sense checks: everything sent came back, nothing else went wrong.
+fn check_echo(r: &Run) {
+    assert_eq!(r.status, 0, "stderr: {}", r.stderr);
+    let j = r.json.as_ref().expect("json");
+    assert_eq!(j["scenario"], "echo");
+    let sent = u(j, "messages.sent");
+    assert!(sent > 0, "no message sent: {}", r.stdout);
+    assert_eq!(sent, u(j, "messages.received"), "{}", r.stdout);
+    assert_eq!(
+        u(j, "messages.sent_total"),
+        u(j, "messages.received_total"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(u(j, "errors_total"), 0, "{}", r.stdout);
+    assert_eq!(u(j, "latency_us.count"), sent);
+    assert_ordered(j, "latency_us");
+    assert!(f(j, "messages.received_per_s") > 0.0);
+    assert!(f(j, "cpu.load_s") >= 0.0);
+    assert!(j["cpu"]["verdict"].is_string());
+    assert!(r.stdout.contains("p99.99"), "{}", r.stdout);
+}
+
+#[test]
+fn echo_ours() {
+    let s = Ours::start(false);
+    let url = s.url();
+    let pid = std::process::id().to_string();
+    let r = load(
+        &args(
+            &["echo", "--connections", "20"],
+            &url,
+            &["--server-pid", &pid],
+        ),
+        Duration::from_secs(30),
+    );
+    check_echo(&r);
+    let j = r.json.unwrap();
+    assert_eq!(u(&j, "connections.handshakes"), 20);
+    assert_eq!(u(&j, "connections.open_at_end"), 20);
+    assert!(j["cpu"]["server_s"].is_number(), "server CPU measured");
+    assert!(r.stdout.contains("server"), "{}", r.stdout);
+}
+
+#[test]
+fn echo_text_inflight_threads() {
+    let s = Ours::start(false);
+    let url = s.url();
+    let r = load(
+        &args(
+            &[
+                "echo",
+                "--connections",
+                "16",
+                "--inflight",
+                "4",
+                "--text",
+                "--size",
+                "300",
+                "--threads",
+                "2",
+            ],
+            &url,
+            &[],
+        ),
+        Duration::from_secs(30),
+    );
+    check_echo(&r);
+    let j = r.json.unwrap();
+    assert_eq!(u(&j, "messages.size"), 300);
+    assert!(j["messages"]["text"].as_bool().unwrap());
+}
+
+#[test]
+fn echo_small_size_is_clamped_and_said() {
+    let s = Ours::start(false);
+    let url = s.url();
+    let r = load(
+        &args(&["echo", "--connections", "2", "--size", "4"], &url, &[]),
+        Duration::from_secs(30),
+    );
+    check_echo(&r);
+    let j = r.json.unwrap();
+    assert_eq!(u(&j, "messages.size"), 16);
+    assert!(r.stdout.contains("sent as 16 B"), "{}", r.stdout);
+}
+
+#[test]
+fn rate_ours() {
+    let s = Ours::start(false);
+    let url = s.url();
+    let r = load(
+        &args(
+            &["rate", "--connections", "10", "--rate", "2000"],
+            &url,
+            &[],
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    let sent = u(&j, "messages.sent");
+    // the schedule sends exactly rate x window
+    assert!((1900..=2100).contains(&sent), "sent {sent}");
+    assert_eq!(sent, u(&j, "messages.received"), "{}", r.stdout);
+    assert_eq!(u(&j, "errors_total"), 0, "{}", r.stdout);
+    assert_eq!(f(&j, "messages.offered_per_s"), 2000.0);
+    assert_ordered(&j, "latency_us");
+    assert!(r.stdout.contains("intended send time"), "{}", r.stdout);
+}
+
+#[test]
+fn connect_ours() {
+    let s = Ours::start(false);
+    let url = s.url();
+    for close in [false, true] {
+        let mut a = vec![
+            "connect",
+            url.as_str(),
+            "--connections",
+            "300",
+            "--duration",
+            "10s",
+        ];
+        if close {
+            a.push("--close");
+        }
+        let r = load(&a, Duration::from_secs(30));
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let j = r.json.unwrap();
+        assert_eq!(u(&j, "connections.handshakes"), 300, "{}", r.stdout);
+        assert_eq!(u(&j, "errors_total"), 0, "{}", r.stdout);
+        assert!(f(&j, "connections.handshakes_per_s") > 0.0);
+        assert_eq!(u(&j, "connections.connect_us.count"), 300);
+        assert_ordered(&j["connections"], "connect_us");
+        if close {
+            assert_eq!(u(&j, "connections.clean_closes"), 300, "{}", r.stdout);
+            assert_eq!(u(&j, "connections.open_at_end"), 0);
+        } else {
+            assert_eq!(u(&j, "connections.open_at_end"), 300);
+        }
+    }
+}
+
+#[test]
+fn hold_ours_with_rss_steps() {
+    let s = Ours::start(false);
+    let url = s.url();
+    let pid = std::process::id().to_string();
+    let r = load(
+        &[
+            "hold",
+            &url,
+            "--steps",
+            "100,300",
+            "--settle",
+            "200ms",
+            "--duration",
+            "500ms",
+            "--server-pid",
+            &pid,
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    let h = &j["hold"];
+    assert_eq!(h["steps"][0]["held"].as_u64(), Some(100), "{}", r.stdout);
+    assert_eq!(h["steps"][1]["held"].as_u64(), Some(300), "{}", r.stdout);
+    assert_eq!(h["held_at_end"].as_u64(), Some(300));
+    assert!(h["steps"][1]["rss"].as_u64().unwrap() > 0);
+    assert!(h["baseline_rss"].as_u64().unwrap() > 0);
+    assert!(h["marginal_bytes_per_conn"].is_number());
+    assert_eq!(u(&j, "errors_total"), 0, "{}", r.stdout);
+}
+
+#[test]
+fn fanout_ours() {
+    let s = Ours::start(true);
+    let url = s.url();
+    let r = load(
+        &args(
+            &[
+                "fanout",
+                "--subscribers",
+                "5",
+                "--publishers",
+                "2",
+                "--rate",
+                "200",
+            ],
+            &url,
+            &[],
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    let published = u(&j, "fanout.published");
+    assert!((190..=210).contains(&published), "published {published}");
+    // every connection (publishers too) gets every message from our broadcast server
+    assert_eq!(u(&j, "fanout.delivered"), published * 7, "{}", r.stdout);
+    assert_eq!(u(&j, "errors_total"), 0, "{}", r.stdout);
+    assert_ordered(&j, "latency_us");
+}
+
+#[test]
+fn slo_ours() {
+    let s = Ours::start(false);
+    let url = s.url();
+    let r = load(
+        &[
+            "slo",
+            &url,
+            "--connections",
+            "5",
+            "--target",
+            "p99<2s",
+            "--start",
+            "200",
+            "--step",
+            "200",
+            "--max-rate",
+            "400",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "100ms",
+        ],
+        Duration::from_secs(40),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    let slo = &j["slo"];
+    assert_eq!(slo["steps"].as_array().unwrap().len(), 2, "{}", r.stdout);
+    assert_eq!(slo["best_rate"].as_f64(), Some(400.0), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("highest passing rate: 400"),
+        "{}",
+        r.stdout
+    );
+    // an impossible target: nothing passes, and it says so
+    let r = load(
+        &[
+            "slo",
+            &url,
+            "--connections",
+            "2",
+            "--target",
+            "p50<1ns",
+            "--start",
+            "100",
+            "--bisect",
+            "--max-steps",
+            "2",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    assert!(j["slo"]["best_rate"].is_null());
+    assert!(r.stdout.contains("no rate passed"), "{}", r.stdout);
+}
+
+#[test]
+fn merge_adds_counts_and_histograms_exactly() {
+    let s = Ours::start(false);
+    let url = s.url();
+    let a = temp("a.json");
+    let b = temp("b.json");
+    for p in [&a, &b] {
+        let r = load_raw(
+            &[
+                "echo",
+                &url,
+                "--connections",
+                "4",
+                "--duration",
+                "500ms",
+                "--warmup",
+                "100ms",
+                "-q",
+                "--json",
+                p.to_str().unwrap(),
+            ],
+            Duration::from_secs(30),
+        );
+        assert_eq!(r.status, 0, "{}", r.stderr);
+    }
+    let plot = temp("m.svg");
+    let r = load(
+        &[
+            "merge",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let m = r.json.unwrap();
+    let ra: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&a).unwrap()).unwrap();
+    let rb: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&b).unwrap()).unwrap();
+    for k in [
+        "messages.sent",
+        "messages.received",
+        "messages.bytes_sent",
+        "connections.handshakes",
+        "latency_us.count",
+    ] {
+        assert_eq!(u(&m, k), u(&ra, k) + u(&rb, k), "{k}");
+    }
+    assert_eq!(u(&m, "runs"), 2);
+    let ha = hist(ra["latency_hist"].as_str().unwrap());
+    let hb = hist(rb["latency_hist"].as_str().unwrap());
+    let hm = hist(m["latency_hist"].as_str().unwrap());
+    assert_eq!(hm.len(), ha.len() + hb.len());
+    for v in hm.iter_recorded() {
+        let x = v.value_iterated_to();
+        assert_eq!(
+            v.count_at_value(),
+            ha.count_at(x) + hb.count_at(x),
+            "bucket {x}"
+        );
+    }
+    assert_ordered(&m, "latency_us");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("percentile"));
+    for p in [a, b, plot] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn plot_is_written() {
+    let s = Ours::start(false);
+    let url = s.url();
+    let plot = temp("p.svg");
+    let r = load(
+        &args(
+            &[
+                "echo",
+                "--connections",
+                "2",
+                "--plot",
+                plot.to_str().unwrap(),
+            ],
+            &url,
+            &[],
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("Throughput over time"));
+    let _ = std::fs::remove_file(plot);
+}
+
+// ---- a server that no one here wrote ----
+
+#[test]
+fn echo_and_rate_against_peer() {
+    let Some(p) = Peer::start("echo") else { return };
+    let url = p.url();
+    let r = load(
+        &args(
+            &["echo", "--connections", "10", "--inflight", "2"],
+            &url,
+            &[],
+        ),
+        Duration::from_secs(30),
+    );
+    check_echo(&r);
+    let r = load(
+        &args(
+            &["rate", "--connections", "5", "--rate", "500", "--text"],
+            &url,
+            &[],
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    assert_eq!(
+        u(&j, "messages.sent"),
+        u(&j, "messages.received"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(u(&j, "errors_total"), 0, "{}", r.stdout);
+    let r = load(
+        &[
+            "connect",
+            &url,
+            "--connections",
+            "50",
+            "--close",
+            "--duration",
+            "10s",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    assert_eq!(u(&j, "connections.handshakes"), 50, "{}", r.stdout);
+    let r = load(
+        &["hold", &url, "--connections", "50", "--duration", "500ms"],
+        Duration::from_secs(30),
+    );
+    let j = r.json.unwrap();
+    assert_eq!(j["hold"]["held_at_end"].as_u64(), Some(50), "{}", r.stdout);
+}
+
+#[test]
+fn fanout_and_slo_against_peer() {
+    let Some(p) = Peer::start("broadcast") else {
+        return;
+    };
+    let url = p.url();
+    let r = load(
+        &args(
+            &[
+                "fanout",
+                "--subscribers",
+                "4",
+                "--publishers",
+                "1",
+                "--rate",
+                "100",
+            ],
+            &url,
+            &[],
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    let published = u(&j, "fanout.published");
+    assert!(published >= 90, "{}", r.stdout);
+    assert_eq!(u(&j, "fanout.delivered"), published * 5, "{}", r.stdout);
+    drop(p);
+    let Some(p) = Peer::start("echo") else { return };
+    let url = p.url();
+    let r = load(
+        &[
+            "slo",
+            &url,
+            "--connections",
+            "2",
+            "--target",
+            "p99<5s",
+            "--start",
+            "100",
+            "--max-rate",
+            "200",
+            "--duration",
+            "400ms",
+            "--warmup",
+            "100ms",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    assert_eq!(j["slo"]["best_rate"].as_f64(), Some(200.0), "{}", r.stdout);
+}
+
+// ---- bad conditions: counted and named, no panic, no hang ----
+
+#[test]
+fn unreachable_is_refused() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}/");
+    let r = load(
+        &args(&["echo", "--connections", "5"], &url, &[]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    assert_eq!(err(&j, "refused"), 5, "{}", r.stdout);
+    assert!(r.stdout.contains("refused"));
+    assert_eq!(u(&j, "messages.sent"), 0);
+}
+
+#[test]
+fn garbage_is_a_protocol_error() {
+    let s = BadServer::start(Bad::Garbage);
+    let r = load(
+        &args(&["echo", "--connections", "3"], &s.url(), &[]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    assert_eq!(err(&j, "protocol"), 3, "{}", r.stdout);
+}
+
+#[test]
+fn stalling_server_is_counted_and_the_run_ends_on_time() {
+    let s = BadServer::start(Bad::Stall);
+    let r = load(
+        &args(
+            &["echo", "--connections", "3", "--timeout", "300ms"],
+            &s.url(),
+            &[],
+        ),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    assert_eq!(err(&j, "stall"), 3, "{}", r.stdout);
+    assert_eq!(err(&j, "no-reply"), 3, "{}", r.stdout);
+    // 0.3 s warm-up + 1 s + 2 s drain + 1.5 s close, and a margin for a busy machine
+    assert!(r.elapsed < Duration::from_secs(10), "took {:?}", r.elapsed);
+}
+
+#[test]
+fn server_closing_mid_run_is_counted_with_its_code() {
+    let s = BadServer::start(Bad::CloseMidRun(Duration::from_millis(600)));
+    let r = load(
+        &args(&["echo", "--connections", "3"], &s.url(), &[]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let j = r.json.unwrap();
+    assert_eq!(err(&j, "close-1011"), 3, "{}", r.stdout);
+    assert!(u(&j, "messages.received_total") > 0, "{}", r.stdout);
+}
+
+#[test]
+fn handshake_status_and_timeout_are_named() {
+    let s = BadServer::start(Bad::Status(503));
+    let r = load(
+        &args(&["echo", "--connections", "2"], &s.url(), &[]),
+        Duration::from_secs(20),
+    );
+    let j = r.json.unwrap();
+    assert_eq!(err(&j, "handshake-status-503"), 2, "{}", r.stdout);
+    let s = BadServer::start(Bad::Silent);
+    let r = load(
+        &args(
+            &["echo", "--connections", "2", "--connect-timeout", "500ms"],
+            &s.url(),
+            &[],
+        ),
+        Duration::from_secs(20),
+    );
+    let j = r.json.unwrap();
+    assert_eq!(err(&j, "handshake-timeout"), 2, "{}", r.stdout);
+}
+
+#[test]
+fn wss_and_bad_urls_are_refused_clearly() {
+    let r = load_raw(&["echo", "wss://127.0.0.1:1/"], Duration::from_secs(10));
+    assert_eq!(r.status, 2);
+    assert!(r.stderr.contains("TLS"), "{}", r.stderr);
+    let r = load_raw(&["echo", "http://127.0.0.1:1/"], Duration::from_secs(10));
+    assert_eq!(r.status, 2);
+    let r = load_raw(&["--help"], Duration::from_secs(10));
+    assert!(r.stdout.contains("wss://"), "{}", r.stdout);
+    let r = load_raw(&["echo", "--help"], Duration::from_secs(10));
+    assert!(r.stdout.contains("[default: 100]"), "{}", r.stdout);
+}
+
+#[test]
+fn extra_headers_and_subprotocol_reach_the_server() {
+    // our server accepts any upgrade; a subprotocol it does not choose is fine, and a
+    // malformed --header is refused before any connection
+    let s = Ours::start(false);
+    let url = s.url();
+    let r = load(
+        &args(
+            &[
+                "echo",
+                "--connections",
+                "2",
+                "--protocol",
+                "chat",
+                "-H",
+                "Authorization: Bearer x",
+                "--origin",
+                "http://example.test",
+            ],
+            &url,
+            &[],
+        ),
+        Duration::from_secs(20),
+    );
+    check_echo(&r);
+    let r = load_raw(
+        &["echo", &url, "-H", "no colon here"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.status, 2, "{}", r.stderr);
+}
