@@ -68,6 +68,15 @@ struct Args {
     /// Supported subprotocol (repeatable), most preferred first.
     #[arg(long = "protocol")]
     protocols: Vec<String>,
+    /// io_uring: provided receive buffers per worker (rounded up to a power of two).
+    #[arg(long, default_value_t = 512)]
+    uring_buffers: u16,
+    /// io_uring: size of one provided receive buffer, in bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    uring_buffer_size: usize,
+    /// epoll: size of the worker's receive buffer, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    recv_buffer: usize,
     /// Seconds to wait for close handshakes on SIGINT/SIGTERM.
     #[arg(long, default_value_t = 2.0)]
     shutdown_grace: f64,
@@ -119,6 +128,7 @@ fn main() {
         .handshake_timeout(secs(a.handshake_timeout))
         .idle_timeout((a.idle_timeout > 0.0).then(|| secs(a.idle_timeout)))
         .buffered_limits(a.backpressure, a.max_buffered);
+    b = b.receive_buffers(a.uring_buffers, a.uring_buffer_size, a.recv_buffer);
     if let Some(t) = a.threads {
         b = b.workers(t);
     }

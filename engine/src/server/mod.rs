@@ -129,6 +129,15 @@ impl Builder {
         self
     }
 
+    /// Receive buffers: io_uring's provided ring (`count` buffers of `size` bytes per
+    /// worker) and the epoll worker's buffer (`epoll_size` bytes).
+    pub fn receive_buffers(mut self, count: u16, size: usize, epoll_size: usize) -> Self {
+        self.cfg.uring_buffers = count.max(2);
+        self.cfg.uring_buffer_size = size.max(512);
+        self.cfg.recv_buffer_size = epoll_size.max(512);
+        self
+    }
+
     /// Binds every worker's listener and starts the workers. `factory(i)` makes worker
     /// `i`'s handler on that worker's thread.
     pub fn start<H, F>(self, factory: F) -> io::Result<ServerHandle>
