@@ -115,7 +115,10 @@ fn accept_all<H: Handler>(core: &mut Core<H>, poll: &Poll, lfd: i32, spare: &mut
                     }
                     return;
                 }
-                eprintln!("soliton: worker {}: accept: {e} (connections dropped)", core.index);
+                eprintln!(
+                    "soliton: worker {}: accept: {e} (connections dropped)",
+                    core.index
+                );
                 return;
             }
             // ECONNABORTED and friends: that connection is gone, try the next

@@ -424,7 +424,9 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
             }
             // parked sends were cancelled; dropping the ring at return reaps any straggler
             // before the buffers it points into are freed (field order in `Uring`)
-            let late = core.shutdown.is_some_and(|d| core.now > d + Duration::from_secs(1));
+            let late = core
+                .shutdown
+                .is_some_and(|d| core.now > d + Duration::from_secs(1));
             if core.shutdown_done() && (u.parked.is_empty() || late) {
                 if !u.parked.is_empty() {
                     // sends that even cancellation did not complete: the kernel may still
