@@ -14,6 +14,8 @@ enum Mode {
     Echo,
     /// Publish every message to every connection (the sender too).
     Broadcast,
+    /// Benchmark ceiling: a raw TCP echo (no WebSocket) on the same loop and buffers.
+    RawTcp,
 }
 
 /// A Soliton WebSocket server: echo or broadcast, on io_uring or epoll.
@@ -105,6 +107,7 @@ impl Handler for App {
                 ws.send(msg);
             }
             Mode::Broadcast => ws.publish("all", msg),
+            Mode::RawTcp => {}
         }
     }
 }
@@ -128,6 +131,7 @@ fn main() {
         .handshake_timeout(secs(a.handshake_timeout))
         .idle_timeout((a.idle_timeout > 0.0).then(|| secs(a.idle_timeout)))
         .buffered_limits(a.backpressure, a.max_buffered);
+    b = b.raw_tcp_echo(matches!(a.mode, Mode::RawTcp));
     b = b.receive_buffers(a.uring_buffers, a.uring_buffer_size, a.recv_buffer);
     if let Some(t) = a.threads {
         b = b.workers(t);

@@ -72,6 +72,9 @@ pub struct Config {
     pub uring_buffer_size: usize,
     /// Size of the epoll worker's receive buffer; default 64 KiB.
     pub recv_buffer_size: usize,
+    /// Benchmark ceiling: echo every received byte back as is, with no handshake and
+    /// no framing, through the same loop, buffers and write path. Default false.
+    pub raw_tcp_echo: bool,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for Config {
             uring_buffers: 512,
             uring_buffer_size: 16 * 1024,
             recv_buffer_size: 64 * 1024,
+            raw_tcp_echo: false,
         }
     }
 }

@@ -138,6 +138,12 @@ impl Builder {
         self
     }
 
+    /// Benchmark ceiling: a raw TCP echo (no WebSocket) on the same loop and buffers.
+    pub fn raw_tcp_echo(mut self, on: bool) -> Self {
+        self.cfg.raw_tcp_echo = on;
+        self
+    }
+
     /// Binds every worker's listener and starts the workers. `factory(i)` makes worker
     /// `i`'s handler on that worker's thread.
     pub fn start<H, F>(self, factory: F) -> io::Result<ServerHandle>

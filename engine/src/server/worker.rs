@@ -432,21 +432,28 @@ impl<H: Handler> Core<H> {
             return None;
         }
         self.gen = self.gen.wrapping_add(1);
-        let at = self.now_ms + self.cfg.handshake_timeout.as_millis() as u64;
+        let raw = self.cfg.raw_tcp_echo;
+        let at = if raw {
+            0
+        } else {
+            self.now_ms + self.cfg.handshake_timeout.as_millis() as u64
+        };
         let idx = self.slots.insert(Slot {
             fd,
             gen: self.gen,
-            phase: Phase::Handshake,
+            phase: if raw { Phase::Open } else { Phase::Handshake },
             flags: Flags::default(),
             close_code: None,
             last_read: self.now_ms,
             timer: at,
             proto: Connection::new(Role::Server, self.cfg.limits, 0),
             out: OutQueue::default(),
-            cold: Some(Box::default()),
+            cold: (!raw).then(Box::default),
             data: None,
         });
-        self.timers.push(Reverse((at, idx, self.gen)));
+        if !raw {
+            self.timers.push(Reverse((at, idx, self.gen)));
+        }
         Some(idx)
     }
 
@@ -467,6 +474,12 @@ impl<H: Handler> Core<H> {
             return;
         };
         slot.last_read = self.now_ms;
+        if self.cfg.raw_tcp_echo {
+            // the benchmark ceiling: same queue, cork and write path, no WebSocket
+            slot.out.push_bytes(&mut self.pool, data);
+            mark_dirty(&mut slot.flags, &mut self.dirty, idx);
+            return;
+        }
         slot.flags.ping_sent = false;
         if slot.phase == Phase::Lingering || slot.phase == Phase::HttpThenClose {
             return;
