@@ -49,7 +49,7 @@ impl Handler for Gate {
             .collect();
         let _ = self.tx.send(Seen {
             headers,
-            protocol: req.protocol.map(str::to_owned),
+            protocol: req.protocol().map(str::to_owned),
             peer: req.peer,
         });
         Ok(())
@@ -415,5 +415,41 @@ fn request_written_one_byte_at_a_time_is_accepted() {
         let mut ws = RawWs::finish_handshake(s);
         ws.send_text("slowly");
         assert_eq!(ws.read_text(), "slowly");
+    });
+}
+
+/// Picks the subprotocol itself (the client's last offer, against the server's
+/// preference list) and sets a cookie on the 101.
+struct Chooser;
+
+impl Handler for Chooser {
+    type Data = ();
+
+    fn on_upgrade(&mut self, req: &UpgradeRequest<'_, '_>) -> Result<(), Reject> {
+        assert!(!req.select_protocol("not-offered"));
+        let last = req.request.protocols().last().map(str::to_owned);
+        if let Some(p) = last {
+            assert!(req.select_protocol(&p));
+        }
+        req.add_response_header("Set-Cookie", "session=abc; HttpOnly");
+        Ok(())
+    }
+
+    fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, msg: Message<'_>) {
+        ws.send(msg);
+    }
+}
+
+#[test]
+fn on_upgrade_can_choose_the_subprotocol_and_add_response_headers() {
+    for_each_backend(|backend| {
+        let server = TestServer::start(builder(backend).protocols(["chat", "superchat"]), |_| {
+            Chooser
+        });
+        let req = upgrade_request("/", &[], &["Sec-WebSocket-Protocol: chat, superchat"]);
+        let reply = http_exchange(server.addr(), req.as_bytes());
+        assert_eq!(reply.status, 101);
+        assert_eq!(reply.header("sec-websocket-protocol"), Some("superchat"));
+        assert_eq!(reply.header("set-cookie"), Some("session=abc; HttpOnly"));
     });
 }

@@ -1,5 +1,6 @@
 //! The application's side: the [`Handler`] trait and the [`WebSocket`] handle.
 
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use crate::proto::close::CloseCode;
@@ -82,15 +83,43 @@ impl HttpResponse {
     }
 }
 
-/// An upgrade request: the parsed request and what the policy chose.
+/// An upgrade request: the parsed request, what the policy chose, and what the
+/// application adds to the answer.
 #[derive(Debug)]
 pub struct UpgradeRequest<'a, 'b> {
     /// The request; every header is readable (Cookie, Authorization, ...).
     pub request: &'a Request<'b>,
-    /// The subprotocol chosen by the server's preference list, if any.
-    pub protocol: Option<&'a str>,
     /// The peer's address.
     pub peer: Option<std::net::SocketAddr>,
+    pub(crate) protocol: Cell<Option<&'b str>>,
+    pub(crate) headers: RefCell<Vec<(String, String)>>,
+}
+
+impl<'b> UpgradeRequest<'_, 'b> {
+    /// The subprotocol that will be answered: by default the server's most preferred
+    /// one that the client offered.
+    pub fn protocol(&self) -> Option<&'b str> {
+        self.protocol.get()
+    }
+
+    /// Chooses the subprotocol to answer with, overriding the preference list; it must
+    /// be one the client offered (returns false, changing nothing, otherwise).
+    pub fn select_protocol(&self, name: &str) -> bool {
+        match self.request.protocols().find(|p| *p == name) {
+            Some(p) => {
+                self.protocol.set(Some(p));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds a header field to the 101 response (e.g. `Set-Cookie`).
+    pub fn add_response_header(&self, name: &str, value: &str) {
+        self.headers
+            .borrow_mut()
+            .push((name.to_owned(), value.to_owned()));
+    }
 }
 
 /// How a connection ended.

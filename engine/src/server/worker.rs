@@ -599,8 +599,13 @@ impl<H: Handler> Core<H> {
         let peer = sys::peer_addr(sys::raw(&self.slots[idx].fd));
         let up = UpgradeRequest {
             request: &req,
-            protocol: accepted.protocol,
             peer,
+            protocol: std::cell::Cell::new(
+                accepted
+                    .protocol
+                    .and_then(|chosen| req.protocols().find(|p| *p == chosen)),
+            ),
+            headers: Default::default(),
         };
         let handler = &mut self.handler;
         let data = match catch_unwind(AssertUnwindSafe(|| handler.on_upgrade(&up))) {
@@ -614,8 +619,17 @@ impl<H: Handler> Core<H> {
                 return None;
             }
         };
+        let accepted = handshake::Accepted {
+            protocol: up.protocol.get(),
+            ..accepted
+        };
+        let extra = up.headers.into_inner();
+        let extra: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         self.ctl.clear();
-        handshake::write_accept_response(&mut self.ctl, &accepted, None, &[]);
+        handshake::write_accept_response(&mut self.ctl, &accepted, None, &extra);
         let slot = &mut self.slots[idx];
         slot.out.push_bytes(&mut self.pool, &self.ctl);
         mark_dirty(&mut slot.flags, &mut self.dirty, idx);
