@@ -85,21 +85,30 @@ impl OutQueue {
     }
 
     pub(crate) fn push_bytes(&mut self, pool: &mut Pool, bytes: &[u8]) {
-        if bytes.is_empty() {
+        self.push_pair(pool, bytes, &[]);
+    }
+
+    /// Appends `a` then `b` (a frame header and its payload) in one step.
+    pub(crate) fn push_pair(&mut self, pool: &mut Pool, a: &[u8], b: &[u8]) {
+        let n = a.len() + b.len();
+        if n == 0 {
             return;
         }
         let q = self.inner.get_or_insert_with(|| pool.get_queue());
-        q.len += bytes.len();
+        q.len += n;
         if q.chunks.len() > q.sealed {
             if let Some(Chunk::Owned(v)) = q.chunks.back_mut() {
-                if v.len() + bytes.len() <= CHUNK_MAX.max(v.capacity()) {
-                    v.extend_from_slice(bytes);
+                if v.len() + n <= CHUNK_MAX.max(v.capacity()) {
+                    v.extend_from_slice(a);
+                    v.extend_from_slice(b);
                     return;
                 }
             }
         }
         let mut v = pool.get();
-        v.extend_from_slice(bytes);
+        v.reserve(n);
+        v.extend_from_slice(a);
+        v.extend_from_slice(b);
         q.chunks.push_back(Chunk::Owned(v));
     }
 

@@ -284,8 +284,7 @@ impl ConnCtx<'_> {
         }
         let h = header.as_slice();
         if written < h.len() {
-            self.out.push_bytes(self.pool, &h[written..]);
-            self.out.push_bytes(self.pool, payload);
+            self.out.push_pair(self.pool, &h[written..], payload);
         } else {
             self.out
                 .push_bytes(self.pool, &payload[written - h.len()..]);
