@@ -29,20 +29,25 @@ pub(crate) fn encode_into(input: &[u8], out: &mut [u8]) {
     }
 }
 
-const fn value(c: u8) -> Option<u8> {
-    Some(match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => return None,
-    })
-}
+/// `IS_SYMBOL[c]`: whether `c` is one of the 64 symbols.
+static IS_SYMBOL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 64 {
+        t[ALPHABET[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// Whether `s` is the base64 encoding of exactly 16 bytes: 22 symbols, then `==`.
 pub(crate) fn is_16_bytes(s: &[u8]) -> bool {
-    s.len() == 24 && s[22] == b'=' && s[23] == b'=' && s[..22].iter().all(|&c| value(c).is_some())
+    s.len() == 24
+        && s[22] == b'='
+        && s[23] == b'='
+        && s[..22]
+            .iter()
+            .fold(true, |ok, &c| ok & IS_SYMBOL[c as usize])
 }
 
 #[cfg(test)]

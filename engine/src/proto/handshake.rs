@@ -79,22 +79,38 @@ impl HeadScanner {
         buf: &[u8],
         limits: &HeadLimits,
     ) -> Result<Status<usize>, HandshakeError> {
-        let mut i = self.scanned;
-        while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
-            let nl = i + off;
-            if !self.first_line_done {
+        // a caller that breaks the same-start contract gets a rescan, never a panic
+        let start = self.scanned.min(buf.len());
+        let (blocks, tail) = buf[start..].as_chunks::<BLOCK>();
+        let tail = (!tail.is_empty()).then(|| padded(tail));
+        let mut lf_before = marks_before(buf, start, b'\n');
+        for (i, block) in blocks.iter().chain(tail.as_ref()).enumerate() {
+            let base = start + BLOCK * i;
+            let lf = classify::equal(block, b'\n');
+            if !self.first_line_done && lf != 0 {
+                let nl = base + lf.trailing_zeros() as usize;
                 if nl + 1 > limits.max_request_line {
                     return Err(HandshakeError::RequestLineTooLong);
                 }
                 self.first_line_done = true;
-            } else if nl >= 3 && &buf[nl - 3..nl] == b"\r\n\r" {
-                if nl + 1 > limits.max_head {
-                    return Err(HandshakeError::HeadersTooLarge);
-                }
-                self.scanned = nl + 1;
-                return Ok(Status::Complete(nl + 1));
             }
-            i = nl + 1;
+            // an LF two bytes after another one, then an LF that ends CR LF CR LF; the LF
+            // before it may end the first line, so every hit comes after the first line
+            let pairs = lf & (lf << 2 | lf_before >> 62);
+            if pairs != 0 {
+                let cr = classify::equal(block, b'\r');
+                let cr_before = marks_before(buf, base, b'\r');
+                let ends = pairs & (cr << 1 | cr_before >> 63) & (cr << 3 | cr_before >> 61);
+                if ends != 0 {
+                    let nl = base + ends.trailing_zeros() as usize;
+                    if nl + 1 > limits.max_head {
+                        return Err(HandshakeError::HeadersTooLarge);
+                    }
+                    self.scanned = nl + 1;
+                    return Ok(Status::Complete(nl + 1));
+                }
+            }
+            lf_before = lf;
         }
         self.scanned = buf.len();
         if !self.first_line_done && buf.len() >= limits.max_request_line {
@@ -105,6 +121,15 @@ impl HeadScanner {
         }
         Ok(Status::Partial)
     }
+}
+
+/// Which of the (up to) three bytes before `at` are `byte`, as bits 61-63 (byte
+/// `at - 1` is bit 63), where they would sit in a block that ends at `at`.
+#[inline(always)]
+fn marks_before(buf: &[u8], at: usize, byte: u8) -> u64 {
+    (1..=at.min(3)).fold(0, |m, back| {
+        m | ((buf[at - back] == byte) as u64) << (64 - back)
+    })
 }
 
 /// One header field, borrowed from the head.
@@ -134,8 +159,257 @@ pub struct Response<'a> {
     headers: Headers<'a>,
 }
 
+/// `TCHAR[c]`: whether `c` may appear in a token (RFC 9110 §5.6.2).
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let symbols = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < symbols.len() {
+        t[symbols[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+#[inline]
 fn is_tchar(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+    TCHAR[c as usize]
+}
+
+/// Heads are scanned this many bytes at a time, one bit per byte in a `u64`.
+const BLOCK: usize = 64;
+
+/// The last bytes (fewer than [`BLOCK`]) of a buffer, padded with spaces, which no scan
+/// here looks for.
+#[inline(always)]
+fn padded(tail: &[u8]) -> [u8; BLOCK] {
+    let mut block = [b' '; BLOCK];
+    block[..tail.len()].copy_from_slice(tail);
+    block
+}
+
+/// Where the bytes that delimit a head's lines and fields are in a block: bit `i` of
+/// each mask stands for byte `i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Classes {
+    /// LF.
+    newlines: u64,
+    /// `:`.
+    colons: u64,
+    /// CR or NUL.
+    bad: u64,
+}
+
+/// Classifying a block: SSE2 on x86-64 (16 bytes per instruction), a word-at-a-time
+/// loop elsewhere. Both give the same masks.
+mod classify {
+    use super::{Classes, BLOCK};
+
+    /// The bytes of `block` equal to `byte`.
+    #[inline(always)]
+    pub(super) fn equal(block: &[u8; BLOCK], byte: u8) -> u64 {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "sse2",
+            not(miri),
+            not(soliton_no_simd)
+        ))]
+        #[allow(unsafe_code)]
+        // SAFETY: the build targets SSE2 (`target_feature = "sse2"` above), so the CPU
+        // running it has SSE2; the function only reads `block`.
+        return unsafe { sse2::equal(block, byte) };
+        #[allow(unreachable_code)]
+        portable::equal(block, byte)
+    }
+
+    /// The LFs, colons, CRs and NULs of `block`.
+    #[inline(always)]
+    pub(super) fn classes(block: &[u8; BLOCK]) -> Classes {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "sse2",
+            not(miri),
+            not(soliton_no_simd)
+        ))]
+        #[allow(unsafe_code)]
+        // SAFETY: as in `equal`.
+        return unsafe { sse2::classes(block) };
+        #[allow(unreachable_code)]
+        portable::classes(block)
+    }
+
+    /// The bytes of `chunk` that are ASCII letters, digits or `-`: the bytes of almost
+    /// every header name.
+    #[inline(always)]
+    pub(super) fn name_bytes(chunk: &[u8; 16]) -> u32 {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "sse2",
+            not(miri),
+            not(soliton_no_simd)
+        ))]
+        #[allow(unsafe_code)]
+        // SAFETY: as in `equal`.
+        return unsafe { sse2::name_bytes(chunk) };
+        #[allow(unreachable_code)]
+        portable::name_bytes(chunk)
+    }
+
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "sse2",
+        not(miri),
+        not(soliton_no_simd)
+    ))]
+    mod sse2 {
+        use core::arch::x86_64::*;
+
+        use super::{Classes, BLOCK};
+
+        /// 16 bytes as a vector, without pointers: two words LLVM merges into one load.
+        #[inline]
+        #[target_feature(enable = "sse2")]
+        fn load(b: &[u8; 16]) -> __m128i {
+            let lo = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            let hi = i64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+            _mm_set_epi64x(hi, lo)
+        }
+
+        /// One bit per byte of `v` that equals the byte in every lane of `c`.
+        #[inline]
+        #[target_feature(enable = "sse2")]
+        fn eq(v: __m128i, c: __m128i) -> __m128i {
+            _mm_cmpeq_epi8(v, c)
+        }
+
+        #[inline]
+        #[target_feature(enable = "sse2")]
+        fn bits(v: __m128i, at: usize) -> u64 {
+            (_mm_movemask_epi8(v) as u32 as u64) << at
+        }
+
+        #[inline]
+        #[target_feature(enable = "sse2")]
+        pub(super) fn equal(block: &[u8; BLOCK], byte: u8) -> u64 {
+            let byte = _mm_set1_epi8(byte as i8);
+            let mut marks = 0;
+            for (i, part) in block.as_chunks::<16>().0.iter().enumerate() {
+                marks |= bits(eq(load(part), byte), 16 * i);
+            }
+            marks
+        }
+
+        /// Lanes of `v` (as unsigned bytes) that are at most `max`.
+        #[inline]
+        #[target_feature(enable = "sse2")]
+        fn at_most(v: __m128i, max: u8) -> __m128i {
+            _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(max as i8)), v)
+        }
+
+        #[inline]
+        #[target_feature(enable = "sse2")]
+        pub(super) fn name_bytes(chunk: &[u8; 16]) -> u32 {
+            let v = load(chunk);
+            // setting bit 5 makes a letter small and takes nothing else to `a..=z`
+            let small = _mm_or_si128(v, _mm_set1_epi8(0x20));
+            let letter = at_most(_mm_sub_epi8(small, _mm_set1_epi8(b'a' as i8)), 25);
+            let digit = at_most(_mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8)), 9);
+            let dash = eq(v, _mm_set1_epi8(b'-' as i8));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(letter, digit), dash)) as u32
+        }
+
+        #[inline]
+        #[target_feature(enable = "sse2")]
+        pub(super) fn classes(block: &[u8; BLOCK]) -> Classes {
+            let lf = _mm_set1_epi8(b'\n' as i8);
+            let colon = _mm_set1_epi8(b':' as i8);
+            let cr = _mm_set1_epi8(b'\r' as i8);
+            let nul = _mm_setzero_si128();
+            let mut c = Classes {
+                newlines: 0,
+                colons: 0,
+                bad: 0,
+            };
+            for (i, part) in block.as_chunks::<16>().0.iter().enumerate() {
+                let v = load(part);
+                c.newlines |= bits(eq(v, lf), 16 * i);
+                c.colons |= bits(eq(v, colon), 16 * i);
+                c.bad |= bits(_mm_or_si128(eq(v, cr), eq(v, nul)), 16 * i);
+            }
+            c
+        }
+    }
+
+    #[cfg_attr(
+        all(
+            target_arch = "x86_64",
+            target_feature = "sse2",
+            not(miri),
+            not(soliton_no_simd)
+        ),
+        allow(dead_code)
+    )]
+    pub(super) mod portable {
+        use super::{Classes, BLOCK};
+
+        const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+        const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+
+        /// The high bit of every zero byte of `w`, and no other bit: no carry crosses
+        /// a byte, so every bit is exact.
+        #[inline(always)]
+        const fn zero_bytes(w: u64) -> u64 {
+            !((w & LOW7).wrapping_add(LOW7) | w | LOW7)
+        }
+
+        /// Bit `i` set for each byte `i` of the little-endian word `w` equal to `c`.
+        #[inline(always)]
+        const fn eq(w: u64, c: u8) -> u64 {
+            let high = zero_bytes(w ^ (LO * c as u64));
+            // gather the high bits (7, 15, .., 63) into the low byte
+            (high >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+        }
+
+        #[inline(always)]
+        fn words(block: &[u8; BLOCK]) -> impl Iterator<Item = (usize, u64)> + '_ {
+            block
+                .as_chunks::<8>()
+                .0
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (8 * i, u64::from_le_bytes(*w)))
+        }
+
+        pub(in super::super) fn name_bytes(chunk: &[u8; 16]) -> u32 {
+            chunk.iter().enumerate().fold(0, |m, (i, &c)| {
+                m | ((c.is_ascii_alphanumeric() || c == b'-') as u32) << i
+            })
+        }
+
+        pub(in super::super) fn equal(block: &[u8; BLOCK], byte: u8) -> u64 {
+            words(block).fold(0, |m, (at, w)| m | eq(w, byte) << at)
+        }
+
+        pub(in super::super) fn classes(block: &[u8; BLOCK]) -> Classes {
+            words(block).fold(
+                Classes {
+                    newlines: 0,
+                    colons: 0,
+                    bad: 0,
+                },
+                |c, (at, w)| Classes {
+                    newlines: c.newlines | eq(w, b'\n') << at,
+                    colons: c.colons | eq(w, b':') << at,
+                    bad: c.bad | (eq(w, b'\r') | eq(w, 0)) << at,
+                },
+            )
+        }
+    }
 }
 
 fn trim(mut v: &[u8]) -> &[u8] {
@@ -148,43 +422,195 @@ fn trim(mut v: &[u8]) -> &[u8] {
     v
 }
 
-/// Splits a complete head into its first line and its header fields.
+/// A head without its final `\n\r\n`, and the same bytes as text when they are UTF-8
+/// (the usual case): names, method and target are then cut from that text instead of
+/// being validated one by one.
+struct Body<'a> {
+    bytes: &'a [u8],
+    text: Option<&'a str>,
+}
+
+impl<'a> Body<'a> {
+    /// `bytes[start..end]` as text; callers only pass ranges they have checked to be
+    /// ASCII, so this never fails.
+    #[inline]
+    fn str(&self, start: usize, end: usize) -> Result<&'a str, HandshakeError> {
+        match self.text {
+            Some(t) => t.get(start..end).ok_or(HandshakeError::Malformed),
+            None => {
+                core::str::from_utf8(&self.bytes[start..end]).map_err(|_| HandshakeError::Malformed)
+            }
+        }
+    }
+}
+
+/// Splits a complete head into its body and its first line (CR removed; it starts at
+/// offset 0 of the body), and appends its header fields to `headers`.
+///
+/// One pass over the body, a block at a time, finds every LF and, for each line, its
+/// first colon and its first CR or NUL.
 fn split_head<'a>(
     head: &'a [u8],
     max_headers: usize,
-) -> Result<(&'a [u8], Headers<'a>), HandshakeError> {
+    headers: &mut Headers<'a>,
+) -> Result<(Body<'a>, &'a [u8]), HandshakeError> {
     // every line, the last included, then ends in CR
-    let body = head
+    let bytes = head
         .strip_suffix(b"\n\r\n")
         .ok_or(HandshakeError::Malformed)?;
-    let mut lines = body.split(|&b| b == b'\n');
-    let first = lines.next().ok_or(HandshakeError::Malformed)?;
-    let first = first.strip_suffix(b"\r").ok_or(HandshakeError::Malformed)?;
-    let mut headers = Headers::new();
-    for line in lines {
-        let line = line.strip_suffix(b"\r").ok_or(HandshakeError::Malformed)?;
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HandshakeError::Malformed)?;
-        let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|&c| is_tchar(c)) {
-            // also rejects obs-fold (a line starting with whitespace)
+    let body = Body {
+        bytes,
+        text: simdutf8::basic::from_utf8(bytes).ok(),
+    };
+    let mut lines = Lines {
+        body: &body,
+        first: None,
+        headers,
+        max_headers,
+    };
+    let mut line = Line::at(0);
+    let (blocks, tail) = bytes.as_chunks::<BLOCK>();
+    for (i, block) in blocks.iter().enumerate() {
+        lines.block(&mut line, BLOCK * i, classify::classes(block))?;
+    }
+    if !tail.is_empty() {
+        let classes = classify::classes(&padded(tail));
+        lines.block(&mut line, BLOCK * blocks.len(), classes)?;
+    }
+    // what follows the last LF is a line too
+    lines.end(&line, bytes.len())?;
+    let first = lines.first.ok_or(HandshakeError::Malformed)?;
+    Ok((body, first))
+}
+
+/// Whether `bytes[start..end]` is all token bytes. A name of up to 32 bytes with 32
+/// bytes of `bytes` from its start is checked 16 bytes at a time for the letters,
+/// digits and `-` that almost every name is made of; anything else goes by the table.
+#[inline(always)]
+fn is_token(bytes: &[u8], start: usize, end: usize) -> bool {
+    let len = end - start;
+    if let Some(window) = bytes.get(start..start + 32) {
+        if len <= 32 {
+            let (lo, hi) = window.split_at(16);
+            let lo: &[u8; 16] = lo.try_into().expect("16 bytes");
+            let hi: &[u8; 16] = hi.try_into().expect("16 bytes");
+            let simple = classify::name_bytes(lo) | classify::name_bytes(hi) << 16;
+            let want = ((1u64 << len) - 1) as u32;
+            if simple & want == want {
+                return true;
+            }
+        }
+    }
+    bytes[start..end]
+        .iter()
+        .fold(true, |ok, &c| ok & is_tchar(c))
+}
+
+/// The line being scanned.
+struct Line {
+    start: usize,
+    /// Its first colon, or `usize::MAX` while none has been seen.
+    colon: usize,
+    /// Its first CR or NUL, or `usize::MAX` while none has been seen.
+    bad: usize,
+}
+
+impl Line {
+    #[inline(always)]
+    const fn at(start: usize) -> Line {
+        Line {
+            start,
+            colon: usize::MAX,
+            bad: usize::MAX,
+        }
+    }
+}
+
+/// What [`split_head`] has found so far.
+struct Lines<'b, 'a> {
+    body: &'b Body<'a>,
+    first: Option<&'a [u8]>,
+    headers: &'b mut Headers<'a>,
+    max_headers: usize,
+}
+
+impl<'a> Lines<'_, 'a> {
+    /// Goes through the block at offset `base`, given its classes; `line` is the line
+    /// that the block starts in.
+    #[inline(always)]
+    fn block(
+        &mut self,
+        line: &mut Line,
+        base: usize,
+        classes: Classes,
+    ) -> Result<(), HandshakeError> {
+        let Classes {
+            mut newlines,
+            mut colons,
+            mut bad,
+        } = classes;
+        loop {
+            let lowest = newlines & newlines.wrapping_neg();
+            // the bytes of this block before the next LF (all of them if there is none)
+            let before = lowest.wrapping_sub(1);
+            if line.colon == usize::MAX && colons & before != 0 {
+                line.colon = base + (colons & before).trailing_zeros() as usize;
+            }
+            if line.bad == usize::MAX && bad & before != 0 {
+                line.bad = base + (bad & before).trailing_zeros() as usize;
+            }
+            if newlines == 0 {
+                return Ok(());
+            }
+            let end = base + newlines.trailing_zeros() as usize;
+            self.end(line, end)?;
+            *line = Line::at(end + 1);
+            let done = lowest | before;
+            newlines &= !done;
+            colons &= !done;
+            bad &= !done;
+        }
+    }
+
+    /// Handles `line`, which ends (before its LF) at `end`: the first line becomes the
+    /// request or status line, every other one a header field.
+    #[inline(always)]
+    fn end(&mut self, line: &Line, end: usize) -> Result<(), HandshakeError> {
+        let bytes = self.body.bytes;
+        if self.first.is_none() {
+            self.first = Some(
+                bytes[..end]
+                    .strip_suffix(b"\r")
+                    .ok_or(HandshakeError::Malformed)?,
+            );
+            return Ok(());
+        }
+        // the line ends in CR and holds no other CR, nor any NUL
+        if end == line.start || bytes[end - 1] != b'\r' {
             return Err(HandshakeError::Malformed);
         }
-        let value = trim(&line[colon + 1..]);
-        if value.iter().any(|&c| c == b'\r' || c == 0) {
+        let cr = end - 1;
+        if line.bad < cr {
             return Err(HandshakeError::Malformed);
         }
-        if headers.len() == max_headers {
+        // the name runs to the first colon and must be a non-empty token (this also
+        // rejects obs-fold: a line starting with whitespace)
+        if line.colon >= cr || line.colon == line.start {
+            return Err(HandshakeError::Malformed);
+        }
+        if !is_token(bytes, line.start, line.colon) {
+            return Err(HandshakeError::Malformed);
+        }
+        let value = trim(&bytes[line.colon + 1..cr]);
+        if self.headers.len() == self.max_headers {
             return Err(HandshakeError::HeadersTooLarge);
         }
-        headers.push(Header {
-            name: core::str::from_utf8(name).map_err(|_| HandshakeError::Malformed)?,
+        self.headers.push(Header {
+            name: self.body.str(line.start, line.colon)?,
             value,
         });
+        Ok(())
     }
-    Ok((first, headers))
 }
 
 fn parse_version(v: &[u8]) -> Result<u8, HandshakeError> {
@@ -201,46 +627,154 @@ fn parse_version(v: &[u8]) -> Result<u8, HandshakeError> {
 fn find<'h, 'a>(headers: &'h [Header<'a>], name: &'h str) -> impl Iterator<Item = &'a [u8]> + 'h {
     headers
         .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .filter(move |h| eq_ignore_case(h.name.as_bytes(), name.as_bytes()))
         .map(|h| h.value)
 }
 
 /// The comma-separated tokens of every field called `name`, whitespace trimmed.
 fn tokens<'h, 'a>(headers: &'h [Header<'a>], name: &'h str) -> impl Iterator<Item = &'a [u8]> + 'h {
-    find(headers, name)
-        .flat_map(|v| v.split(|&b| b == b','))
+    find(headers, name).flat_map(value_tokens)
+}
+
+/// The comma-separated tokens of one field value, whitespace trimmed.
+fn value_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
         .map(trim)
         .filter(|t| !t.is_empty())
 }
 
 fn has_token(headers: &[Header<'_>], name: &str, token: &str) -> bool {
-    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    tokens(headers, name).any(|t| eq_ignore_case(t, token.as_bytes()))
+}
+
+/// Whether one field value lists `token` (what [`has_token`] asks of each field).
+#[inline]
+fn value_has_token(value: &[u8], token: &[u8]) -> bool {
+    // usually the value is that one token
+    eq_ignore_case(value, token)
+        || value
+            .split(|&b| b == b',')
+            .map(trim)
+            .any(|t| eq_ignore_case(t, token))
+}
+
+/// Whether the field name `name`, a token, is `known`, which has the same length (at
+/// least 4) and only lowercase letters and `-`.
+///
+/// Setting bit 5 of every byte of a token lowercases its letters and maps no other
+/// token byte to a lowercase letter or to `-` (only CR, which is no token byte, would
+/// become `-`), so comparing with that bit set is exact here.
+#[inline(always)]
+fn is_token_named(name: &[u8], known: &[u8]) -> bool {
+    const CASE: u64 = u64::from_ne_bytes([0x20; 8]);
+    #[inline(always)]
+    fn word(s: &[u8], i: usize) -> u64 {
+        u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"))
+    }
+    #[inline(always)]
+    fn half(s: &[u8], i: usize) -> u64 {
+        u32::from_le_bytes(s[i..i + 4].try_into().expect("4 bytes")) as u64
+    }
+    debug_assert!(name.iter().all(|&c| is_tchar(c)));
+    debug_assert!(known.iter().all(|&c| c == b'-' || c.is_ascii_lowercase()));
+    let n = name.len();
+    debug_assert!(n == known.len() && n >= 4);
+    let mut i = 0;
+    while i + 8 < n {
+        if word(name, i) | CASE != word(known, i) {
+            return false;
+        }
+        i += 8;
+    }
+    if n >= 8 {
+        word(name, n - 8) | CASE == word(known, n - 8)
+    } else {
+        const CASE4: u64 = CASE >> 32;
+        half(name, 0) | CASE4 == half(known, 0) && half(name, n - 4) | CASE4 == half(known, n - 4)
+    }
+}
+
+/// `a.eq_ignore_ascii_case(b)`, a word at a time.
+#[inline(always)]
+fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
+    /// The word at `i` of `s`, lowercased.
+    #[inline(always)]
+    fn word(s: &[u8], i: usize) -> u64 {
+        lowercase(u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes")))
+    }
+    #[inline(always)]
+    fn half(s: &[u8], i: usize) -> u64 {
+        lowercase(u32::from_le_bytes(s[i..i + 4].try_into().expect("4 bytes")) as u64)
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n >= 8 {
+        // whole words, then the last eight bytes (which may overlap the one before)
+        let mut i = 0;
+        while i + 8 < n {
+            if word(a, i) != word(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+    } else {
+        a.eq_ignore_ascii_case(b)
+    }
+}
+
+/// Every ASCII capital letter in the word `w` made small, all other bytes unchanged.
+#[inline(always)]
+const fn lowercase(w: u64) -> u64 {
+    const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+    let low = w & LOW7;
+    // high bit of each byte: at least `A`, above `Z`; no carry leaves a byte
+    let from_a = low.wrapping_add(LO * (0x80 - b'A' as u64));
+    let past_z = low.wrapping_add(LO * (0x80 - b'Z' as u64 - 1));
+    let capital = from_a & !past_z & !w & HI;
+    w | capital >> 2
 }
 
 impl<'a> Request<'a> {
     /// Parses a complete head (as delimited by [`HeadScanner`]).
     pub fn parse(head: &'a [u8], limits: &HeadLimits) -> Result<Request<'a>, HandshakeError> {
-        let (line, headers) = split_head(head, limits.max_headers)?;
-        let mut parts = line.split(|&b| b == b' ');
-        let (Some(method), Some(target), Some(version), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let mut req = Request {
+            method: "",
+            target: "",
+            minor_version: 0,
+            headers: Headers::new(),
+        };
+        let (body, line) = split_head(head, limits.max_headers, &mut req.headers)?;
+        // exactly two spaces: method, target, version
+        let (Some(sp1), Some(sp2)) = (
+            line.iter().position(|&b| b == b' '),
+            line.iter().rposition(|&b| b == b' '),
+        ) else {
             return Err(HandshakeError::Malformed);
         };
+        if sp1 == sp2 {
+            return Err(HandshakeError::Malformed);
+        }
+        // a third space would be in the target, which the check below refuses
+        let (method, target, version) = (&line[..sp1], &line[sp1 + 1..sp2], &line[sp2 + 1..]);
         if method.is_empty() || !method.iter().all(|&c| is_tchar(c)) {
             return Err(HandshakeError::Malformed);
         }
         if target.is_empty() || !target.iter().all(|&c| c.is_ascii_graphic()) {
             return Err(HandshakeError::Malformed);
         }
-        let minor_version = parse_version(version)?;
-        Ok(Request {
-            // both checked to be ASCII above
-            method: core::str::from_utf8(method).map_err(|_| HandshakeError::Malformed)?,
-            target: core::str::from_utf8(target).map_err(|_| HandshakeError::Malformed)?,
-            minor_version,
-            headers,
-        })
+        req.minor_version = parse_version(version)?;
+        // both checked to be ASCII above; the first line starts the body
+        req.method = body.str(0, sp1)?;
+        req.target = body.str(sp1 + 1, sp2)?;
+        Ok(req)
     }
 
     /// The method, e.g. `GET`.
@@ -302,7 +836,8 @@ impl<'a> Request<'a> {
 impl<'a> Response<'a> {
     /// Parses a complete response head.
     pub fn parse(head: &'a [u8], limits: &HeadLimits) -> Result<Response<'a>, HandshakeError> {
-        let (line, headers) = split_head(head, limits.max_headers)?;
+        let mut headers = Headers::new();
+        let (_, line) = split_head(head, limits.max_headers, &mut headers)?;
         let mut parts = line.splitn(3, |&b| b == b' ');
         let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
             return Err(HandshakeError::Malformed);
@@ -424,7 +959,7 @@ impl OriginPolicy {
         match self {
             OriginPolicy::Any => true,
             OriginPolicy::AllowList(list) => {
-                origin.is_some_and(|o| list.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(o)))
+                origin.is_some_and(|o| list.iter().any(|a| eq_ignore_case(a.as_bytes(), o)))
             }
         }
     }
@@ -470,7 +1005,43 @@ pub fn negotiate<'p>(
     req: &Request<'_>,
     policy: &'p HandshakePolicy,
 ) -> Result<Negotiation<'p>, HandshakeError> {
-    if !req.is_upgrade() {
+    // one pass over the fields gathers what the checks below need, in their order
+    let mut upgrade = false;
+    let mut host = false;
+    let mut connection_upgrade = false;
+    let (mut keys, mut key) = (0u32, None);
+    let (mut versions, mut version) = (0u32, None);
+    let (mut origins, mut origin) = (0u32, None);
+    let (mut protocols, mut first_protocol) = (0u32, None);
+    for (i, h) in req.headers.iter().enumerate() {
+        let name = h.name.as_bytes();
+        let is = |known: &[u8]| is_token_named(name, known);
+        match name.len() {
+            4 if is(b"host") => host = true,
+            6 if is(b"origin") => {
+                origins += 1;
+                origin = origin.or(Some(h.value));
+            }
+            7 if is(b"upgrade") => upgrade = upgrade || value_has_token(h.value, b"websocket"),
+            10 if is(b"connection") => {
+                connection_upgrade = connection_upgrade || value_has_token(h.value, b"upgrade");
+            }
+            17 if is(b"sec-websocket-key") => {
+                keys += 1;
+                key = key.or(Some(h.value));
+            }
+            21 if is(b"sec-websocket-version") => {
+                versions += 1;
+                version = version.or(Some(h.value));
+            }
+            22 if is(b"sec-websocket-protocol") => {
+                protocols += 1;
+                first_protocol = first_protocol.or(Some(i));
+            }
+            _ => {}
+        }
+    }
+    if !upgrade {
         return Ok(Negotiation::Http);
     }
     if req.method != "GET" {
@@ -479,32 +1050,36 @@ pub fn negotiate<'p>(
     if req.minor_version < 1 {
         return Err(HandshakeError::Malformed);
     }
-    if req.header("host").is_none() {
+    if !host {
         return Err(HandshakeError::MissingHost);
     }
-    if !has_token(&req.headers, "connection", "upgrade") {
+    if !connection_upgrade {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
-    let mut keys = find(&req.headers, "sec-websocket-key");
-    let key = match (keys.next(), keys.next()) {
-        (Some(k), None) if base64::is_16_bytes(k) => k,
+    let key = match key {
+        Some(k) if keys == 1 && base64::is_16_bytes(k) => k,
         _ => return Err(HandshakeError::InvalidKey),
     };
-    let mut versions = find(&req.headers, "sec-websocket-version");
-    match (versions.next(), versions.next()) {
-        (Some(b"13"), None) => {}
-        _ => return Err(HandshakeError::UnsupportedVersion),
+    if versions != 1 || version != Some(b"13") {
+        return Err(HandshakeError::UnsupportedVersion);
     }
-    let mut origins = find(&req.headers, "origin");
-    let origin = origins.next();
-    if origins.next().is_some() || !policy.origins.allows(origin) {
+    if origins > 1 || !policy.origins.allows(origin) {
         return Err(HandshakeError::ForbiddenOrigin);
     }
-    let protocol = policy
-        .protocols
-        .iter()
-        .find(|p| req.protocols().any(|o| o == p.as_str()))
-        .map(String::as_str);
+    let protocol = first_protocol.and_then(|first| {
+        // the fields before the first Sec-WebSocket-Protocol cannot offer any; a token
+        // that is not UTF-8 cannot equal a protocol
+        let offered = &req.headers[first..];
+        let offers = |p: &String| match protocols {
+            1 => value_tokens(offered[0].value).any(|o| o == p.as_bytes()),
+            _ => tokens(offered, "sec-websocket-protocol").any(|o| o == p.as_bytes()),
+        };
+        policy
+            .protocols
+            .iter()
+            .find(|p| offers(p))
+            .map(String::as_str)
+    });
     Ok(Negotiation::Upgrade(Accepted {
         accept: accept_key(key),
         protocol,
@@ -541,7 +1116,11 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     // a value may not break the response: drop CR and LF
-    out.extend(value.bytes().filter(|&c| c != b'\r' && c != b'\n'));
+    if value.bytes().any(|c| c == b'\r' || c == b'\n') {
+        out.extend(value.bytes().filter(|&c| c != b'\r' && c != b'\n'));
+    } else {
+        out.extend_from_slice(value.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -687,3 +1266,289 @@ pub fn check_response<'a>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    /// A small deterministic generator (tests must not depend on a clock).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn eq_ignore_case_matches_std() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let alphabet = b"aAzZ@[`{-_09\x00\x7f\x80\xc1\xe1\xff";
+        for _ in 0..20_000 {
+            let n = (rng.next() % 24) as usize;
+            let a: Vec<u8> = (0..n)
+                .map(|_| alphabet[(rng.next() % alphabet.len() as u64) as usize])
+                .collect();
+            let mut b = a.clone();
+            for c in b.iter_mut() {
+                match rng.next() % 4 {
+                    0 => *c = c.to_ascii_uppercase(),
+                    1 => *c = c.to_ascii_lowercase(),
+                    2 if rng.next().is_multiple_of(8) => {
+                        *c = alphabet[(rng.next() % alphabet.len() as u64) as usize]
+                    }
+                    _ => {}
+                }
+            }
+            if rng.next().is_multiple_of(16) {
+                b.pop();
+            }
+            assert_eq!(
+                eq_ignore_case(&a, &b),
+                a.eq_ignore_ascii_case(&b),
+                "{a:?} {b:?}"
+            );
+        }
+        for c in 0..=255u8 {
+            let w = u64::from_le_bytes([c; 8]);
+            assert_eq!(
+                lowercase(w),
+                u64::from_le_bytes([c.to_ascii_lowercase(); 8])
+            );
+        }
+    }
+
+    /// A head's first line and header fields.
+    type Split<'a> = (&'a [u8], Vec<Header<'a>>);
+
+    /// `HeadScanner::feed` as first written: one LF at a time.
+    fn reference_feed(
+        scanner: &mut HeadScanner,
+        buf: &[u8],
+        limits: &HeadLimits,
+    ) -> Result<Status<usize>, HandshakeError> {
+        let mut i = scanner.scanned.min(buf.len());
+        while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+            let nl = i + off;
+            if !scanner.first_line_done {
+                if nl + 1 > limits.max_request_line {
+                    return Err(HandshakeError::RequestLineTooLong);
+                }
+                scanner.first_line_done = true;
+            } else if nl >= 3 && &buf[nl - 3..nl] == b"\r\n\r" {
+                if nl + 1 > limits.max_head {
+                    return Err(HandshakeError::HeadersTooLarge);
+                }
+                scanner.scanned = nl + 1;
+                return Ok(Status::Complete(nl + 1));
+            }
+            i = nl + 1;
+        }
+        scanner.scanned = buf.len();
+        if !scanner.first_line_done && buf.len() >= limits.max_request_line {
+            return Err(HandshakeError::RequestLineTooLong);
+        }
+        if buf.len() >= limits.max_head {
+            return Err(HandshakeError::HeadersTooLarge);
+        }
+        Ok(Status::Partial)
+    }
+
+    /// `split_head` as first written: split on LF, then look at each line.
+    fn reference_split(head: &[u8], max_headers: usize) -> Result<Split<'_>, HandshakeError> {
+        let body = head
+            .strip_suffix(b"\n\r\n")
+            .ok_or(HandshakeError::Malformed)?;
+        let mut lines = body.split(|&b| b == b'\n');
+        let first = lines.next().ok_or(HandshakeError::Malformed)?;
+        let first = first.strip_suffix(b"\r").ok_or(HandshakeError::Malformed)?;
+        let mut headers = Vec::new();
+        for line in lines {
+            let line = line.strip_suffix(b"\r").ok_or(HandshakeError::Malformed)?;
+            let colon = line
+                .iter()
+                .position(|&b| b == b':')
+                .ok_or(HandshakeError::Malformed)?;
+            let name = &line[..colon];
+            if name.is_empty()
+                || !name
+                    .iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+            {
+                return Err(HandshakeError::Malformed);
+            }
+            let value = trim(&line[colon + 1..]);
+            if value.iter().any(|&c| c == b'\r' || c == 0) {
+                return Err(HandshakeError::Malformed);
+            }
+            if headers.len() == max_headers {
+                return Err(HandshakeError::HeadersTooLarge);
+            }
+            headers.push(Header {
+                name: core::str::from_utf8(name).map_err(|_| HandshakeError::Malformed)?,
+                value,
+            });
+        }
+        Ok((first, headers))
+    }
+
+    /// What `negotiate` decided: the accept value and subprotocol of an upgrade.
+    type Outcome<'p> = Result<Option<([u8; 28], Option<&'p str>)>, HandshakeError>;
+
+    /// `negotiate` as first written, on the slower public lookups.
+    fn reference_negotiate<'p>(req: &Request<'_>, policy: &'p HandshakePolicy) -> Outcome<'p> {
+        if !req.is_upgrade() {
+            return Ok(None);
+        }
+        if req.method() != "GET" {
+            return Err(HandshakeError::MethodNotAllowed);
+        }
+        if req.minor_version() < 1 {
+            return Err(HandshakeError::Malformed);
+        }
+        if req.header("host").is_none() {
+            return Err(HandshakeError::MissingHost);
+        }
+        if !has_token(req.headers(), "connection", "upgrade") {
+            return Err(HandshakeError::MissingConnectionUpgrade);
+        }
+        let mut keys = find(req.headers(), "sec-websocket-key");
+        let key = match (keys.next(), keys.next()) {
+            (Some(k), None) if base64::is_16_bytes(k) => k,
+            _ => return Err(HandshakeError::InvalidKey),
+        };
+        let mut versions = find(req.headers(), "sec-websocket-version");
+        match (versions.next(), versions.next()) {
+            (Some(b"13"), None) => {}
+            _ => return Err(HandshakeError::UnsupportedVersion),
+        }
+        let mut origins = find(req.headers(), "origin");
+        let origin = origins.next();
+        if origins.next().is_some() || !policy.origins.allows(origin) {
+            return Err(HandshakeError::ForbiddenOrigin);
+        }
+        let protocol = policy
+            .protocols
+            .iter()
+            .find(|p| req.protocols().any(|o| o == p.as_str()))
+            .map(String::as_str);
+        Ok(Some((accept_key(key), protocol)))
+    }
+
+    /// Random edits of a few requests: the fast paths against the first versions.
+    #[test]
+    fn fast_paths_match_reference() {
+        const SEEDS: &[&[u8]] = &[
+            b"GET /chat?room=lobby HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nUpgrade: websocket\r\n\
+Origin: https://app.example.com\r\nSec-WebSocket-Version: 13\r\nCookie: a=1; b=2\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: x\r\nupgrade: WebSocket\r\nconnection: keep-alive, Upgrade\r\n\
+sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\
+sec-websocket-protocol: a\r\nsec-websocket-protocol: chat.v3 , b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\nOrigin: https://APP.example.com\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"POST /x HTTP/1.0\r\nX-\xce\xba: \xff caf\xc3\xa9\t \r\nUpgrade: websocket\r\n\r\n",
+        ];
+        const EDITS: &[u8] = b" \t\r\n:,;=\"\x00\xff\xceAz0-_/.GETHTTP13";
+        let mut rng = Rng(0x0123_4567_89ab_cdef);
+        let mut pick = |n: usize| (rng.next() % n as u64) as usize;
+        let policies = [
+            HandshakePolicy::default(),
+            HandshakePolicy {
+                origins: OriginPolicy::AllowList(vec!["https://app.example.com".into()]),
+                protocols: vec!["chat.v3".into(), "chat.v1".into(), "b".into()],
+                limits: HeadLimits {
+                    max_request_line: 40,
+                    max_head: 300,
+                    max_headers: 5,
+                },
+            },
+        ];
+        let iterations = if cfg!(miri) { 50 } else { 20_000 };
+        for _ in 0..iterations {
+            let mut input = SEEDS[pick(SEEDS.len())].to_vec();
+            for _ in 0..pick(4) {
+                let at = pick(input.len());
+                match pick(4) {
+                    0 => input[at] = EDITS[pick(EDITS.len())],
+                    1 => input.insert(at, EDITS[pick(EDITS.len())]),
+                    2 => {
+                        input.remove(at);
+                    }
+                    _ => input[at] = input[at].to_ascii_uppercase(),
+                }
+            }
+            let policy = &policies[pick(2)];
+            let limits = &policy.limits;
+            let (mut fast, mut slow) = (HeadScanner::new(), HeadScanner::new());
+            let mut cut = 0;
+            while cut < input.len() {
+                cut = (cut + 1 + pick(80)).min(input.len());
+                let got = fast.feed(&input[..cut], limits);
+                assert_eq!(got, reference_feed(&mut slow, &input[..cut], limits));
+                assert_eq!(
+                    (fast.scanned, fast.first_line_done),
+                    (slow.scanned, slow.first_line_done)
+                );
+                if got != Ok(Status::Partial) {
+                    break;
+                }
+            }
+            let mut headers = Headers::new();
+            let got = split_head(&input, limits.max_headers, &mut headers)
+                .map(|(_, first)| (first, headers.to_vec()));
+            assert_eq!(got, reference_split(&input, limits.max_headers));
+            if let Ok(req) = Request::parse(&input, limits) {
+                let got = negotiate(&req, policy).map(|n| match n {
+                    Negotiation::Upgrade(a) => Some((a.accept, a.protocol)),
+                    Negotiation::Http => None,
+                });
+                assert_eq!(got, reference_negotiate(&req, policy));
+            };
+        }
+    }
+
+    #[test]
+    fn block_classes_match_bytes() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let alphabet = b"\n\r\x00: a\x0b\x0c\x80\xff\t-09/`{@[AZaz_\x10\x19\xc1\xda\xed";
+        for _ in 0..2_000 {
+            let mut block = [0u8; BLOCK];
+            for b in block.iter_mut() {
+                *b = alphabet[(rng.next() % alphabet.len() as u64) as usize];
+            }
+            let mask = |f: &dyn Fn(u8) -> bool| {
+                block
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |m, (i, &b)| m | (f(b) as u64) << i)
+            };
+            let expect = Classes {
+                newlines: mask(&|b| b == b'\n'),
+                colons: mask(&|b| b == b':'),
+                bad: mask(&|b| b == b'\r' || b == 0),
+            };
+            assert_eq!(classify::classes(&block), expect);
+            assert_eq!(classify::portable::classes(&block), expect);
+            let crs = mask(&|b| b == b'\r');
+            for (byte, marks) in [(b'\n', expect.newlines), (b'\r', crs)] {
+                assert_eq!(classify::equal(&block, byte), marks);
+                assert_eq!(classify::portable::equal(&block, byte), marks);
+            }
+            for chunk in block.as_chunks::<16>().0 {
+                let expect = chunk.iter().enumerate().fold(0u32, |m, (i, &c)| {
+                    m | ((c.is_ascii_alphanumeric() || c == b'-') as u32) << i
+                });
+                assert_eq!(classify::name_bytes(chunk), expect);
+                assert_eq!(classify::portable::name_bytes(chunk), expect);
+            }
+        }
+    }
+}
