@@ -116,12 +116,6 @@ pub(crate) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::other("not an inet socket"))
 }
 
-/// Whether `fd` is a valid descriptor (tests).
-#[allow(dead_code)]
-pub(crate) fn is_open(fd: RawFd) -> bool {
-    syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
-}
-
 /// Borrowed raw descriptor.
 pub(crate) fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()
