@@ -117,9 +117,39 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], phase: usize) {
     run(MaskImpl::detected(), buf, key, phase);
 }
 
+/// The vector width of `imp` in bytes (1 for the portable loops).
+const fn width(imp: MaskImpl) -> usize {
+    match imp {
+        MaskImpl::Bytewise | MaskImpl::Word => 1,
+        MaskImpl::Sse2 | MaskImpl::Neon => 16,
+        MaskImpl::Avx2 => 32,
+        MaskImpl::Avx512 => 64,
+    }
+}
+
 /// Runs `imp`; the caller has checked that it is available.
-#[allow(unsafe_code)]
+///
+/// Payloads usually start a few bytes past an aligned address (behind a 2-14 byte
+/// frame header), and a vector store that straddles cache lines costs twice. So the
+/// bytes up to the next vector boundary go through the word loop first, and the
+/// vector loop continues from the aligned address with the key rotated to match.
 fn run(imp: MaskImpl, buf: &mut [u8], key: [u8; 4], phase: usize) {
+    let w = width(imp);
+    if w > 1 && buf.len() >= 4 * w {
+        let lead = buf.as_ptr().align_offset(w);
+        if lead != 0 && lead < buf.len() {
+            let (head, body) = buf.split_at_mut(lead);
+            mask_word(head, key, phase);
+            run_at(imp, body, key, phase + lead);
+            return;
+        }
+    }
+    run_at(imp, buf, key, phase);
+}
+
+/// Runs `imp` over `buf` from wherever it starts.
+#[allow(unsafe_code)]
+fn run_at(imp: MaskImpl, buf: &mut [u8], key: [u8; 4], phase: usize) {
     match imp {
         MaskImpl::Bytewise => mask_bytewise(buf, key, phase),
         #[cfg(all(target_arch = "x86_64", not(miri), not(soliton_no_simd)))]
