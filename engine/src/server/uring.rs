@@ -253,6 +253,10 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
         backlog: Vec::new(),
     };
     core.keep_reaped = true;
+    // a large message to a connection with nothing queued (so no send in flight) is
+    // written at once with writev(header, payload) from the receive buffer: no copy
+    // into the queue, no extra completion
+    core.direct_write = true;
     let wake = eventfd()?;
     let wake_raw = wake.as_raw_fd();
     core.shared.mailboxes[core.index].set_waker(Box::new(move || {
@@ -455,6 +459,12 @@ fn start_send<H: Handler>(core: &mut Core<H>, u: &mut Uring, idx: usize) {
     let Some(slot) = core.slots.get_mut(idx) else {
         return;
     };
+    // a connection dropped past max_buffered is finished now, not after a send that a
+    // peer that stopped reading would never complete (`reap` cancels one in flight)
+    if slot.flags.reset {
+        core.after_write(idx);
+        return;
+    }
     if slot.flags.sending || slot.out.is_empty() {
         if !slot.flags.sending {
             core.after_write(idx);
