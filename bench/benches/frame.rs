@@ -1,7 +1,8 @@
 //! Frame header decode (server role: masked frames) and encode (unmasked replies).
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use soliton::proto::frame::{DecodeRules, FrameHeader, OpCode, Status, MAX_HEADER_LEN};
@@ -55,16 +56,9 @@ fn bench_frame(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_frame
 }
 criterion_main!(benches);

@@ -2,8 +2,9 @@
 //! negotiate, write the 101 response into a reused buffer. Also each step alone, and
 //! the `Sec-WebSocket-Accept` computation (SHA-1 + base64) alone.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use soliton::proto::frame::Status;
@@ -99,16 +100,9 @@ fn bench_handshake(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_handshake
 }
 criterion_main!(benches);

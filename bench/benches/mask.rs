@@ -6,8 +6,9 @@
 //! between loads and stores; `+16` runs repeat `apply_mask` and `memcpy` 16 bytes off
 //! that alignment (where a `Vec` from the allocator usually starts).
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use soliton::proto::mask::{apply_mask, MaskImpl};
@@ -99,16 +100,9 @@ fn bench_mask(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_mask
 }
 criterion_main!(benches);

@@ -1,8 +1,9 @@
 //! UTF-8 validation: the whole-slice validator, the streaming one fed 4 KiB chunks,
 //! and `std::str::from_utf8`, on ASCII and on mixed multibyte text.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use soliton::proto::utf8::{validate, StreamingUtf8};
@@ -62,16 +63,9 @@ fn bench_utf8(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_utf8
 }
 criterion_main!(benches);

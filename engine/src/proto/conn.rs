@@ -163,6 +163,23 @@ pub struct HeaderBytes {
 }
 
 impl HeaderBytes {
+    /// The header of an unmasked (server) frame of `len` payload bytes, no RSV bits.
+    pub fn unmasked(opcode: OpCode, fin: bool, len: usize) -> HeaderBytes {
+        let h = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask: None,
+            payload_len: len as u64,
+        };
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut bytes);
+        HeaderBytes {
+            bytes,
+            len: n as u8,
+        }
+    }
+
     /// The header bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
@@ -487,19 +504,7 @@ impl Connection {
             Role::Server,
             "client frames need a mask: use write_frame"
         );
-        let h = FrameHeader {
-            fin,
-            rsv: 0,
-            opcode,
-            mask: None,
-            payload_len: len as u64,
-        };
-        let mut bytes = [0u8; MAX_HEADER_LEN];
-        let n = h.encode(&mut bytes);
-        Ok(HeaderBytes {
-            bytes,
-            len: n as u8,
-        })
+        Ok(HeaderBytes::unmasked(opcode, fin, len))
     }
 
     /// Appends a whole frame (header and payload, masked in the client role) to `out`.

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::proto::close::CloseCode;
-use crate::proto::conn::{Connection, Event, Message, ReadyState, Role};
-use crate::proto::frame::{FrameHeader, OpCode, Status, MAX_HEADER_LEN};
+use crate::proto::conn::{Connection, Event, HeaderBytes, Message, ReadyState, Role};
+use crate::proto::frame::{OpCode, Status};
 use crate::proto::handshake::{self, HeadScanner, Negotiation, Request};
 use crate::sys;
 
@@ -39,17 +39,9 @@ pub enum SendStatus {
 /// Serializes a whole unmasked (server) frame once, for sharing among receivers.
 pub(crate) fn serialize(msg: Message<'_>) -> Vec<u8> {
     let payload = msg.as_bytes();
-    let h = FrameHeader {
-        fin: true,
-        rsv: 0,
-        opcode: msg.opcode(),
-        mask: None,
-        payload_len: payload.len() as u64,
-    };
-    let mut hb = [0u8; MAX_HEADER_LEN];
-    let n = h.encode(&mut hb);
-    let mut v = Vec::with_capacity(n + payload.len());
-    v.extend_from_slice(&hb[..n]);
+    let header = HeaderBytes::unmasked(msg.opcode(), true, payload.len());
+    let mut v = Vec::with_capacity(header.as_slice().len() + payload.len());
+    v.extend_from_slice(header.as_slice());
     v.extend_from_slice(payload);
     v
 }
