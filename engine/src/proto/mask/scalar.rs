@@ -9,19 +9,37 @@ pub fn mask_bytewise(buf: &mut [u8], key: [u8; 4], phase: usize) {
 }
 
 /// Eight bytes at a time through `u64`, no `unsafe`; any length, alignment and phase.
+#[inline]
 pub fn mask_word(buf: &mut [u8], key: [u8; 4], phase: usize) {
-    let key = rotate(key, phase);
-    let k8 = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
-    let mut chunks = buf.chunks_exact_mut(8);
-    for c in &mut chunks {
-        let w = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) ^ k8;
-        c.copy_from_slice(&w.to_ne_bytes());
+    let k4 = rotated_word(key, phase);
+    let k8 = (k4 as u64) << 32 | k4 as u64;
+    let (words, tail) = buf.as_chunks_mut::<8>();
+    for w in words {
+        *w = (u64::from_ne_bytes(*w) ^ k8).to_ne_bytes();
     }
-    // 8 is a multiple of 4: the tail starts at key phase 0 again
-    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= key[i & 3];
+    // 8 is a multiple of 4: the tail starts at key phase 0 again; a word of four, then
+    // at most three single bytes (small payloads are mostly tail)
+    let rest = match tail.split_first_chunk_mut::<4>() {
+        Some((four, rest)) => {
+            *four = (u32::from_ne_bytes(*four) ^ k4).to_ne_bytes();
+            rest
+        }
+        None => tail,
+    };
+    for (b, k) in rest.iter_mut().zip(k4.to_ne_bytes()) {
+        *b ^= k;
+    }
+}
+
+/// [`rotate`] as the native-endian word of the rotated key, by a shift.
+#[inline(always)]
+fn rotated_word(key: [u8; 4], phase: usize) -> u32 {
+    let k = u32::from_ne_bytes(key);
+    let bits = 8 * (phase as u32 & 3);
+    if cfg!(target_endian = "little") {
+        k.rotate_right(bits)
+    } else {
+        k.rotate_left(bits)
     }
 }
 
@@ -31,4 +49,17 @@ pub fn mask_word(buf: &mut [u8], key: [u8; 4], phase: usize) {
 pub const fn rotate(key: [u8; 4], phase: usize) -> [u8; 4] {
     let p = phase & 3;
     [key[p], key[(p + 1) & 3], key[(p + 2) & 3], key[(p + 3) & 3]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_word_is_rotate() {
+        let key = [0x11, 0x22, 0x33, 0x44];
+        for phase in 0..8 {
+            assert_eq!(rotated_word(key, phase).to_ne_bytes(), rotate(key, phase));
+        }
+    }
 }
