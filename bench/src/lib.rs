@@ -1,6 +1,6 @@
-//! Benchmarks (see `benches/`), the standalone server, a small closed-loop echo driver
-//! used by the `soliton-bench` main job, and the raw TCP echo client that `compare`
+//! Benchmarks (see `benches/`), the standalone server, the `soliton-bench` main job and
+//! `compare` (both drive `soliton-load`), and the raw TCP echo client that `compare`
 //! drives the raw-TCP ceiling with.
 
-pub mod echo;
+pub mod cpu;
 pub mod rawtcp;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::echo::{proc_cpu, process_cpu};
+use crate::cpu::{proc_cpu, process_cpu};
 
 /// What to run.
 #[derive(Clone, Copy, Debug)]

@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, default_value = "echo,rate,connect,hold")]
     scenarios: String,
     /// Echo rows to run, comma-separated ids (default: all): echo-100x20, echo-10x1k,
-    /// echo-10x16k, echo-200x16k, echo-1000x125-16.
+    /// echo-10x16k, echo-200x16k, echo-1000x125-16, echo-100x20-1024.
     #[arg(long)]
     rows: Option<String>,
     /// Offered rate of the open-loop row (default: half of soliton-uring's median at
@@ -218,6 +218,13 @@ fn echo_rows() -> Vec<Row> {
             1000,
             125,
             16,
+        ),
+        r(
+            "echo-100x20-1024",
+            "100 conns × 20 B, 1,024 in flight (pipelined)",
+            100,
+            20,
+            1024,
         ),
     ]
 }

@@ -1,13 +1,14 @@
 //! `soliton-bench`: the main job. Starts `soliton-server` (built beside this binary)
-//! on each backend, pinned to one core, drives it with a closed-loop echo client on the
-//! other core, and prints a results table.
+//! on each backend, pinned to one core, drives it with `soliton-load echo` (closed
+//! loop) pinned to the other core, and prints a results table.
 
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use soliton_bench::echo::{self, EchoParams};
+use serde_json::Value;
 
 /// Self-contained echo benchmark: server and load on loopback, one core each.
 #[derive(Debug, Parser)]
@@ -19,7 +20,7 @@ struct Args {
     /// Core for the server (the load runs on --load-core).
     #[arg(long, default_value_t = 1)]
     server_core: usize,
-    /// Core for the load.
+    /// Core for the load generator.
     #[arg(long, default_value_t = 0)]
     load_core: usize,
     /// Backends to run (comma-separated: uring, epoll).
@@ -40,14 +41,7 @@ impl Drop for Server {
 }
 
 fn start_server(backend: &str, port: u16, core: usize) -> Result<Server, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = exe.with_file_name("soliton-server");
-    if !bin.exists() {
-        return Err(format!(
-            "{} not found: build it with `cargo build --release -p soliton-bench`",
-            bin.display()
-        ));
-    }
+    let bin = sibling("soliton-server")?;
     let child = Command::new(&bin)
         .args([
             "--backend",
@@ -76,20 +70,72 @@ fn start_server(backend: &str, port: u16, core: usize) -> Result<Server, String>
     Ok(server)
 }
 
+/// A figure from a soliton-load report, or NaN.
+fn num(v: &Value, path: &[&str]) -> f64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_f64()
+        .unwrap_or(f64::NAN)
+}
+
+/// The binary `name` built beside this one.
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe.with_file_name(name);
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} not found: build it with `cargo build --release -p soliton-bench -p soliton-load`",
+            bin.display()
+        ))
+    }
+}
+
+/// One closed-loop run of soliton-load against the server on `port`; its JSON report.
+fn load(
+    a: &Args,
+    port: u16,
+    server_pid: u32,
+    (conns, size, inflight): (usize, usize, usize),
+    json: &Path,
+) -> Result<Value, String> {
+    let _ = std::fs::remove_file(json);
+    let out = Command::new(sibling("soliton-load")?)
+        .arg("echo")
+        .arg(format!("ws://127.0.0.1:{port}/"))
+        .args(["-c", &conns.to_string(), "-s", &size.to_string()])
+        .args(["--inflight", &inflight.to_string()])
+        .args(["-d", &format!("{}s", a.duration), "--warmup", "0.5s"])
+        .args(["--cores", &a.load_core.to_string(), "-q"])
+        .args(["--server-pid", &server_pid.to_string(), "--json"])
+        .arg(json)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot start soliton-load: {e}"))?;
+    let text = std::fs::read_to_string(json).map_err(|_| {
+        format!(
+            "soliton-load ({}) wrote no report: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| format!("soliton-load report: {e}"))
+}
+
 fn main() {
     let a = Args::parse();
-    if let Some(c) = core_affinity::get_core_ids().and_then(|ids| ids.get(a.load_core).copied()) {
-        core_affinity::set_for_current(c);
-    }
     let rows = [
-        ("100 conns x 20 B", 100, 20, 1),
-        ("10 conns x 16 KiB", 10, 16 * 1024, 1),
-        ("100 conns x 20 B, 16 in flight", 100, 20, 16),
+        ("100 conns x 20 B", (100, 20, 1)),
+        ("10 conns x 16 KiB", (10, 16 * 1024, 1)),
+        ("100 conns x 20 B, 1024 in flight", (100, 20, 1024)),
     ];
+    let json = std::env::temp_dir().join(format!("soliton-bench-{}.json", std::process::id()));
     println!(
-        "{:<8} {:<32} {:>12} {:>10} {:>14} {:>14} {:>7}",
-        "backend", "scenario", "msg/s", "MB/s", "server us/msg", "load us/msg", "errors"
+        "{:<8} {:<32} {:>10} {:>8} {:>9} {:>9} {:>10} {:>10} {:>6}",
+        "backend", "scenario", "msg/s", "MB/s", "p50 us", "p99 us", "server", "load", "errors"
     );
+    println!("{:<86} {:>10} {:>10}", "", "us/msg", "us/msg");
     let mut failed = false;
     for (bi, backend) in a.backends.split(',').map(str::trim).enumerate() {
         let port = a.port + bi as u16;
@@ -101,36 +147,32 @@ fn main() {
                 continue;
             }
         };
-        for (name, conns, size, inflight) in rows {
-            let p = EchoParams {
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                conns,
-                size,
-                inflight,
-                duration: Duration::from_secs_f64(a.duration),
-                warmup: Duration::from_millis(500),
-                server_pid: Some(server.0.id()),
-            };
-            match echo::run(p) {
+        for (name, row) in rows {
+            match load(&a, port, server.0.id(), row, &json) {
                 Ok(r) => {
-                    let rate = r.rate();
-                    let per = |cpu: f64| cpu / r.messages.max(1) as f64 * 1e6;
+                    let rate = num(&r, &["messages", "received_per_s"]);
+                    let errors = r["errors_total"].as_u64().unwrap_or(0);
+                    let sent = r["messages"]["sent_total"].as_u64();
+                    let received = r["messages"]["received_total"].as_u64();
                     println!(
-                        "{:<8} {:<32} {:>12.0} {:>10.1} {:>14.2} {:>14.2} {:>7}{}",
+                        "{:<8} {:<32} {:>10.0} {:>8.1} {:>9.1} {:>9.1} {:>10.2} {:>10.2} {:>6}{}",
                         backend,
                         name,
                         rate,
-                        rate * size as f64 / 1e6,
-                        per(r.server_cpu),
-                        per(r.cpu),
-                        r.errors,
-                        if r.cpu > r.server_cpu {
+                        num(&r, &["messages", "mb_per_s_in"]),
+                        num(&r, &["latency_us", "p50"]),
+                        num(&r, &["latency_us", "p99"]),
+                        num(&r, &["cpu", "server_us_per_msg"]),
+                        num(&r, &["cpu", "load_us_per_msg"]),
+                        errors,
+                        if r["cpu"]["load_bound"].as_bool() == Some(true) {
                             "  load-bound"
                         } else {
                             ""
                         }
                     );
-                    failed |= r.errors > 0 || r.messages == 0;
+                    // every message sent came back, and something was measured
+                    failed |= errors > 0 || rate.is_nan() || rate <= 0.0 || sent != received;
                 }
                 Err(e) => {
                     eprintln!("soliton-bench: {backend} {name}: {e}");
@@ -140,7 +182,13 @@ fn main() {
         }
         drop(server);
     }
-    println!("(closed loop; CPU from /proc/PID/stat over the measured window; 'load-bound': the load used more CPU than the server)");
+    let _ = std::fs::remove_file(&json);
+    println!(
+        "(soliton-load echo, closed loop: a new message for every echo; CPU from \
+         /proc/PID/stat over the measured window; 'load-bound': the load generator's busiest \
+         thread was busier than the server's, so the rate is the load's, and server us/msg \
+         is the figure to compare)"
+    );
     if failed {
         std::process::exit(1);
     }
