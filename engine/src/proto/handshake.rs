@@ -1055,16 +1055,7 @@ mod tests;
 mod fast_path_tests {
     use super::*;
 
-    /// A small deterministic generator (tests must not depend on a clock).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::proto::test_rng::Rng;
 
     #[test]
     fn eq_ignore_case_matches_std() {

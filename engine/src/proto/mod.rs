@@ -12,6 +12,8 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+#[cfg(test)]
+mod test_rng;
 pub mod utf8;
 
 pub use close::CloseCode;

@@ -18,54 +18,42 @@ pub(super) struct Classes {
     pub(super) bad: u64,
 }
 
+/// Calls the SSE2 version of a function where the build targets SSE2 (every x86-64
+/// build does), else the portable one.
+macro_rules! simd_or_portable {
+    ($f:ident($($arg:expr),*)) => {{
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "sse2",
+            not(miri),
+            not(soliton_no_simd)
+        ))]
+        #[allow(unsafe_code)]
+        // SAFETY: the build targets SSE2 (`target_feature = "sse2"` above), so the CPU
+        // running it has SSE2; the SSE2 functions only read their arguments.
+        return unsafe { sse2::$f($($arg),*) };
+        #[allow(unreachable_code)]
+        portable::$f($($arg),*)
+    }};
+}
+
 /// The bytes of `block` equal to `byte`.
 #[inline(always)]
 pub(super) fn equal(block: &[u8; BLOCK], byte: u8) -> u64 {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "sse2",
-        not(miri),
-        not(soliton_no_simd)
-    ))]
-    #[allow(unsafe_code)]
-    // SAFETY: the build targets SSE2 (`target_feature = "sse2"` above), so the CPU
-    // running it has SSE2; the function only reads `block`.
-    return unsafe { sse2::equal(block, byte) };
-    #[allow(unreachable_code)]
-    portable::equal(block, byte)
+    simd_or_portable!(equal(block, byte))
 }
 
 /// The LFs, colons, CRs and NULs of `block`.
 #[inline(always)]
 pub(super) fn classes(block: &[u8; BLOCK]) -> Classes {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "sse2",
-        not(miri),
-        not(soliton_no_simd)
-    ))]
-    #[allow(unsafe_code)]
-    // SAFETY: as in `equal`.
-    return unsafe { sse2::classes(block) };
-    #[allow(unreachable_code)]
-    portable::classes(block)
+    simd_or_portable!(classes(block))
 }
 
 /// The bytes of `chunk` that are ASCII letters, digits or `-`: the bytes of almost
 /// every header name.
 #[inline(always)]
 pub(super) fn name_bytes(chunk: &[u8; 16]) -> u32 {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "sse2",
-        not(miri),
-        not(soliton_no_simd)
-    ))]
-    #[allow(unsafe_code)]
-    // SAFETY: as in `equal`.
-    return unsafe { sse2::name_bytes(chunk) };
-    #[allow(unreachable_code)]
-    portable::name_bytes(chunk)
+    simd_or_portable!(name_bytes(chunk))
 }
 
 #[cfg(all(
@@ -222,15 +210,7 @@ pub(super) mod portable {
 mod tests {
     use super::*;
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::proto::test_rng::Rng;
 
     #[test]
     fn block_classes_match_bytes() {

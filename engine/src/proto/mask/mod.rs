@@ -173,16 +173,7 @@ fn run_at(imp: MaskImpl, buf: &mut [u8], key: [u8; 4], phase: usize) {
 mod tests {
     use super::*;
 
-    /// A small deterministic generator (tests must not depend on a clock).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::proto::test_rng::Rng;
 
     #[test]
     fn every_path_matches_bytewise_oracle() {
