@@ -184,6 +184,12 @@ impl HeaderBytes {
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
+
+    /// The header bytes followed by zeros up to [`MAX_HEADER_LEN`]: a fixed-size copy
+    /// that is cheaper than a variable-length one for a caller that can cut it back.
+    pub fn padded(&self) -> &[u8; MAX_HEADER_LEN] {
+        &self.bytes
+    }
 }
 
 /// An attempt to send after the close frame went out.

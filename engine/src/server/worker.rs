@@ -275,7 +275,9 @@ impl ConnCtx<'_> {
             written = sys::writev(self.fd, &iov).unwrap_or(0);
         }
         let h = header.as_slice();
-        if written < h.len() {
+        if written == 0 {
+            self.out.push_frame(self.pool, &header, payload);
+        } else if written < h.len() {
             self.out.push_pair(self.pool, &h[written..], payload);
         } else {
             self.out
