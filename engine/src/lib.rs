@@ -17,6 +17,8 @@
 //! machine. It performs no I/O and reads no clock.
 #![warn(missing_docs)]
 
+#[cfg(target_os = "linux")]
+pub mod bufring;
 pub mod proto;
 pub mod server;
 mod sys;

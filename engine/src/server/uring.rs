@@ -10,14 +10,15 @@
 //! is recognised and dropped.
 #![allow(unsafe_code)]
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
+use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
+
+use crate::bufring::BufRing;
 
 use super::handler::Handler;
 use super::queue::OutQueue;
@@ -69,103 +70,11 @@ pub(crate) fn probe() -> Result<(), String> {
     if !ring.params().is_feature_ext_arg() {
         return Err("IORING_FEAT_EXT_ARG missing (kernel < 5.11)".into());
     }
-    BufRing::new(&ring, 2, 64)
-        .map(drop)
+    // SAFETY: the buffer ring is dropped after the io_uring instance (below).
+    let bufs = unsafe { BufRing::new(&ring, 2, 64, BGID) };
+    drop(ring);
+    bufs.map(drop)
         .map_err(|e| format!("provided buffer ring: {e}"))
-}
-
-/// A provided buffer ring and the buffers it hands out.
-struct BufRing {
-    ring: *mut BufRingEntry,
-    ring_layout: Layout,
-    bufs: *mut u8,
-    bufs_layout: Layout,
-    entries: u16,
-    size: usize,
-    tail: u16,
-}
-
-impl BufRing {
-    fn new(uring: &IoUring, entries: u16, size: usize) -> io::Result<BufRing> {
-        assert!(entries.is_power_of_two() && size > 0);
-        let ring_layout =
-            Layout::from_size_align(entries as usize * size_of::<BufRingEntry>(), 4096)
-                .map_err(io::Error::other)?;
-        let bufs_layout =
-            Layout::from_size_align(entries as usize * size, 4096).map_err(io::Error::other)?;
-        // SAFETY: both layouts have a non-zero size.
-        let ring = unsafe { alloc_zeroed(ring_layout) }.cast::<BufRingEntry>();
-        // SAFETY: as above.
-        let bufs = unsafe { alloc_zeroed(bufs_layout) };
-        if ring.is_null() || bufs.is_null() {
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
-        }
-        let mut br = BufRing {
-            ring,
-            ring_layout,
-            bufs,
-            bufs_layout,
-            entries,
-            size,
-            tail: 0,
-        };
-        // SAFETY: the ring memory is page aligned, sized for `entries`, and lives until
-        // `Drop` (after the io_uring instance is gone or the ring is unregistered).
-        unsafe {
-            uring
-                .submitter()
-                .register_buf_ring_with_flags(ring as u64, entries, BGID, 0)?
-        };
-        for bid in 0..entries {
-            br.push(bid);
-        }
-        br.publish();
-        Ok(br)
-    }
-
-    /// Queues buffer `bid` at the local tail (visible after `publish`).
-    fn push(&mut self, bid: u16) {
-        let slot = (self.tail & (self.entries - 1)) as usize;
-        // SAFETY: `slot < entries`, inside the ring allocation; the kernel only reads
-        // entries between its head and the published tail, and this one is past it.
-        let e = unsafe { &mut *self.ring.add(slot) };
-        // SAFETY: `bid < entries`, so the buffer lies inside `bufs`.
-        e.set_addr(unsafe { self.bufs.add(bid as usize * self.size) } as u64);
-        e.set_len(self.size as u32);
-        e.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    /// Makes pushed buffers visible to the kernel.
-    fn publish(&self) {
-        // SAFETY: `ring` is the first entry of the registered ring; the tail field
-        // overlays its reserved field and is written with release ordering, as the
-        // kernel reads it with acquire.
-        unsafe {
-            let tail = BufRingEntry::tail(self.ring).cast_mut();
-            (*(tail as *const std::sync::atomic::AtomicU16))
-                .store(self.tail, std::sync::atomic::Ordering::Release);
-        }
-    }
-
-    /// The bytes the kernel wrote into buffer `bid`.
-    fn get(&mut self, bid: u16, len: usize) -> &mut [u8] {
-        assert!(bid < self.entries && len <= self.size);
-        // SAFETY: the range is inside `bufs`; the kernel handed this buffer back with
-        // the completion and does not touch it until it is pushed again.
-        unsafe { std::slice::from_raw_parts_mut(self.bufs.add(bid as usize * self.size), len) }
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts; the owning io_uring is dropped
-        // first (field order in `Uring`), so the kernel no longer uses them.
-        unsafe {
-            dealloc(self.ring.cast(), self.ring_layout);
-            dealloc(self.bufs, self.bufs_layout);
-        }
-    }
 }
 
 /// A sendmsg in flight: its header and iovecs must stay put until the completion.
@@ -175,7 +84,7 @@ struct SendOp {
 }
 
 struct Uring {
-    // dropped before `bufs` (see BufRing's Drop)
+    // dropped before `bufs` (the contract of `BufRing::new`)
     ring: IoUring,
     bufs: BufRing,
     /// Send operations by (slab index, generation): at most one per connection.
@@ -243,7 +152,8 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
         .build(4096)
         .or_else(|_| IoUring::builder().setup_single_issuer().build(4096))
         .or_else(|_| IoUring::new(4096))?;
-    let bufs = BufRing::new(&ring, entries, core.cfg.uring_buffer_size)?;
+    // SAFETY: `Uring` declares `ring` before `bufs`, so the ring is closed first.
+    let bufs = unsafe { BufRing::new(&ring, entries, core.cfg.uring_buffer_size, BGID) }?;
     let mut u = Uring {
         ring,
         bufs,
@@ -352,17 +262,20 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
                         .slots
                         .get(idx)
                         .is_some_and(|s| s.gen & 0x0fff_ffff == gen);
+                    if let Some(bid) = bid {
+                        u.bufs.lend(bid);
+                    }
                     if res > 0 {
                         if let Some(bid) = bid {
                             if alive {
                                 let data = u.bufs.get(bid, res as usize);
                                 core.on_read(idx, data);
                             }
-                            u.bufs.push(bid);
+                            u.bufs.give_back(bid);
                             recycled = true;
                         }
                     } else if let Some(bid) = bid {
-                        u.bufs.push(bid);
+                        u.bufs.give_back(bid);
                         recycled = true;
                     }
                     let alive = core
