@@ -8,6 +8,7 @@ mod slo;
 mod stats;
 mod sys;
 mod target;
+mod uring;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::report::Report;
@@ -132,6 +133,35 @@ struct Common {
     /// No live progress line.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Socket I/O of the workers: `uring` (io_uring, Linux 6.1+: every send of a loop
+    /// iteration in one system call, multishot receives into a provided buffer ring),
+    /// `epoll`, or `auto`: io_uring where the kernel allows it, else epoll.
+    #[arg(long, value_enum, default_value_t = IoArg::Auto)]
+    io: IoArg,
+}
+
+/// `--io`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IoArg {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+/// Resolves `--io`: `auto` probes io_uring (the ring setup the workers use, and a
+/// provided buffer ring); an explicit `uring` that the kernel refuses is an error.
+fn resolve_io(a: IoArg) -> Result<worker::Io, String> {
+    match a {
+        IoArg::Epoll => Ok(worker::Io::Epoll),
+        IoArg::Uring => uring::probe()
+            .map(|()| worker::Io::Uring)
+            .map_err(|e| format!("--io uring: io_uring is not usable here: {e} (try --io epoll)")),
+        IoArg::Auto => Ok(if uring::probe().is_ok() {
+            worker::Io::Uring
+        } else {
+            worker::Io::Epoll
+        }),
+    }
 }
 
 /// Message options.
@@ -325,6 +355,7 @@ fn spec(
     if conns == 0 {
         return Err("--connections must be at least 1".into());
     }
+    let io = resolve_io(c.io)?;
     let mut cfg = BTreeMap::new();
     config_entry(&mut cfg, "connections", conns as u64);
     config_entry(&mut cfg, "threads", threads as u64);
@@ -336,6 +367,7 @@ fn spec(
             .map_or(Value::Null, |v| Value::from(v.clone())),
     );
     config_entry(&mut cfg, "sources", sources.len() as u64);
+    config_entry(&mut cfg, "io", io.name());
     config_entry(&mut cfg, "ramp", c.ramp);
     config_entry(&mut cfg, "duration_s", c.duration.as_secs_f64());
     config_entry(&mut cfg, "warmup_s", c.warmup.as_secs_f64());
@@ -386,6 +418,7 @@ fn spec(
         close_timeout: c.close_timeout,
         server_pid: c.server_pid,
         progress: !c.quiet,
+        io,
         config: cfg,
     })
 }

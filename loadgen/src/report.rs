@@ -407,6 +407,9 @@ impl Report {
                 None => format!("{t} thread(s)"),
             });
         }
+        if let Some(io) = cfg("io") {
+            line.push(format!("{io} I/O"));
+        }
         if !line.is_empty() {
             let _ = writeln!(o, "{}", line.join(", "));
         }

@@ -51,6 +51,8 @@ pub(crate) struct Spec {
     pub(crate) close_timeout: Duration,
     pub(crate) server_pid: Option<u32>,
     pub(crate) progress: bool,
+    /// The workers' socket I/O.
+    pub(crate) io: worker::Io,
     pub(crate) config: BTreeMap<String, serde_json::Value>,
 }
 
@@ -343,6 +345,8 @@ pub(crate) fn run(spec: &Spec) -> Report {
             connect_timeout: ns(spec.connect_timeout),
             stall_timeout: ns(spec.stall_timeout),
             close_timeout: ns(spec.close_timeout),
+            io: spec.io,
+            conns: share(spec.conns, threads, w),
             shared: shared.clone(),
         };
         let h = std::thread::Builder::new()

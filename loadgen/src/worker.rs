@@ -8,6 +8,10 @@
 //! allocated per message: frames are built in the connection's reusable send buffer,
 //! masked by the engine with a fresh key per frame, and the 16-byte stamp is patched in
 //! after masking.
+//!
+//! Two I/O drivers share all of this: epoll (mio), and io_uring (`ring`): there every
+//! send of an iteration goes in the one `io_uring_enter` that then waits, receives are
+//! multishot into a provided buffer ring, and a connect is a poll for writability.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -25,6 +29,8 @@ use soliton::proto::{CloseCode, Connection, Event, Limits, OpCode, Role, Status}
 use crate::stats::{new_hist, ErrKind, Shared, Stats, NEVER};
 use crate::sys;
 use crate::target::Target;
+
+mod ring;
 
 /// Bytes at the start of every payload: send time and sequence number.
 pub(crate) const STAMP: usize = 16;
@@ -76,6 +82,24 @@ pub(crate) fn decode_stamp(p: &[u8]) -> Option<(u64, u64)> {
     Some((ts, seq))
 }
 
+/// The workers' socket I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Io {
+    /// mio (epoll), edge-triggered.
+    Epoll,
+    /// io_uring (see `ring`).
+    Uring,
+}
+
+impl Io {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Io::Epoll => "epoll",
+            Io::Uring => "io_uring",
+        }
+    }
+}
+
 /// What the worker does with its connections.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Mode {
@@ -110,6 +134,9 @@ pub(crate) struct Plan {
     pub(crate) connect_timeout: u64,
     pub(crate) stall_timeout: u64,
     pub(crate) close_timeout: u64,
+    pub(crate) io: Io,
+    /// Connections this worker opens (at most at once), to size its receive buffers.
+    pub(crate) conns: usize,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -141,6 +168,15 @@ struct Conn {
     tx: Vec<u8>,
     tx_off: usize,
     dirty: bool,
+    /// io_uring: a send is in flight (its bytes are held by the ring, `in_flight` of
+    /// them); what is queued meanwhile waits in `tx`.
+    sending: bool,
+    in_flight: usize,
+    /// io_uring: the last sent buffer, reused for the next queue.
+    spare: Vec<u8>,
+    /// io_uring: a multishot receive, or a connect's poll, is armed.
+    recv_armed: bool,
+    poll_armed: bool,
     we_closed: bool,
     stalled: bool,
     publisher: bool,
@@ -169,6 +205,11 @@ impl Conn {
             tx: Vec::new(),
             tx_off: 0,
             dirty: false,
+            sending: false,
+            in_flight: 0,
+            spare: Vec::new(),
+            recv_armed: false,
+            poll_armed: false,
             we_closed: false,
             stalled: false,
             publisher: false,
@@ -239,10 +280,36 @@ pub(crate) fn run(plan: Plan) -> Stats {
     stats
 }
 
-struct Worker {
+/// The epoll driver's state.
+struct EpollIo {
     poll: Poll,
     events: Events,
     timer: sys::Timer,
+    tokens: Vec<(usize, bool, bool, bool)>,
+}
+
+impl EpollIo {
+    fn new() -> io::Result<EpollIo> {
+        let poll = Poll::new()?;
+        let timer = sys::Timer::new()?;
+        poll.registry()
+            .register(&mut SourceFd(&timer.raw()), TIMER_TOKEN, Interest::READABLE)?;
+        Ok(EpollIo {
+            poll,
+            events: Events::with_capacity(1024),
+            timer,
+            tokens: Vec::with_capacity(1024),
+        })
+    }
+}
+
+enum Driver {
+    Epoll(EpollIo),
+    Uring(Box<ring::UringIo>),
+}
+
+struct Worker {
+    io: Driver,
     conns: Vec<Conn>,
     free: Vec<usize>,
     rbuf: Vec<u8>,
@@ -257,7 +324,6 @@ struct Worker {
     rr: usize,
     next_tick: u64,
     echo_started: bool,
-    tokens: Vec<(usize, bool, bool, bool)>,
     polls: u64,
     polled_events: u64,
     spins: u64,
@@ -265,10 +331,20 @@ struct Worker {
 
 impl Worker {
     fn new(plan: Plan) -> io::Result<Worker> {
-        let poll = Poll::new()?;
-        let timer = sys::Timer::new()?;
-        poll.registry()
-            .register(&mut SourceFd(&timer.raw()), TIMER_TOKEN, Interest::READABLE)?;
+        let io = match plan.io {
+            Io::Epoll => Driver::Epoll(EpollIo::new()?),
+            // the ring is made here, on the worker's thread: its only submitter
+            Io::Uring => match ring::UringIo::new(plan.conns) {
+                Ok(u) => Driver::Uring(Box::new(u)),
+                Err(e) => {
+                    eprintln!(
+                        "soliton-load: worker {}: io_uring unavailable ({e}); using epoll",
+                        plan.index
+                    );
+                    Driver::Epoll(EpollIo::new()?)
+                }
+            },
+        };
         let size = plan.size.max(STAMP);
         let template = vec![b'x'; size];
         let opcode = if plan.text {
@@ -281,9 +357,7 @@ impl Worker {
         let mode = plan.mode;
         let close_timeout = plan.close_timeout;
         Ok(Worker {
-            poll,
-            events: Events::with_capacity(1024),
-            timer,
+            io,
             conns: Vec::new(),
             free: Vec::new(),
             rbuf: vec![0; RBUF],
@@ -316,7 +390,6 @@ impl Worker {
             rr: 0,
             next_tick: 0,
             echo_started: false,
-            tokens: Vec::with_capacity(1024),
             polls: 0,
             polled_events: 0,
             spins: 0,
@@ -353,14 +426,15 @@ impl Worker {
             }
             // sleep until the next event or the next thing to do
             let wake = self.next_wake(deadline);
-            let timeout = if wake <= now + 20_000 {
+            let spin = wake <= now + 20_000;
+            if spin {
                 self.spins += 1;
-                Some(std::time::Duration::ZERO)
-            } else {
-                self.timer.arm(wake);
-                Some(std::time::Duration::from_millis(250))
+            }
+            let waited = match self.io {
+                Driver::Epoll(_) => self.epoll_wait(wake, spin),
+                Driver::Uring(_) => self.uring_wait(wake, spin),
             };
-            if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            if let Err(e) = waited {
                 if e.kind() != io::ErrorKind::Interrupted {
                     self.cx.stats.error(ErrKind::Io, 1);
                     break;
@@ -368,22 +442,47 @@ impl Worker {
             }
             self.cx.now = sys::now_ns();
             self.polls += 1;
-            self.polled_events += self.events.iter().count() as u64;
-            // tokens are copied out first: the handlers borrow the worker mutably
-            let mut tokens = std::mem::take(&mut self.tokens);
-            tokens.clear();
-            for ev in self.events.iter() {
-                let hup = ev.is_read_closed() || ev.is_error();
-                let r = ev.is_readable() || hup;
-                let w = ev.is_writable() || ev.is_error();
-                tokens.push((ev.token().0, r, w, hup));
+            match self.io {
+                Driver::Epoll(_) => self.epoll_dispatch(),
+                Driver::Uring(_) => self.uring_dispatch(),
             }
-            for &(tok, readable, writable, hup) in &tokens {
-                self.on_event(tok, readable, writable, hup);
-            }
-            self.tokens = tokens;
         }
         self.finish();
+    }
+
+    fn epoll_wait(&mut self, wake: u64, spin: bool) -> io::Result<()> {
+        let Driver::Epoll(e) = &mut self.io else {
+            return Ok(());
+        };
+        let timeout = if spin {
+            std::time::Duration::ZERO
+        } else {
+            e.timer.arm(wake);
+            std::time::Duration::from_millis(250)
+        };
+        e.poll.poll(&mut e.events, Some(timeout))
+    }
+
+    fn epoll_dispatch(&mut self) {
+        let Driver::Epoll(e) = &mut self.io else {
+            return;
+        };
+        self.polled_events += e.events.iter().count() as u64;
+        // tokens are copied out first: the handlers borrow the worker mutably
+        let mut tokens = std::mem::take(&mut e.tokens);
+        tokens.clear();
+        for ev in e.events.iter() {
+            let hup = ev.is_read_closed() || ev.is_error();
+            let r = ev.is_readable() || hup;
+            let w = ev.is_writable() || ev.is_error();
+            tokens.push((ev.token().0, r, w, hup));
+        }
+        for &(tok, readable, writable, hup) in &tokens {
+            self.on_event(tok, readable, writable, hup);
+        }
+        if let Driver::Epoll(e) = &mut self.io {
+            e.tokens = tokens;
+        }
     }
 
     /// When the loop must wake next at the latest.
@@ -650,17 +749,27 @@ impl Worker {
         };
         let c = &mut self.conns[i];
         c.gen = c.gen.wrapping_add(1);
-        let token = Token(((c.gen as usize) << 32) | i);
         let mut sock = sock;
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
-        {
-            cx.stats.error(ErrKind::of_connect(&e), 1);
-            cx.failed += 1;
-            self.free.push(i);
-            return;
+        match &mut self.io {
+            Driver::Epoll(e) => {
+                let token = Token(((c.gen as usize) << 32) | i);
+                if let Err(e) = e.poll.registry().register(
+                    &mut sock,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    cx.stats.error(ErrKind::of_connect(&e), 1);
+                    cx.failed += 1;
+                    self.free.push(i);
+                    return;
+                }
+            }
+            Driver::Uring(u) => {
+                use std::os::fd::AsRawFd;
+                u.ring
+                    .poll_writable(sock.as_raw_fd(), ring::ud(ring::K_POLL, i, c.gen));
+                c.poll_armed = true;
+            }
         }
         let seed = next_rand(&mut cx.rng);
         c.sock = Some(sock);
@@ -673,6 +782,9 @@ impl Worker {
         c.tx.clear();
         c.tx_off = 0;
         c.dirty = false;
+        c.sending = false;
+        c.in_flight = 0;
+        c.recv_armed = false;
         c.we_closed = false;
         c.stalled = false;
         c.publisher = matches!(cx.plan.mode, Mode::Fanout { publishers, .. } if gi < publishers);
@@ -752,13 +864,21 @@ impl Worker {
             if c.sock.is_none() || c.state == State::Free {
                 continue;
             }
-            match flush(c) {
-                Ok(_) => {
-                    if c.state == State::Failing && c.tx_off >= c.tx.len() {
+            match &mut self.io {
+                Driver::Epoll(_) => match flush(c) {
+                    Ok(_) => {
+                        if c.state == State::Failing && c.tx_off >= c.tx.len() {
+                            self.cx.kill(c, i);
+                        }
+                    }
+                    Err(e) => self.cx.on_read_error(c, i, &e),
+                },
+                Driver::Uring(u) => {
+                    ring::start_send(&mut u.ring, c, i);
+                    if c.state == State::Failing && !c.sending && c.tx_off >= c.tx.len() {
                         self.cx.kill(c, i);
                     }
                 }
-                Err(e) => self.cx.on_read_error(c, i, &e),
             }
         }
         dirty.clear();
@@ -772,8 +892,11 @@ impl Worker {
         let dead = std::mem::take(&mut self.cx.dead);
         for &i in &dead {
             let c = &mut self.conns[i];
-            // closing the descriptor also removes it from the epoll set
-            drop(c.sock.take());
+            match &mut self.io {
+                // closing the descriptor also removes it from the epoll set
+                Driver::Epoll(_) => drop(c.sock.take()),
+                Driver::Uring(u) => u.release(c, i),
+            }
             c.state = State::Free;
             c.rx_lo = 0;
             c.rx_hi = 0;
@@ -781,7 +904,7 @@ impl Worker {
             if c.rx.len() > 256 * 1024 {
                 c.rx = Vec::new();
             }
-            for v in [&mut c.asm, &mut c.tx] {
+            for v in [&mut c.asm, &mut c.tx, &mut c.spare] {
                 if v.capacity() > 256 * 1024 {
                     *v = Vec::new();
                 } else {
@@ -910,6 +1033,9 @@ impl Worker {
                 self.polled_events,
                 self.polled_events as f64 / self.polls.max(1) as f64
             );
+            if let Driver::Uring(u) = &self.io {
+                eprintln!("worker {}: io_uring: {}", self.cx.plan.index, u.counters());
+            }
         }
     }
 }
@@ -978,7 +1104,7 @@ impl Ctx {
     /// Queues one message stamped with `ts` on `c`.
     #[inline]
     fn send(&mut self, c: &mut Conn, i: usize, ts: u64) {
-        if c.tx.len() - c.tx_off > BACKLOG_CAP {
+        if c.tx.len() - c.tx_off + c.in_flight > BACKLOG_CAP {
             self.stats.error(ErrKind::Backlog, 1);
             return;
         }

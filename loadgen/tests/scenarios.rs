@@ -623,3 +623,159 @@ fn extra_headers_and_subprotocol_reach_the_server() {
     );
     assert_eq!(r.status, 2, "{}", r.stderr);
 }
+
+// ---- both I/O drivers ----
+
+/// Runs `soliton-load` with `--io IO` added; `None` (said) when io_uring is refused
+/// here, which only an explicit `--io uring` turns into an error.
+fn load_io(io: &str, a: &[&str]) -> Option<Run> {
+    let mut v = a.to_vec();
+    v.extend_from_slice(&["--io", io]);
+    let r = load(&v, Duration::from_secs(30));
+    if io == "uring" && r.status == 2 && r.stderr.contains("io_uring is not usable") {
+        eprintln!("SKIPPED: --io uring: {}", r.stderr.trim());
+        return None;
+    }
+    Some(r)
+}
+
+#[test]
+fn echo_on_both_io_drivers() {
+    let s = Ours::start(false);
+    let url = s.url();
+    for (io, name) in [("uring", "io_uring"), ("epoll", "epoll")] {
+        // small messages, then large ones that span several receive buffers and
+        // sends, several in flight
+        for extra in [
+            &["--connections", "20"][..],
+            &["--connections", "3", "--size", "100000", "--inflight", "3"][..],
+        ] {
+            let mut a = vec!["echo", url.as_str()];
+            a.extend_from_slice(SHORT);
+            a.extend_from_slice(extra);
+            let Some(r) = load_io(io, &a) else { break };
+            check_echo(&r);
+            let j = r.json.unwrap();
+            assert_eq!(j["config"]["io"], name, "{}", r.stdout);
+            assert!(r.stdout.contains(&format!("{name} I/O")), "{}", r.stdout);
+        }
+    }
+}
+
+#[test]
+fn connect_hold_rate_fanout_on_both_io_drivers() {
+    let s = Ours::start(false);
+    let url = s.url();
+    let b = Ours::start(true);
+    let burl = b.url();
+    for io in ["uring", "epoll"] {
+        let a = [
+            "connect",
+            &url,
+            "--connections",
+            "200",
+            "--close",
+            "--duration",
+            "10s",
+        ];
+        let Some(r) = load_io(io, &a) else { break };
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let j = r.json.unwrap();
+        assert_eq!(u(&j, "connections.handshakes"), 200, "{io}: {}", r.stdout);
+        assert_eq!(u(&j, "connections.clean_closes"), 200, "{io}: {}", r.stdout);
+        assert_eq!(u(&j, "errors_total"), 0, "{io}: {}", r.stdout);
+
+        let a = ["hold", &url, "--connections", "100", "--duration", "300ms"];
+        let r = load_io(io, &a).unwrap();
+        let j = r.json.unwrap();
+        assert_eq!(
+            j["hold"]["held_at_end"].as_u64(),
+            Some(100),
+            "{io}: {}",
+            r.stdout
+        );
+        assert_eq!(u(&j, "errors_total"), 0, "{io}: {}", r.stdout);
+
+        let a = args(&["rate", "--connections", "5", "--rate", "1000"], &url, &[]);
+        let r = load_io(io, &a).unwrap();
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let j = r.json.unwrap();
+        let sent = u(&j, "messages.sent");
+        assert!((950..=1050).contains(&sent), "{io}: sent {sent}");
+        assert_eq!(sent, u(&j, "messages.received"), "{io}: {}", r.stdout);
+        assert_eq!(u(&j, "errors_total"), 0, "{io}: {}", r.stdout);
+
+        let a = args(
+            &[
+                "fanout",
+                "--subscribers",
+                "5",
+                "--publishers",
+                "1",
+                "--rate",
+                "100",
+            ],
+            &burl,
+            &[],
+        );
+        let r = load_io(io, &a).unwrap();
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let j = r.json.unwrap();
+        let published = u(&j, "fanout.published");
+        assert!(published >= 90, "{io}: {}", r.stdout);
+        assert_eq!(
+            u(&j, "fanout.delivered"),
+            published * 6,
+            "{io}: {}",
+            r.stdout
+        );
+        assert_eq!(u(&j, "errors_total"), 0, "{io}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn bad_servers_on_both_io_drivers() {
+    for io in ["uring", "epoll"] {
+        let s = BadServer::start(Bad::Stall);
+        let url = s.url();
+        let a = args(
+            &["echo", "--connections", "3", "--timeout", "300ms"],
+            &url,
+            &[],
+        );
+        let Some(r) = load_io(io, &a) else { break };
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let j = r.json.unwrap();
+        assert_eq!(err(&j, "stall"), 3, "{io}: {}", r.stdout);
+        assert_eq!(err(&j, "no-reply"), 3, "{io}: {}", r.stdout);
+        assert!(
+            r.elapsed < Duration::from_secs(10),
+            "{io}: took {:?}",
+            r.elapsed
+        );
+
+        let s = BadServer::start(Bad::CloseMidRun(Duration::from_millis(600)));
+        let url = s.url();
+        let a = args(&["echo", "--connections", "3"], &url, &[]);
+        let r = load_io(io, &a).unwrap();
+        let j = r.json.unwrap();
+        assert_eq!(err(&j, "close-1011"), 3, "{io}: {}", r.stdout);
+
+        let s = BadServer::start(Bad::Garbage);
+        let url = s.url();
+        let a = args(&["echo", "--connections", "3"], &url, &[]);
+        let r = load_io(io, &a).unwrap();
+        let j = r.json.unwrap();
+        assert_eq!(err(&j, "protocol"), 3, "{io}: {}", r.stdout);
+
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url = format!("ws://127.0.0.1:{port}/");
+        let a = args(&["echo", "--connections", "4"], &url, &[]);
+        let r = load_io(io, &a).unwrap();
+        let j = r.json.unwrap();
+        assert_eq!(err(&j, "refused"), 4, "{io}: {}", r.stdout);
+    }
+}

@@ -313,13 +313,20 @@ pub fn temp(name: &str) -> PathBuf {
     ))
 }
 
-/// Runs `soliton-load ARGS --json TMP -q`, killed after `limit`.
+/// Runs `soliton-load ARGS --json TMP -q`, killed after `limit`. With
+/// SOLITON_TEST_IO=uring|epoll in the environment, runs without an `--io` of their own
+/// get that one (so the whole suite can be run on either I/O driver).
 pub fn load(args: &[&str], limit: Duration) -> Run {
     let json = temp("report.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_soliton-load"));
     cmd.args(args);
     if args.first() != Some(&"merge") {
         cmd.arg("-q");
+        if let Ok(io) = std::env::var("SOLITON_TEST_IO") {
+            if !args.contains(&"--io") {
+                cmd.arg("--io").arg(io);
+            }
+        }
     }
     cmd.arg("--json").arg(&json);
     run_cmd(cmd, limit, Some(json))
