@@ -71,10 +71,10 @@ struct Args {
     #[arg(long = "protocol")]
     protocols: Vec<String>,
     /// io_uring: provided receive buffers per worker (rounded up to a power of two).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 128)]
     uring_buffers: u16,
     /// io_uring: size of one provided receive buffer, in bytes.
-    #[arg(long, default_value_t = 16 * 1024)]
+    #[arg(long, default_value_t = 32 * 1024)]
     uring_buffer_size: usize,
     /// epoll: size of the worker's receive buffer, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]

@@ -66,9 +66,9 @@ pub struct Config {
     pub max_buffered: usize,
     /// Listen backlog; default 4096.
     pub backlog: i32,
-    /// Provided buffers per io_uring worker (a power of two); default 512.
+    /// Provided buffers per io_uring worker (a power of two); default 128.
     pub uring_buffers: u16,
-    /// Size of one io_uring provided buffer; default 16 KiB.
+    /// Size of one io_uring provided buffer; default 32 KiB.
     pub uring_buffer_size: usize,
     /// Size of the epoll worker's receive buffer; default 64 KiB.
     pub recv_buffer_size: usize,
@@ -98,8 +98,8 @@ impl Default for Config {
             backpressure_limit: 1 << 20,
             max_buffered: 64 << 20,
             backlog: 4096,
-            uring_buffers: 512,
-            uring_buffer_size: 16 * 1024,
+            uring_buffers: 128,
+            uring_buffer_size: 32 * 1024,
             recv_buffer_size: 64 * 1024,
             raw_tcp_echo: false,
         }
