@@ -76,6 +76,10 @@ struct Args {
     /// io_uring: size of one provided receive buffer, in bytes.
     #[arg(long, default_value_t = 32 * 1024)]
     uring_buffer_size: usize,
+    /// Leave Nagle's algorithm on (no TCP_NODELAY): less kernel CPU per small message
+    /// on epoll, at the risk of a small message waiting for the peer's delayed ACK.
+    #[arg(long)]
+    no_nodelay: bool,
     /// epoll: size of the worker's receive buffer, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     recv_buffer: usize,
@@ -131,7 +135,9 @@ fn main() {
         .handshake_timeout(secs(a.handshake_timeout))
         .idle_timeout((a.idle_timeout > 0.0).then(|| secs(a.idle_timeout)))
         .buffered_limits(a.backpressure, a.max_buffered);
-    b = b.raw_tcp_echo(matches!(a.mode, Mode::RawTcp));
+    b = b
+        .raw_tcp_echo(matches!(a.mode, Mode::RawTcp))
+        .nodelay(!a.no_nodelay);
     b = b.receive_buffers(a.uring_buffers, a.uring_buffer_size, a.recv_buffer);
     if let Some(t) = a.threads {
         b = b.workers(t);

@@ -66,6 +66,12 @@ pub struct Config {
     pub max_buffered: usize,
     /// Listen backlog; default 4096.
     pub backlog: i32,
+    /// `TCP_NODELAY` on every connection (default on): each write goes out at once
+    /// instead of waiting, under Nagle's algorithm, for the peer to acknowledge what is
+    /// in flight, which with delayed ACKs can hold a small message back for tens of
+    /// milliseconds. Turning it off saves kernel CPU per small message on epoll
+    /// (measured 7.3 -> 6.0 µs per 20 B echo here) at that latency risk.
+    pub nodelay: bool,
     /// Provided buffers per io_uring worker (a power of two); default 128.
     pub uring_buffers: u16,
     /// Size of one io_uring provided buffer; default 32 KiB.
@@ -98,6 +104,7 @@ impl Default for Config {
             backpressure_limit: 1 << 20,
             max_buffered: 64 << 20,
             backlog: 4096,
+            nodelay: true,
             uring_buffers: 128,
             uring_buffer_size: 32 * 1024,
             recv_buffer_size: 64 * 1024,

@@ -138,6 +138,12 @@ impl Builder {
         self
     }
 
+    /// `TCP_NODELAY` on every connection; default on (see [`Config::nodelay`]).
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.cfg.nodelay = on;
+        self
+    }
+
     /// Benchmark ceiling: a raw TCP echo (no WebSocket) on the same loop and buffers.
     pub fn raw_tcp_echo(mut self, on: bool) -> Self {
         self.cfg.raw_tcp_echo = on;

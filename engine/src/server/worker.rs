@@ -417,7 +417,9 @@ impl<H: Handler> Core<H> {
 
     /// A new TCP connection. Returns its slot, or `None` if it was refused (503).
     pub(crate) fn on_accept(&mut self, fd: OwnedFd) -> Option<usize> {
-        let _ = sys::set_nodelay(sys::raw(&fd));
+        if self.cfg.nodelay {
+            let _ = sys::set_nodelay(sys::raw(&fd));
+        }
         if self.slots.len() >= self.cfg.max_connections || self.shutdown.is_some() {
             let mut resp = Vec::new();
             handshake::write_error_response(&mut resp, 503, "too many connections\n", &[]);
