@@ -27,7 +27,7 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
     poll.registry()
         .register(&mut SourceFd(&lfd), LISTENER, Interest::READABLE)?;
     let mut listening = true;
-    core.direct_write = true;
+    core.direct_write_min = 1024;
     let mut buf = vec![0u8; core.cfg.recv_buffer_size];
     let mut events = Events::with_capacity(1024);
     let mut spare = sys::spare_fd();

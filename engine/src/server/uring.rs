@@ -163,10 +163,11 @@ pub(crate) fn run<H: Handler>(mut core: Core<H>, listener: OwnedFd) -> io::Resul
         backlog: Vec::new(),
     };
     core.keep_reaped = true;
-    // a large message to a connection with nothing queued (so no send in flight) is
-    // written at once with writev(header, payload) from the receive buffer: no copy
-    // into the queue, no extra completion
-    core.direct_write = true;
+    // No synchronous writev for large payloads here (epoll does it): measured on 10 x
+    // 1 KiB and 10 x 16 KiB echoes, copying into the queue and sending with the batch's
+    // SENDMSG costs less server CPU (6.3 against 7.2 us/msg at 1 KiB, 7.2 against 8.2
+    // at 16 KiB, medians of 6-8 interleaved runs) than a writev syscall per message.
+    core.direct_write_min = usize::MAX;
     let wake = eventfd()?;
     let wake_raw = wake.as_raw_fd();
     core.shared.mailboxes[core.index].set_waker(Box::new(move || {

@@ -232,7 +232,7 @@ pub(crate) struct ConnCtx<'a> {
     pub(crate) id: ConnId,
     idx: usize,
     fd: RawFd,
-    direct_write: bool,
+    direct_write_min: usize,
     proto: &'a mut Connection,
     out: &'a mut OutQueue,
     flags: &'a mut Flags,
@@ -248,10 +248,6 @@ pub(crate) struct ConnCtx<'a> {
     now_ms: u64,
     ctl: &'a mut Vec<u8>,
 }
-
-/// Payloads at least this long are written at once with `writev` (header + payload,
-/// no copy) when nothing is queued before them.
-const DIRECT_WRITE_MIN: usize = 1024;
 
 fn mark_dirty(flags: &mut Flags, dirty: &mut Vec<usize>, idx: usize) {
     if !flags.dirty {
@@ -270,7 +266,7 @@ impl ConnCtx<'_> {
             return SendStatus::Dropped;
         }
         let mut written = 0;
-        if self.direct_write && self.out.is_empty() && payload.len() >= DIRECT_WRITE_MIN {
+        if payload.len() >= self.direct_write_min && self.out.is_empty() {
             let iov = [IoSlice::new(header.as_slice()), IoSlice::new(payload)];
             written = sys::writev(self.fd, &iov).unwrap_or(0);
         }
@@ -374,7 +370,9 @@ pub(crate) struct Core<H: Handler> {
     commands: Vec<Command>,
     /// Backends that can write synchronously (epoll) let `send` write large payloads
     /// at once.
-    pub(crate) direct_write: bool,
+    /// Payloads of at least this many bytes to a connection with nothing queued are
+    /// written at once with `writev` (`usize::MAX`: never).
+    pub(crate) direct_write_min: usize,
     /// Backends with operations in flight (io_uring) take finished slots from here, to
     /// cancel their operations and keep buffers alive until the completions arrive.
     pub(crate) keep_reaped: bool,
@@ -405,7 +403,7 @@ impl<H: Handler> Core<H> {
             now_ms: 1000,
             shutdown: None,
             commands: Vec::new(),
-            direct_write: false,
+            direct_write_min: usize::MAX,
             keep_reaped: false,
             reaped: Vec::new(),
         }
@@ -680,7 +678,7 @@ impl<H: Handler> Core<H> {
             cfg,
             now_ms,
             ctl,
-            direct_write,
+            direct_write_min,
             ..
         } = self;
         let slot = slots.get_mut(idx)?;
@@ -690,7 +688,7 @@ impl<H: Handler> Core<H> {
                 id,
                 idx,
                 fd: sys::raw(&slot.fd),
-                direct_write: *direct_write,
+                direct_write_min: *direct_write_min,
                 proto: &mut slot.proto,
                 out: &mut slot.out,
                 flags: &mut slot.flags,
