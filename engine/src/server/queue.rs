@@ -106,44 +106,38 @@ impl OutQueue {
         if n == 0 {
             return;
         }
-        let q = self.inner.get_or_insert_with(|| pool.get_queue());
-        q.len += n;
-        if q.chunks.len() > q.sealed {
-            if let Some(Chunk::Owned(v)) = q.chunks.back_mut() {
-                if v.len() + n <= CHUNK_MAX.max(v.capacity()) {
-                    v.extend_from_slice(a);
-                    v.extend_from_slice(b);
-                    return;
-                }
-            }
-        }
-        let mut v = pool.get();
-        v.reserve(n);
+        let v = self.tail(pool, n, 0);
         v.extend_from_slice(a);
         v.extend_from_slice(b);
-        q.chunks.push_back(Chunk::Owned(v));
     }
 
     /// Appends a frame: its header, then its payload. The header goes in as a
     /// fixed-size copy of all its bytes, cut back to its length (no `memcpy` call for
     /// 2-14 bytes), so a small echo costs one variable-length copy.
     pub(crate) fn push_frame(&mut self, pool: &mut Pool, header: &HeaderBytes, payload: &[u8]) {
-        let h = header.as_slice().len();
-        let n = h + payload.len();
+        let n = header.as_slice().len() + payload.len();
+        append_frame(self.tail(pool, n, MAX_HEADER_LEN), header, payload);
+    }
+
+    /// The owned chunk that `n` more bytes go into, counted in the queue's length: the
+    /// last chunk when it is not sealed and has room, else a new one from the pool with
+    /// room for `n + spare`.
+    #[inline(always)]
+    fn tail(&mut self, pool: &mut Pool, n: usize, spare: usize) -> &mut Vec<u8> {
         let q = self.inner.get_or_insert_with(|| pool.get_queue());
         q.len += n;
-        if q.chunks.len() > q.sealed {
-            if let Some(Chunk::Owned(v)) = q.chunks.back_mut() {
-                if v.len() + n <= CHUNK_MAX.max(v.capacity()) {
-                    append_frame(v, header, payload);
-                    return;
-                }
-            }
+        let fits = q.chunks.len() > q.sealed
+            && matches!(q.chunks.back(),
+                Some(Chunk::Owned(v)) if v.len() + n <= CHUNK_MAX.max(v.capacity()));
+        if !fits {
+            let mut v = pool.get();
+            v.reserve(n + spare);
+            q.chunks.push_back(Chunk::Owned(v));
         }
-        let mut v = pool.get();
-        v.reserve(n + MAX_HEADER_LEN);
-        append_frame(&mut v, header, payload);
-        q.chunks.push_back(Chunk::Owned(v));
+        match q.chunks.back_mut() {
+            Some(Chunk::Owned(v)) => v,
+            _ => unreachable!("the last chunk was just checked or pushed as owned"),
+        }
     }
 
     pub(crate) fn push_shared(&mut self, pool: &mut Pool, frame: Arc<[u8]>) {
