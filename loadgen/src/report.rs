@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use soliton::proto::base64;
 
 use crate::stats::{describe, new_hist};
 
@@ -240,58 +241,11 @@ pub(crate) struct Report {
     pub(crate) notes: Vec<String>,
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn b64_encode(data: &[u8]) -> String {
-    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for k in 0..4 {
-            if k <= chunk.len() {
-                s.push(B64[(n >> (18 - 6 * k)) as usize & 63] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
-}
-
-fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            b' ' | b'\n' | b'\r' | b'\t' => continue,
-            _ => return None,
-        };
-        acc = acc << 6 | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 /// A histogram as base64 of its V2 + DEFLATE encoding.
 pub(crate) fn encode_hist(h: &Histogram<u64>) -> String {
     let mut buf = Vec::new();
     match V2DeflateSerializer::new().serialize(h, &mut buf) {
-        Ok(_) => b64_encode(&buf),
+        Ok(_) => base64::encode(&buf),
         Err(_) => String::new(),
     }
 }
@@ -301,7 +255,7 @@ pub(crate) fn decode_hist(s: &str) -> Result<Histogram<u64>, String> {
     if s.is_empty() {
         return Ok(new_hist());
     }
-    let bytes = b64_decode(s).ok_or("histogram: bad base64")?;
+    let bytes = base64::decode(s).ok_or("histogram: bad base64")?;
     let mut h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut &bytes[..])
         .map_err(|e| format!("histogram: {e:?}"))?;
@@ -856,16 +810,6 @@ pub(crate) fn cpu_weight(r: &Report) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trip() {
-        for n in 0..20 {
-            let data: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
-            assert_eq!(b64_decode(&b64_encode(&data)).unwrap(), data);
-        }
-        assert_eq!(b64_encode(b"foobar"), "Zm9vYmFy");
-        assert_eq!(b64_encode(b"fo"), "Zm8=");
-    }
 
     #[test]
     fn hist_round_trip_and_merge() {

@@ -905,31 +905,8 @@ fn machine_line(m: &Value) -> String {
 // ---------------------------------------------------------------------------------
 // plots
 
-fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        acc = acc << 6 | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 fn decode_hist(s: &str) -> Option<Histogram<u64>> {
-    let bytes = b64_decode(s)?;
+    let bytes = soliton::proto::base64::decode(s)?;
     Deserializer::new().deserialize(&mut &bytes[..]).ok()
 }
 
@@ -1876,11 +1853,5 @@ mod tests {
         assert!(s.load_bound && !s.contended);
         let m = med_of(&[s.clone(), s], 0);
         assert_eq!((m.n, m.load_bound, m.spread), (2, 2, 0.0));
-    }
-
-    #[test]
-    fn base64_decodes() {
-        assert_eq!(b64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
-        assert_eq!(b64_decode("a*"), None);
     }
 }

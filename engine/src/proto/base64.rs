@@ -1,9 +1,11 @@
-//! The two base64 operations the handshake needs, without allocation.
+//! Base64 (RFC 4648, standard alphabet, padded): the two operations the handshake
+//! needs, without allocation, and the allocating [`encode`] and [`decode`] the tools
+//! (soliton-load's reports, `compare`) use for histograms.
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Encodes `input` into `out` (which must hold `4 * ceil(len / 3)` bytes), with padding.
-pub(crate) fn encode_into(input: &[u8], out: &mut [u8]) {
+pub fn encode_into(input: &[u8], out: &mut [u8]) {
     debug_assert!(out.len() >= input.len().div_ceil(3) * 4);
     let mut o = 0;
     for chunk in input.chunks(3) {
@@ -27,6 +29,40 @@ pub(crate) fn encode_into(input: &[u8], out: &mut [u8]) {
         };
         o += 4;
     }
+}
+
+/// `input` as base64, padded.
+pub fn encode(input: &[u8]) -> String {
+    let mut out = vec![0u8; input.len().div_ceil(3) * 4];
+    encode_into(input, &mut out);
+    // every byte written is an ASCII symbol or `=`
+    out.into_iter().map(char::from).collect()
+}
+
+/// Decodes base64; ASCII whitespace is skipped and decoding stops at the first `=`.
+/// `None` on any other byte outside the alphabet.
+pub fn decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            b' ' | b'\n' | b'\r' | b'\t' => continue,
+            _ => return None,
+        };
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
 }
 
 /// `IS_SYMBOL[c]`: whether `c` is one of the 64 symbols.
@@ -69,6 +105,18 @@ mod tests {
             encode_into(i.as_bytes(), &mut out);
             assert_eq!(out, o.as_bytes());
         }
+    }
+
+    #[test]
+    fn encode_and_decode_round_trip() {
+        for n in 0..20 {
+            let data: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(decode(&encode(&data)).unwrap(), data);
+        }
+        assert_eq!(encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(encode(b"fo"), "Zm8=");
+        assert_eq!(decode("aGVs\nbG8=").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(decode("a*"), None);
     }
 
     #[test]

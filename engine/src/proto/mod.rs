@@ -5,7 +5,7 @@
 //! and take bytes out, and keep deadlines themselves. Every runtime (io_uring, epoll,
 //! the load generator's client) drives this same code.
 
-mod base64;
+pub mod base64;
 pub mod close;
 pub mod conn;
 pub mod error;

@@ -421,23 +421,6 @@ pub fn assert_ordered(v: &Value, path: &str) {
 /// Decodes a report's base64 V2+DEFLATE histogram.
 pub fn hist(s: &str) -> hdrhistogram::Histogram<u64> {
     use hdrhistogram::serialization::Deserializer;
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => break,
-        };
-        acc = acc << 6 | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Deserializer::new().deserialize(&mut &out[..]).unwrap()
+    let bytes = soliton::proto::base64::decode(s).expect("base64");
+    Deserializer::new().deserialize(&mut &bytes[..]).unwrap()
 }
