@@ -24,14 +24,7 @@ async fn accept_connection(stream: TcpStream) {
 }
 
 fn main() {
-    let (addr, core, nodelay) = args();
-    if let Some(c) = core {
-        pin(c);
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .expect("tokio runtime");
+    let (peer_common::Opts { addr, nodelay }, rt) = peer_common::start();
     rt.block_on(async move {
         let listener = TcpListener::bind(&addr).await.expect("bind");
         eprintln!("tungstenite-echo: listening on ws://{addr}");
@@ -44,39 +37,4 @@ fn main() {
             }
         }
     })
-}
-
-/// `--host`, `--port`, `--core`, `--nodelay`.
-fn args() -> (String, Option<usize>, bool) {
-    let (mut host, mut port, mut core) = ("127.0.0.1".to_string(), 9001u16, None);
-    let mut nodelay = false;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        if a == "--nodelay" {
-            nodelay = true;
-            continue;
-        }
-        let v = it.next().unwrap_or_else(|| usage(&a));
-        match a.as_str() {
-            "--host" => host = v,
-            "--port" => port = v.parse().unwrap_or_else(|_| usage(&a)),
-            "--core" => core = Some(v.parse().unwrap_or_else(|_| usage(&a))),
-            _ => usage(&a),
-        }
-    }
-    (format!("{host}:{port}"), core, nodelay)
-}
-
-fn usage(at: &str) -> ! {
-    eprintln!(
-        "bad argument {at:?}; usage: [--host 127.0.0.1] [--port 9001] [--core N] [--nodelay]"
-    );
-    std::process::exit(2)
-}
-
-fn pin(core: usize) {
-    let id = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().find(|c| c.id == core));
-    if !id.is_some_and(core_affinity::set_for_current) {
-        eprintln!("cannot pin to core {core}");
-    }
 }
