@@ -74,6 +74,7 @@ fn client_close_4001_is_echoed_and_on_close_sees_4001_reason_and_clean() {
             Err(e) => panic!("no close reply: {e}"),
         };
         assert_eq!(u16::from(echoed.code), 4001, "the server echoes the code");
+        assert_eq!(echoed.reason, "client done", "and the reason");
         // then the server closes TCP
         match ws.read() {
             Err(tungstenite::Error::ConnectionClosed) => {}

@@ -429,8 +429,9 @@ impl Connection {
                     self.close_received = true;
                     self.fragmented = None;
                     if !self.close_sent {
-                        // echo the code (RFC 6455 §5.5.1)
-                        self.push_close(code, "", out);
+                        // echo the code (RFC 6455 §5.5.1) and the reason, as browsers,
+                        // Node `ws` and Python `websockets` do
+                        self.push_close(code, reason, out);
                     }
                     self.update_state();
                     return Ok((pos, Some(Event::Close { code, reason })));
