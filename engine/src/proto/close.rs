@@ -85,6 +85,17 @@ impl fmt::Display for CloseCode {
     }
 }
 
+impl ProtocolError {
+    /// The close code that the connection is failed with for this error.
+    pub const fn close_code(self) -> CloseCode {
+        match self {
+            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => CloseCode::TOO_BIG,
+            _ => CloseCode::PROTOCOL_ERROR,
+        }
+    }
+}
+
 /// Parses a received close frame's (unmasked) payload.
 ///
 /// Returns `None` for an empty payload (no status code), or the code and the reason.

@@ -2,12 +2,11 @@
 
 use core::fmt;
 
-use super::close::CloseCode;
-
 /// A violation of RFC 6455 (or of a configured limit) found in the peer's bytes.
 ///
 /// Small and `Copy`: it carries no data from the input. [`ProtocolError::close_code`]
-/// maps each error to the close code the connection is failed with.
+/// (defined beside the codes, in [`super::close`]) maps each error to the close code
+/// the connection is failed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ProtocolError {
@@ -47,15 +46,6 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// The close code that the connection is failed with for this error.
-    pub const fn close_code(self) -> CloseCode {
-        match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
-            ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => CloseCode::TOO_BIG,
-            _ => CloseCode::PROTOCOL_ERROR,
-        }
-    }
-
     /// A short, static description.
     pub const fn as_str(self) -> &'static str {
         match self {
