@@ -1,27 +1,42 @@
 //! # Soliton
 //!
 //! A WebSocket engine (RFC 6455) built as a sans-I/O protocol core driven by
-//! thread-per-core runtimes.
+//! thread-per-core runtimes, for servers and clients alike.
 //!
 //! ```text
-//!  socket ──► driver (io_uring | epoll) ──► pool buffer ──► proto::Connection::poll_read
-//!                                                         (unmask in place, UTF-8 check)
-//!                                                                   │
-//!            handler gets &[u8] / &str borrowed from the buffer ◄───┘
-//!                                   │
-//!  socket ◄── writev / send SQE ◄── frame header + shared payload (send / publish)
+//!  socket ──► driver (io_uring | epoll) ──► receive buffer (provided ring / worker's)
+//!                                                   │
+//!                                          layer slot (None | TLS | test)
+//!                                                   │
+//!                                  proto::Connection::poll_read
+//!                                  (unmask in place, UTF-8 check)
+//!                                                   │
+//!            handler gets &[u8] / &str borrowed from the buffer
+//!                                                   │ send / publish
+//!                                  out-queue: header + payload, or a shared frame
+//!                                                   │
+//!                                          layer slot (encode)
+//!                                                   │
+//!  socket ◄── writev / sendmsg SQE ◄── driver's wire queue (owns what is in flight)
 //! ```
 //!
-//! [`proto`] holds everything that is protocol: frames, masking (SIMD, runtime
-//! detected), streaming UTF-8, close codes, the handshake and the connection state
-//! machine. It performs no I/O and reads no clock.
+//! * [`proto`]: everything that is protocol — frames, masking (SIMD, runtime
+//!   detected), streaming UTF-8, close codes, the handshake and the connection state
+//!   machine. It performs no I/O and reads no clock.
+//! * [`driver`]: the only code that touches sockets; io_uring and epoll behind one
+//!   interface, with its contract in the module docs.
+//! * [`layer`]: the per-connection slot between the driver's bytes and the protocol.
+//! * [`server`] and [`client`]: the two roles, on the same workers, drivers and
+//!   [`server::Handler`].
 #![warn(missing_docs)]
 
-#[cfg(target_os = "linux")]
-pub mod bufring;
+pub mod client;
+pub mod driver;
+pub mod layer;
+pub mod pool;
 pub mod proto;
+mod runtime;
 pub mod server;
-mod sys;
 
 /// The README's embedding example, compiled as a doctest.
 #[cfg(doctest)]

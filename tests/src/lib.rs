@@ -48,9 +48,9 @@ pub mod op {
     pub const PONG: u8 = 0xA;
 }
 
-/// Runs `f` once with [`Backend::Epoll`] and once with [`Backend::IoUring`]. Where the
-/// kernel or the build lacks io_uring the server falls back to epoll (and says why on
-/// stderr); [`TestServer::start`] prints the backend actually running.
+/// Runs `f` once with [`Backend::Epoll`] and once with [`Backend::IoUring`]. A server
+/// asked for io_uring on a kernel without it fails to start (no silent fallback), and
+/// [`TestServer::start`] asserts that the backend running is the one asked for.
 pub fn for_each_backend(mut f: impl FnMut(Backend)) {
     for b in BACKENDS {
         eprintln!("soliton-tests: === backend asked for: {b:?}");
@@ -94,12 +94,20 @@ impl TestServer {
         H: Handler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
+        let asked = b.backend_asked();
         let handle = b.start(factory).expect("server starts");
         let addr = handle.local_addr();
         eprintln!(
             "soliton-tests: server on {addr}, backend running: {:?}",
             handle.backend()
         );
+        if asked != Backend::Auto {
+            assert_eq!(
+                handle.backend(),
+                asked,
+                "the backend running is the one asked for"
+            );
+        }
         TestServer {
             handle: Some(handle),
             addr,
@@ -119,7 +127,7 @@ impl TestServer {
     /// Graceful shutdown with this grace period; returns once the workers stopped.
     pub fn shutdown(mut self, grace: Duration) {
         if let Some(h) = self.handle.take() {
-            h.shutdown(grace);
+            h.shutdown(grace).expect("the workers stop cleanly");
         }
     }
 }
@@ -134,7 +142,12 @@ impl Deref for TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
-            h.shutdown(Duration::from_millis(200));
+            if let Err(e) = h.shutdown(Duration::from_millis(200)) {
+                eprintln!("soliton-tests: server stopped with an error: {e}");
+                if !std::thread::panicking() {
+                    panic!("server stopped with an error: {e}");
+                }
+            }
         }
     }
 }

@@ -14,7 +14,8 @@ enum Mode {
     Echo,
     /// Publish every message to every connection (the sender too).
     Broadcast,
-    /// Benchmark ceiling: a raw TCP echo (no WebSocket) on the same loop and buffers.
+    /// Benchmark ceiling: a raw TCP echo (no WebSocket) on the same drivers, buffers
+    /// and write batching, without the protocol.
     RawTcp,
 }
 
@@ -110,8 +111,7 @@ impl Handler for App {
             Mode::Echo => {
                 ws.send(msg);
             }
-            Mode::Broadcast => ws.publish("all", msg),
-            Mode::RawTcp => {}
+            Mode::Broadcast | Mode::RawTcp => ws.publish("all", msg),
         }
     }
 }
@@ -122,6 +122,10 @@ fn secs(s: f64) -> Duration {
 
 fn main() {
     let a = Args::parse();
+    if let Mode::RawTcp = a.mode {
+        raw_tcp(&a);
+        return;
+    }
     let mut b = Server::builder()
         .addr(std::net::SocketAddr::new(a.host, a.port))
         .backend(a.backend)
@@ -135,9 +139,7 @@ fn main() {
         .handshake_timeout(secs(a.handshake_timeout))
         .idle_timeout((a.idle_timeout > 0.0).then(|| secs(a.idle_timeout)))
         .buffered_limits(a.backpressure, a.max_buffered);
-    b = b
-        .raw_tcp_echo(matches!(a.mode, Mode::RawTcp))
-        .nodelay(!a.no_nodelay);
+    b = b.nodelay(!a.no_nodelay);
     b = b.receive_buffers(a.uring_buffers, a.uring_buffer_size, a.recv_buffer);
     if let Some(t) = a.threads {
         b = b.workers(t);
@@ -159,6 +161,16 @@ fn main() {
         server.backend(),
         a.mode
     );
+    wait_for_signal();
+    if let Err(e) = server.shutdown(secs(a.shutdown_grace)) {
+        eprintln!("soliton-server: {e}");
+        std::process::exit(1);
+    }
+    eprintln!("soliton-server: stopped");
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() {
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -172,6 +184,40 @@ fn main() {
     if let Some(sig) = signals.forever().next() {
         eprintln!("soliton-server: signal {sig}: closing connections (1001)");
     }
-    server.shutdown(secs(a.shutdown_grace));
-    eprintln!("soliton-server: stopped");
+}
+
+/// `--mode raw-tcp`: the raw echo on the drivers alone.
+fn raw_tcp(a: &Args) {
+    let cfg = soliton::driver::DriverConfig {
+        backend: a.backend,
+        uring_buffers: a.uring_buffers,
+        uring_buffer_size: a.uring_buffer_size,
+        recv_buffer_size: a.recv_buffer,
+        nodelay: !a.no_nodelay,
+    };
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let addr = std::net::SocketAddr::new(a.host, a.port);
+    let server = match soliton_bench::rawecho::RawEcho::start(
+        addr,
+        cfg,
+        threads,
+        (!a.no_pin).then_some(a.first_core),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("soliton-server: cannot start on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    eprintln!(
+        "soliton-server: listening on {} ({:?}, raw TCP echo)",
+        server.addr, server.backend
+    );
+    wait_for_signal();
+    if let Err(e) = server.stop() {
+        eprintln!("soliton-server: {e}");
+        std::process::exit(1);
+    }
 }

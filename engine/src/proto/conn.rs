@@ -540,6 +540,43 @@ impl Connection {
         Ok(())
     }
 
+    /// Appends a data frame of `len` payload bytes that `fill` appends to `out` (padded
+    /// with zeros or cut to exactly `len`), masked in the client role: a payload
+    /// written in place, with no staging copy. Fails after our close frame went out.
+    pub fn write_frame_with(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        len: usize,
+        out: &mut Vec<u8>,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), SendAfterClose> {
+        if self.close_sent || opcode.is_control() {
+            return Err(SendAfterClose);
+        }
+        let mask = match self.role {
+            Role::Client => Some(self.next_mask()),
+            Role::Server => None,
+        };
+        let h = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: len as u64,
+        };
+        let mut hb = [0u8; MAX_HEADER_LEN];
+        let hl = h.encode(&mut hb);
+        out.extend_from_slice(&hb[..hl]);
+        let start = out.len();
+        fill(out);
+        out.resize(start + len, 0);
+        if let Some(key) = mask {
+            apply_mask(&mut out[start..], key, 0);
+        }
+        Ok(())
+    }
+
     /// Starts the close handshake: queues a close frame (once). The code must be one
     /// that may be sent ([`CloseCode::is_sendable`]); another is sent as 1000.
     pub fn close(&mut self, code: Option<CloseCode>, reason: &str, out: &mut Vec<u8>) {

@@ -1,35 +1,12 @@
-//! Server configuration: every limit has a documented default.
+//! Runtime configuration (servers and clients): every limit has a documented default.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::driver::Backend;
+use crate::layer::LayerFactory;
 use crate::proto::conn::Limits;
 use crate::proto::handshake::{HandshakePolicy, HeadLimits, OriginPolicy};
-
-/// Which I/O backend the workers use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Backend {
-    /// io_uring where the kernel allows it, else epoll (the choice and the reason are
-    /// logged at start).
-    #[default]
-    Auto,
-    /// io_uring (multishot accept and recv, provided buffer ring).
-    IoUring,
-    /// epoll through mio, edge-triggered.
-    Epoll,
-}
-
-impl std::str::FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Backend::Auto),
-            "uring" | "io_uring" | "io-uring" => Ok(Backend::IoUring),
-            "epoll" => Ok(Backend::Epoll),
-            other => Err(format!("unknown backend {other:?} (auto, uring, epoll)")),
-        }
-    }
-}
 
 /// Everything a server needs to run; built by [`crate::server::Server::builder`].
 #[derive(Clone, Debug)]
@@ -58,8 +35,10 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Time to wait for the peer's close frame after ours; default 5 s.
     pub close_timeout: Duration,
-    /// Above this many buffered outgoing bytes, `send` reports backpressure and
-    /// `on_drain` fires once the queue falls below it again. Default 1 MiB.
+    /// Above this many buffered outgoing bytes, `send` reports backpressure, `on_drain`
+    /// fires once the queue is back at or below it, and the connection is not read
+    /// meanwhile (TCP's window then slows a peer that sends faster than it reads).
+    /// Default 1 MiB.
     pub backpressure_limit: usize,
     /// Hard cap on buffered outgoing bytes: a connection over it is dropped (TCP reset,
     /// close code 1006 to the application). Default 64 MiB.
@@ -78,9 +57,9 @@ pub struct Config {
     pub uring_buffer_size: usize,
     /// Size of the epoll worker's receive buffer; default 64 KiB.
     pub recv_buffer_size: usize,
-    /// Benchmark ceiling: echo every received byte back as is, with no handshake and
-    /// no framing, through the same loop, buffers and write path. Default false.
-    pub raw_tcp_echo: bool,
+    /// Makes each connection's layer (between the socket's bytes and the protocol);
+    /// `None` (the default): plain `ws://`.
+    pub layer: Option<LayerFactory>,
 }
 
 impl Default for Config {
@@ -108,7 +87,7 @@ impl Default for Config {
             uring_buffers: 128,
             uring_buffer_size: 32 * 1024,
             recv_buffer_size: 64 * 1024,
-            raw_tcp_echo: false,
+            layer: None,
         }
     }
 }

@@ -24,27 +24,25 @@
 //! ```
 
 mod config;
-mod epoll;
-mod handler;
-mod queue;
-#[cfg(target_os = "linux")]
-mod uring;
-mod worker;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use crate::runtime::{
+    CloseInfo, ConnError, ConnId, Handler, HttpResponse, Reject, SendStatus, UpgradeRequest,
+    WebSocket, WorkerCtx,
+};
 pub use config::{Backend, Config};
-pub use handler::{CloseInfo, ConnId, Handler, HttpResponse, Reject, UpgradeRequest, WebSocket};
-pub use worker::SendStatus;
 
+use crate::driver;
+use crate::layer::LayerFactory;
 use crate::proto::conn::{Limits, Message};
 use crate::proto::handshake::OriginPolicy;
-use crate::sys;
-use worker::{Command, Core, Mailbox, Shared};
+use crate::runtime::mailbox::Shared;
+use crate::runtime::Remote;
 
 /// Entry point: [`Server::builder`].
 #[derive(Debug)]
@@ -80,6 +78,10 @@ impl Builder {
     pub fn workers(mut self, n: usize) -> Self {
         self.cfg.workers = n.max(1);
         self
+    }
+    /// The backend asked for (before [`Backend::Auto`] is resolved at start).
+    pub fn backend_asked(&self) -> Backend {
+        self.cfg.backend
     }
     /// I/O backend.
     pub fn backend(mut self, b: Backend) -> Self {
@@ -144,89 +146,47 @@ impl Builder {
         self
     }
 
-    /// Benchmark ceiling: a raw TCP echo (no WebSocket) on the same loop and buffers.
-    pub fn raw_tcp_echo(mut self, on: bool) -> Self {
-        self.cfg.raw_tcp_echo = on;
+    /// Each connection's layer, between the socket's bytes and the protocol.
+    pub fn layer(mut self, f: LayerFactory) -> Self {
+        self.cfg.layer = Some(f);
         self
     }
 
-    /// Binds every worker's listener and starts the workers. `factory(i)` makes worker
-    /// `i`'s handler on that worker's thread.
+    /// Binds every worker's listener and starts the workers; returns once every
+    /// worker runs, or with the first set-up error (a bind, an io_uring ring that cannot
+    /// be made). `factory(i)` makes worker `i`'s handler on that worker's thread.
     pub fn start<H, F>(self, factory: F) -> io::Result<ServerHandle>
     where
         H: Handler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
         let mut cfg = self.cfg;
-        let (backend, why) = resolve_backend(cfg.backend);
-        eprintln!("soliton: backend {backend:?} ({why})");
+        let (backend, why) = cfg.backend.resolve().map_err(io::Error::other)?;
+        eprintln!("soliton: backend {} ({why})", backend.name());
         cfg.backend = backend;
         // The first listener fixes the port (port 0 picks one); the rest share it.
-        let first = sys::listener(cfg.addr, cfg.backlog)?;
-        let addr = sys::local_addr(&first)?;
+        let first = driver::listener(cfg.addr, cfg.backlog)?;
+        let addr = driver::local_addr(&first)?;
         cfg.addr = addr;
-        let mut listeners = vec![first];
+        let mut listeners = vec![Some(first)];
         for _ in 1..cfg.workers {
-            listeners.push(sys::listener(addr, cfg.backlog)?);
+            listeners.push(Some(driver::listener(addr, cfg.backlog)?));
         }
         let cfg = Arc::new(cfg);
-        let shared = Arc::new(Shared {
-            mailboxes: (0..cfg.workers).map(|_| Arc::new(Mailbox::new())).collect(),
-        });
-        let factory = Arc::new(factory);
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let mut threads = Vec::new();
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let cfg = cfg.clone();
-            let shared = shared.clone();
-            let factory = factory.clone();
-            let core_id = (cfg.pin_cores && !cores.is_empty())
-                .then(|| cores[(cfg.first_core + i) % cores.len()]);
-            let t = std::thread::Builder::new()
-                .name(format!("soliton-{i}"))
-                .spawn(move || {
-                    if let Some(c) = core_id {
-                        core_affinity::set_for_current(c);
-                    }
-                    let core = Core::new(i, cfg.clone(), factory(i), shared);
-                    let r = match cfg.backend {
-                        #[cfg(target_os = "linux")]
-                        Backend::IoUring => uring::run(core, listener),
-                        _ => epoll::run(core, listener),
-                    };
-                    if let Err(e) = &r {
-                        eprintln!("soliton: worker {i} stopped: {e}");
-                    }
-                    r
-                })?;
-            threads.push(t);
-        }
+        let shared = Arc::new(Shared::new(cfg.workers));
+        let (threads, backend) = crate::runtime::spawn(
+            cfg.clone(),
+            shared.clone(),
+            Arc::new(factory),
+            listeners,
+            "soliton",
+        )?;
         Ok(ServerHandle {
             addr,
             backend,
-            shared,
+            remote: Remote { cfg, shared },
             threads,
         })
-    }
-}
-
-/// Picks the backend for `Auto` and says why.
-fn resolve_backend(b: Backend) -> (Backend, String) {
-    match b {
-        Backend::Epoll => (Backend::Epoll, "asked for".into()),
-        #[cfg(target_os = "linux")]
-        Backend::IoUring | Backend::Auto => match uring::probe() {
-            Ok(()) => (Backend::IoUring, "kernel supports what it needs".into()),
-            Err(why) if b == Backend::Auto => {
-                (Backend::Epoll, format!("io_uring unavailable: {why}"))
-            }
-            Err(why) => (
-                Backend::Epoll,
-                format!("io_uring asked for but unavailable: {why}"),
-            ),
-        },
-        #[cfg(not(target_os = "linux"))]
-        _ => (Backend::Epoll, "io_uring needs Linux".into()),
     }
 }
 
@@ -235,7 +195,7 @@ fn resolve_backend(b: Backend) -> (Backend, String) {
 pub struct ServerHandle {
     addr: SocketAddr,
     backend: Backend,
-    shared: Arc<Shared>,
+    remote: Remote,
     threads: Vec<JoinHandle<io::Result<()>>>,
 }
 
@@ -245,7 +205,7 @@ impl ServerHandle {
         self.addr
     }
 
-    /// The backend the workers run.
+    /// The backend the workers run (never [`Backend::Auto`]).
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -253,40 +213,29 @@ impl ServerHandle {
     /// Publishes to `topic` on every worker; the frame is serialized once and shared
     /// by every receiver.
     pub fn publish(&self, topic: &str, msg: Message<'_>) {
-        let frame: Arc<[u8]> = Arc::from(worker::serialize(msg));
-        let topic: Arc<str> = Arc::from(topic);
-        for mb in &self.shared.mailboxes {
-            mb.post(Command::Publish {
-                topic: topic.clone(),
-                frame: frame.clone(),
-            });
-        }
+        self.remote.publish(topic, msg)
     }
 
-    /// Sends a message to one connection (dropped if it is gone or closing).
-    pub fn send(&self, id: ConnId, msg: Message<'_>) {
-        if let Some(mb) = self.shared.mailboxes.get(id.worker()) {
-            mb.post(Command::Send {
-                id,
-                frame: Arc::from(worker::serialize(msg)),
-            });
-        }
+    /// Sends a message to one connection from any thread, under the same limits as
+    /// [`WebSocket::send`]: `Backpressure` while the connection is over its
+    /// backpressure limit (or this worker's queue of sends from other threads is),
+    /// `Dropped` if the id is not a connection of this server or the worker's queue of
+    /// such sends is over `max_buffered` (the message is not queued). A connection
+    /// pushed past `max_buffered` is dropped, as with `send`.
+    pub fn send(&self, id: ConnId, msg: Message<'_>) -> SendStatus {
+        self.remote.send(id, msg)
     }
 
     /// Graceful shutdown: stop accepting, close every connection with 1001, wait for
     /// the close handshakes up to `grace`, then drop what is left and join the workers.
-    pub fn shutdown(self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        for mb in &self.shared.mailboxes {
-            mb.post(Command::Shutdown { deadline });
-        }
-        self.join();
+    pub fn shutdown(self, grace: Duration) -> io::Result<()> {
+        self.remote.shutdown(grace);
+        self.join()
     }
 
-    /// Waits for the workers to stop.
-    pub fn join(self) {
-        for t in self.threads {
-            let _ = t.join();
-        }
+    /// Waits for the workers to stop; the first worker that failed or panicked is the
+    /// error.
+    pub fn join(self) -> io::Result<()> {
+        crate::runtime::join(self.threads)
     }
 }

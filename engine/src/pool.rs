@@ -1,4 +1,7 @@
-//! Per-connection outgoing queue: owned bytes and shared (broadcast) frames, in order.
+//! Buffers recycled within one worker ([`Pool`]), the chunks that writes are made of
+//! ([`Chunk`]: owned bytes or a shared broadcast frame) and the ordered queue of them
+//! ([`OutQueue`]) that both a connection (what the application sent, before the
+//! layer) and the driver (wire bytes, some of them in flight) keep.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -9,7 +12,7 @@ use crate::proto::frame::MAX_HEADER_LEN;
 
 /// Owned buffers recycled within one worker.
 #[derive(Debug, Default)]
-pub(crate) struct Pool {
+pub struct Pool {
     free: Vec<Vec<u8>>,
     // boxed: a queue body moves between a connection (8-byte handle) and this list
     #[allow(clippy::vec_box)]
@@ -22,21 +25,37 @@ const POOL_KEEP_MAX: usize = 256 * 1024;
 const POOL_MAX: usize = 1024;
 
 impl Pool {
-    pub(crate) fn get(&mut self) -> Vec<u8> {
+    /// An empty buffer, with the capacity it had when it was put back.
+    pub fn get(&mut self) -> Vec<u8> {
         self.free.pop().unwrap_or_default()
+    }
+
+    /// Moves the buffers kept here into `other` (up to its bound).
+    pub fn give_buffers(&mut self, other: &mut Pool) {
+        while other.free.len() < POOL_MAX {
+            match self.free.pop() {
+                Some(v) => other.free.push(v),
+                None => break,
+            }
+        }
+        self.free.clear();
     }
 
     fn get_queue(&mut self) -> Box<Inner> {
         self.queues.pop().unwrap_or_default()
     }
 
-    fn put_queue(&mut self, q: Box<Inner>) {
+    fn put_queue(&mut self, mut q: Box<Inner>) {
+        q.head_off = 0;
+        q.sealed = 0;
+        q.len = 0;
         if self.queues.len() < POOL_MAX && q.chunks.capacity() <= 64 {
             self.queues.push(q);
         }
     }
 
-    pub(crate) fn put(&mut self, mut v: Vec<u8>) {
+    /// Keeps `v` for reuse (up to a bound on count and size; the rest is freed).
+    pub fn put(&mut self, mut v: Vec<u8>) {
         if v.capacity() != 0 && v.capacity() <= POOL_KEEP_MAX && self.free.len() < POOL_MAX {
             v.clear();
             self.free.push(v);
@@ -44,14 +63,18 @@ impl Pool {
     }
 }
 
+/// Bytes to write: owned, or a frame shared by every receiver of a broadcast.
 #[derive(Debug)]
-pub(crate) enum Chunk {
+pub enum Chunk {
+    /// Bytes owned by this write (returned to the pool once written).
     Owned(Vec<u8>),
+    /// A serialized frame shared with other connections.
     Shared(Arc<[u8]>),
 }
 
 impl Chunk {
-    fn bytes(&self) -> &[u8] {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
             Chunk::Shared(a) => a,
@@ -75,17 +98,11 @@ pub(crate) struct Inner {
     sealed: usize,
 }
 
-/// Appends `header` then `payload` to `v`.
-#[inline(always)]
-fn append_frame(v: &mut Vec<u8>, header: &HeaderBytes, payload: &[u8]) {
-    let at = v.len();
-    v.extend_from_slice(header.padded());
-    v.truncate(at + header.as_slice().len());
-    v.extend_from_slice(payload);
-}
-
 /// Owned chunks grow up to this before a new one is started.
 const CHUNK_MAX: usize = 64 * 1024;
+/// Owned chunks under this size are copied behind the last chunk when it has room,
+/// rather than queued as a chunk of their own.
+const COALESCE_MAX: usize = 1024;
 
 impl OutQueue {
     pub(crate) fn len(&self) -> usize {
@@ -111,12 +128,45 @@ impl OutQueue {
         v.extend_from_slice(b);
     }
 
-    /// Appends a frame: its header, then its payload. The header goes in as a
-    /// fixed-size copy of all its bytes, cut back to its length (no `memcpy` call for
-    /// 2-14 bytes), so a small echo costs one variable-length copy.
-    pub(crate) fn push_frame(&mut self, pool: &mut Pool, header: &HeaderBytes, payload: &[u8]) {
-        let n = header.as_slice().len() + payload.len();
-        append_frame(self.tail(pool, n, MAX_HEADER_LEN), header, payload);
+    /// Appends a frame whose `len` payload bytes `fill` appends (padded with zeros or
+    /// cut to exactly `len`): its header goes in as a fixed-size copy of all its bytes,
+    /// cut back to its length (no `memcpy` call for 2-14 bytes), then the payload is
+    /// written in place, so a small echo costs one variable-length copy.
+    #[inline(always)]
+    pub(crate) fn push_frame_with(
+        &mut self,
+        pool: &mut Pool,
+        header: &HeaderBytes,
+        len: usize,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let n = header.as_slice().len() + len;
+        let v = self.tail(pool, n, MAX_HEADER_LEN);
+        let at = v.len();
+        v.extend_from_slice(header.padded());
+        v.truncate(at + header.as_slice().len());
+        let p = v.len();
+        fill(v);
+        v.resize(p + len, 0);
+    }
+
+    /// Appends whatever `f` appends to the vector it gets (which has room for
+    /// `reserve` more bytes), counted in the queue's length.
+    pub(crate) fn append_with<R>(
+        &mut self,
+        pool: &mut Pool,
+        reserve: usize,
+        f: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> R {
+        // `tail` counts `reserve` bytes; the count is set right once `f` is done
+        let v = self.tail(pool, reserve, 0);
+        let before = v.len();
+        let r = f(v);
+        let added = v.len() - before;
+        if let Some(q) = self.inner.as_mut() {
+            q.len = q.len - reserve + added;
+        }
+        r
     }
 
     /// The owned chunk that `n` more bytes go into, counted in the queue's length: the
@@ -137,6 +187,46 @@ impl OutQueue {
         match q.chunks.back_mut() {
             Some(Chunk::Owned(v)) => v,
             _ => unreachable!("the last chunk was just checked or pushed as owned"),
+        }
+    }
+
+    /// Appends a chunk as it is (owned bytes are moved, not copied, unless they are
+    /// small and the last unsealed chunk has room for them).
+    pub(crate) fn push_chunk(&mut self, pool: &mut Pool, chunk: Chunk) {
+        match chunk {
+            Chunk::Shared(f) => self.push_shared(pool, f),
+            Chunk::Owned(v) if v.is_empty() => pool.put(v),
+            Chunk::Owned(v) => {
+                let q = self.inner.get_or_insert_with(|| pool.get_queue());
+                let small = v.len() < COALESCE_MAX;
+                if small
+                    && q.chunks.len() > q.sealed
+                    && matches!(q.chunks.back(),
+                        Some(Chunk::Owned(t)) if t.capacity() - t.len() >= v.len())
+                {
+                    if let Some(Chunk::Owned(t)) = q.chunks.back_mut() {
+                        t.extend_from_slice(&v);
+                    }
+                    q.len += v.len();
+                    pool.put(v);
+                } else {
+                    q.len += v.len();
+                    q.chunks.push_back(Chunk::Owned(v));
+                }
+            }
+        }
+    }
+
+    /// Moves every chunk out, in order, into `f` (the queue must hold no partly
+    /// written or sealed chunk: a connection's queue before it goes to the driver).
+    pub(crate) fn take_all(&mut self, pool: &mut Pool, mut f: impl FnMut(&mut Pool, Chunk)) {
+        if let Some(mut q) = self.inner.take() {
+            debug_assert!(q.head_off == 0 && q.sealed == 0);
+            for c in q.chunks.drain(..) {
+                f(pool, c);
+            }
+            q.len = 0;
+            pool.put_queue(q);
         }
     }
 
@@ -199,7 +289,15 @@ impl OutQueue {
         }
     }
 
-    /// Drops everything queued, returning owned buffers to the pool.
+    /// No chunk is in flight any more (the operation that had them sealed completed).
+    pub(crate) fn unseal(&mut self) {
+        if let Some(q) = self.inner.as_mut() {
+            q.sealed = 0;
+        }
+    }
+
+    /// Drops everything queued, returning owned buffers to the pool. Never while a
+    /// write that uses the sealed chunks is in flight.
     pub(crate) fn clear(&mut self, pool: &mut Pool) {
         if let Some(mut q) = self.inner.take() {
             for c in q.chunks.drain(..) {
@@ -261,7 +359,7 @@ mod tests {
         {
             let payload: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
             let h = HeaderBytes::unmasked(OpCode::Binary, true, len);
-            q.push_frame(&mut pool, &h, &payload);
+            q.push_frame_with(&mut pool, &h, len, |v| v.extend_from_slice(&payload));
             expect.extend_from_slice(h.as_slice());
             expect.extend_from_slice(&payload);
             if i == 4 {

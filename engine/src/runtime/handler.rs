@@ -1,37 +1,20 @@
-//! The application's side: the [`Handler`] trait and the [`WebSocket`] handle.
+//! The application's side: the [`Handler`] trait and the plain types its callbacks
+//! take. One trait serves both roles: a server's connections start at
+//! [`Handler::on_upgrade`], a client's at a connect; from `on_open` on they are the same.
 
 use std::cell::{Cell, RefCell};
-use std::sync::Arc;
+use std::fmt;
+use std::io;
+use std::time::Instant;
 
+use super::id::ConnId;
+use super::worker::WorkerCtx;
+use super::ws::WebSocket;
+use crate::layer::LayerError;
 use crate::proto::close::CloseCode;
-use crate::proto::conn::{Message, ReadyState};
+use crate::proto::conn::Message;
 use crate::proto::handshake::Request;
-
-use super::worker::{ConnCtx, SendStatus};
-
-/// A connection's id: unique within a server run, usable from any thread through
-/// [`crate::server::ServerHandle::send`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub(crate) u64);
-
-impl ConnId {
-    pub(crate) fn new(worker: usize, idx: usize, gen: u32) -> Self {
-        ConnId((worker as u64) << 48 | ((gen as u64) & 0xffff) << 32 | idx as u64)
-    }
-    pub(crate) fn worker(self) -> usize {
-        (self.0 >> 48) as usize
-    }
-    pub(crate) fn idx(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
-    }
-    pub(crate) fn gen16(self) -> u32 {
-        ((self.0 >> 32) & 0xffff) as u32
-    }
-    /// The raw value (for logs).
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
+use crate::proto::ProtocolError;
 
 /// A refusal of an upgrade request: the HTTP status and a short body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,7 +42,7 @@ pub struct HttpResponse {
     pub status: u16,
     /// Extra header fields.
     pub headers: Vec<(String, String)>,
-    /// Body (sent as `text/plain; charset=utf-8`).
+    /// Body (sent as `text/plain; charset=utf-8` unless a `Content-Type` is given).
     pub body: String,
 }
 
@@ -125,7 +108,8 @@ impl<'b> UpgradeRequest<'_, 'b> {
 /// How a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CloseInfo<'a> {
-    /// The peer's close code (1005 if its close frame had none, 1006 if none came).
+    /// The peer's close code (1005 if its close frame had none, 1006 if none came or
+    /// the connection failed).
     pub code: CloseCode,
     /// The peer's reason.
     pub reason: &'a str,
@@ -133,19 +117,70 @@ pub struct CloseInfo<'a> {
     pub was_clean: bool,
 }
 
+/// Why a connection failed (see [`Handler::on_error`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// Client: the TCP connection could not be made.
+    Connect(io::Error),
+    /// Client: the server answered the upgrade with this status instead of 101.
+    Status(u16),
+    /// Client: the server's answer broke the handshake rules.
+    Handshake(&'static str),
+    /// The connect (client) or the opening handshake did not finish in time.
+    Timeout,
+    /// The peer broke the protocol; the connection was failed with the error's code.
+    Protocol(ProtocolError),
+    /// The socket failed (a reset, or the peer went away without a close frame).
+    Io(io::Error),
+    /// The connection's layer (TLS) failed.
+    Layer(LayerError),
+    /// More than `max_buffered` bytes were queued for a peer that did not read them.
+    Overflow,
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Connect(e) => write!(f, "connect: {e}"),
+            ConnError::Status(s) => write!(f, "upgrade refused with HTTP {s}"),
+            ConnError::Handshake(why) => write!(f, "bad handshake response: {why}"),
+            ConnError::Timeout => f.write_str("timed out"),
+            ConnError::Protocol(e) => write!(f, "protocol error: {}", e.as_str()),
+            ConnError::Io(e) => write!(f, "socket: {e}"),
+            ConnError::Layer(e) => write!(f, "layer: {e}"),
+            ConnError::Overflow => f.write_str("send queue over max_buffered"),
+        }
+    }
+}
+
+impl std::error::Error for ConnError {}
+
 /// The application. One instance per worker thread, made by the factory given to
-/// [`crate::server::Server::start`]; callbacks for one worker run on its thread.
+/// `start`; callbacks for one worker run on its thread.
 ///
 /// A panic in a callback is caught: the connection it was about is closed with 1011
 /// (the worker and its other connections go on). The handler's own state may then be
 /// inconsistent, as with any caught panic.
 pub trait Handler: 'static {
-    /// Per-connection data, made by [`Handler::on_upgrade`].
+    /// Per-connection data: made by [`Handler::on_upgrade`] (server) or given to the
+    /// connect (client), handed back in [`Handler::on_close`].
     type Data: 'static;
 
-    /// An upgrade request passed the protocol checks and the Origin policy: accept it
-    /// (returning the connection's data) or refuse it with an HTTP status.
-    fn on_upgrade(&mut self, req: &UpgradeRequest<'_, '_>) -> Result<Self::Data, Reject>;
+    /// Server: an upgrade request passed the protocol checks and the Origin policy:
+    /// accept it (returning the connection's data) or refuse it with an HTTP status.
+    /// The default refuses every request with 404: a server's handler implements it.
+    fn on_upgrade(&mut self, req: &UpgradeRequest<'_, '_>) -> Result<Self::Data, Reject> {
+        let _ = req;
+        Err(Reject::new(404, "no WebSocket endpoint here\n"))
+    }
+
+    /// Server: a plain HTTP request (not an upgrade). Default: 426 with
+    /// `Upgrade: websocket`.
+    fn on_http(&mut self, req: &Request<'_>) -> HttpResponse {
+        let _ = req;
+        HttpResponse::upgrade_required()
+    }
 
     /// The connection is OPEN.
     fn on_open(&mut self, ws: &mut WebSocket<'_, Self::Data>) {
@@ -165,10 +200,16 @@ pub trait Handler: 'static {
         let _ = (ws, payload);
     }
 
-    /// The outgoing buffer fell below the backpressure limit after `send` reported
-    /// [`SendStatus::Backpressure`].
+    /// The outgoing buffer fell to the backpressure limit or below after `send`
+    /// reported [`SendStatus::Backpressure`](super::ws::SendStatus::Backpressure).
     fn on_drain(&mut self, ws: &mut WebSocket<'_, Self::Data>) {
         let _ = ws;
+    }
+
+    /// The connection failed (as a browser's `onerror`); [`Handler::on_close`] follows
+    /// with 1006 (or the code the connection was failed with).
+    fn on_error(&mut self, id: ConnId, data: &mut Self::Data, error: &ConnError) {
+        let _ = (id, data, error);
     }
 
     /// The connection is CLOSED; its data is handed back.
@@ -176,88 +217,12 @@ pub trait Handler: 'static {
         let _ = (id, data, info);
     }
 
-    /// A plain HTTP request (not an upgrade). Default: 426 with `Upgrade: websocket`.
-    fn on_http(&mut self, req: &Request<'_>) -> HttpResponse {
-        let _ = req;
-        HttpResponse::upgrade_required()
-    }
-}
-
-/// The handle to one open connection, lent to callbacks.
-pub struct WebSocket<'a, D> {
-    pub(crate) ctx: ConnCtx<'a>,
-    pub(crate) data: &'a mut D,
-}
-
-impl<D> std::fmt::Debug for WebSocket<'_, D> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebSocket")
-            .field("id", &self.id())
-            .field("ready_state", &self.ready_state())
-            .finish()
-    }
-}
-
-impl<D> WebSocket<'_, D> {
-    /// The connection's id.
-    pub fn id(&self) -> ConnId {
-        self.ctx.id
-    }
-
-    /// The connection's data.
-    pub fn data(&mut self) -> &mut D {
-        self.data
-    }
-
-    /// Sends a text message.
-    pub fn send_text(&mut self, text: &str) -> SendStatus {
-        self.ctx.send(Message::Text(text))
-    }
-
-    /// Sends a binary message.
-    pub fn send_binary(&mut self, bytes: &[u8]) -> SendStatus {
-        self.ctx.send(Message::Binary(bytes))
-    }
-
-    /// Sends a message (e.g. the one received, for an echo).
-    pub fn send(&mut self, msg: Message<'_>) -> SendStatus {
-        self.ctx.send(msg)
-    }
-
-    /// Sends a ping (payload cut to 125 bytes).
-    pub fn ping(&mut self, payload: &[u8]) -> SendStatus {
-        self.ctx.control(crate::proto::OpCode::Ping, payload)
-    }
-
-    /// Starts the close handshake with this code and reason.
-    pub fn close(&mut self, code: CloseCode, reason: &str) {
-        self.ctx.close(code, reason)
-    }
-
-    /// Bytes queued and not yet written to the socket.
-    pub fn buffered_amount(&self) -> usize {
-        self.ctx.buffered()
-    }
-
-    /// The ready state.
-    pub fn ready_state(&self) -> ReadyState {
-        self.ctx.ready_state()
-    }
-
-    /// Subscribes this connection to a topic.
-    pub fn subscribe(&mut self, topic: &str) {
-        self.ctx.subscribe(topic)
-    }
-
-    /// Unsubscribes this connection from a topic.
-    pub fn unsubscribe(&mut self, topic: &str) {
-        self.ctx.unsubscribe(topic)
-    }
-
-    /// Publishes a message to every subscriber of `topic` on every worker (this
-    /// connection too, if subscribed). The frame is serialized once and shared.
-    pub fn publish(&mut self, topic: &str, msg: Message<'_>) {
-        self.ctx
-            .publish(topic, Arc::from(super::worker::serialize(msg)))
+    /// Called once per event-loop iteration of this worker, after its events: the place
+    /// for work of the worker's own (open connections, send on a schedule). Returns when
+    /// it wants to be called at the latest (`None`: no wish; it is called on every
+    /// iteration anyway).
+    fn on_tick(&mut self, worker: &mut WorkerCtx<'_, Self::Data>) -> Option<Instant> {
+        let _ = worker;
+        None
     }
 }

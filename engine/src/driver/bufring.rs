@@ -1,5 +1,5 @@
 //! An io_uring provided buffer ring (`IORING_REGISTER_PBUF_RING`) and the buffers it
-//! hands out: the receive side of the server's io_uring backend and of `soliton-load`.
+//! hands out: the receive side of the io_uring driver.
 //!
 //! Multishot receives pick a free buffer from the ring; the completion names it
 //! ([`io_uring::cqueue::buffer_select`]). From then on the buffer is *lent* to the
@@ -19,7 +19,7 @@ use io_uring::IoUring;
 /// A provided buffer ring of `entries` buffers of `size` bytes each, registered with
 /// one io_uring instance under one buffer group id.
 #[derive(Debug)]
-pub struct BufRing {
+pub(crate) struct BufRing {
     ring: *mut BufRingEntry,
     ring_layout: Layout,
     bufs: *mut u8,
@@ -42,7 +42,12 @@ impl BufRing {
     /// unregistered (`Submitter::unregister_buf_ring(bgid)`). Owners keep it in a field
     /// declared after their `IoUring`, or in a `ManuallyDrop` they drop after
     /// unregistering.
-    pub unsafe fn new(uring: &IoUring, entries: u16, size: usize, bgid: u16) -> io::Result<Self> {
+    pub(crate) unsafe fn new(
+        uring: &IoUring,
+        entries: u16,
+        size: usize,
+        bgid: u16,
+    ) -> io::Result<Self> {
         if !entries.is_power_of_two() || size == 0 || size > u32::MAX as usize {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
@@ -86,17 +91,19 @@ impl BufRing {
     }
 
     /// Buffers in the ring.
-    pub fn entries(&self) -> u16 {
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> u16 {
         self.entries
     }
 
     /// Bytes per buffer.
-    pub fn size(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn size(&self) -> usize {
         self.size
     }
 
     /// Records that a completion handed buffer `bid` out of the ring.
-    pub fn lend(&mut self, bid: u16) {
+    pub(crate) fn lend(&mut self, bid: u16) {
         if let Some(l) = self.lent.get_mut(bid as usize) {
             *l = true;
         }
@@ -107,7 +114,7 @@ impl BufRing {
     ///
     /// # Panics
     /// If `bid` is not lent (given back twice, or never handed out).
-    pub fn give_back(&mut self, bid: u16) {
+    pub(crate) fn give_back(&mut self, bid: u16) {
         assert!(
             self.lent.get(bid as usize) == Some(&true),
             "buffer {bid} given back twice"
@@ -127,7 +134,7 @@ impl BufRing {
     }
 
     /// Makes the buffers given back visible to the kernel.
-    pub fn publish(&self) {
+    pub(crate) fn publish(&self) {
         // SAFETY: `ring` is the first entry of the registered ring; the tail field
         // overlays its reserved field (2-byte aligned in a page-aligned block) and is
         // written with release ordering, as the kernel reads it with acquire.
@@ -141,7 +148,7 @@ impl BufRing {
     ///
     /// # Panics
     /// If `bid` is not lent or `len` exceeds the buffer size.
-    pub fn get(&mut self, bid: u16, len: usize) -> &mut [u8] {
+    pub(crate) fn get(&mut self, bid: u16, len: usize) -> &mut [u8] {
         assert!(
             self.lent.get(bid as usize) == Some(&true) && len <= self.size,
             "buffer {bid} is not lent (or {len} > {})",

@@ -1,0 +1,218 @@
+//! The client role as an engine API: the same thread-per-core workers, drivers and
+//! [`Handler`] as the server, connections opened to `ws://` URLs.
+//!
+//! ```no_run
+//! use soliton::client::{Client, ConnectRequest};
+//! use soliton::proto::Message;
+//! use soliton::server::{Handler, WebSocket};
+//!
+//! struct Hello;
+//! impl Handler for Hello {
+//!     type Data = ();
+//!     fn on_open(&mut self, ws: &mut WebSocket<'_, ()>) {
+//!         ws.send_text("hello");
+//!     }
+//!     fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, msg: Message<'_>) {
+//!         println!("got {msg:?}");
+//!         ws.close(soliton::proto::CloseCode::NORMAL, "bye");
+//!     }
+//! }
+//!
+//! let client = Client::builder().workers(1).start(|_worker| Hello).unwrap();
+//! let req = ConnectRequest::new("ws://127.0.0.1:9001/chat")
+//!     .unwrap()
+//!     .protocols(["chat"])
+//!     .header("Cookie", "session=abc");
+//! client.connect(req, ());
+//! ```
+
+use std::io;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::layer::LayerFactory;
+use crate::proto::conn::{Limits, Message};
+use crate::runtime::connect::Pending;
+use crate::runtime::mailbox::{Command, Shared};
+use crate::runtime::Remote;
+pub use crate::runtime::{
+    CloseInfo, ConnError, ConnId, ConnectRequest, Handler, SendStatus, UrlError, WebSocket,
+    WorkerCtx,
+};
+use crate::server::{Backend, Config};
+
+/// Entry point: [`Client::builder`].
+#[derive(Debug)]
+pub struct Client;
+
+impl Client {
+    /// A builder: one worker, [`Backend::Auto`], no pinning, no idle timeout; the
+    /// limits of [`Config::default`] otherwise.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            cfg: Config {
+                workers: 1,
+                pin_cores: false,
+                idle_timeout: None,
+                ..Config::default()
+            },
+        }
+    }
+}
+
+/// Builds and starts a client runtime.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    cfg: Config,
+}
+
+impl ClientBuilder {
+    /// Replaces the whole configuration (`addr`, `backlog`, the handshake policy and
+    /// `max_connections` do not apply to clients).
+    pub fn config(mut self, cfg: Config) -> Self {
+        self.cfg = cfg;
+        self
+    }
+    /// Worker threads.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.cfg.workers = n.max(1);
+        self
+    }
+    /// I/O backend.
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.cfg.backend = b;
+        self
+    }
+    /// Pin workers to cores, starting at `first_core`; `None` leaves them unpinned.
+    pub fn pin(mut self, first_core: Option<usize>) -> Self {
+        self.cfg.pin_cores = first_core.is_some();
+        self.cfg.first_core = first_core.unwrap_or(0);
+        self
+    }
+    /// Frame and message size limits for what the servers send.
+    pub fn limits(mut self, l: Limits) -> Self {
+        self.cfg.limits = l;
+        self
+    }
+    /// Idle timeout (ping, then close); `None` (the default) disables it.
+    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.cfg.idle_timeout = d;
+        self
+    }
+    /// Time to wait for the server's close frame after ours.
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.cfg.close_timeout = d;
+        self
+    }
+    /// Backpressure limit and hard cap on buffered outgoing bytes.
+    pub fn buffered_limits(mut self, backpressure: usize, max: usize) -> Self {
+        self.cfg.backpressure_limit = backpressure;
+        self.cfg.max_buffered = max.max(backpressure);
+        self
+    }
+    /// Receive buffers (see [`crate::server::Builder::receive_buffers`]).
+    pub fn receive_buffers(mut self, count: u16, size: usize, epoll_size: usize) -> Self {
+        self.cfg.uring_buffers = count.max(2);
+        self.cfg.uring_buffer_size = size.max(512);
+        self.cfg.recv_buffer_size = epoll_size.max(512);
+        self
+    }
+    /// `TCP_NODELAY`; default on.
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.cfg.nodelay = on;
+        self
+    }
+    /// Each connection's layer, between the socket's bytes and the protocol.
+    pub fn layer(mut self, f: LayerFactory) -> Self {
+        self.cfg.layer = Some(f);
+        self
+    }
+
+    /// Starts the workers; returns once each runs (or the first set-up error).
+    /// `factory(i)` makes worker `i`'s handler on its thread.
+    pub fn start<H, F>(self, factory: F) -> io::Result<ClientHandle<H::Data>>
+    where
+        H: Handler,
+        H::Data: Send,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        let cfg = Arc::new(self.cfg);
+        let shared = Arc::new(Shared::new(cfg.workers));
+        let listeners = (0..cfg.workers).map(|_| None).collect();
+        let (threads, backend) = crate::runtime::spawn(
+            cfg.clone(),
+            shared.clone(),
+            Arc::new(factory),
+            listeners,
+            "soliton-client",
+        )?;
+        Ok(ClientHandle {
+            remote: Remote { cfg, shared },
+            backend,
+            threads,
+            next: AtomicUsize::new(0),
+            _data: PhantomData,
+        })
+    }
+}
+
+/// A running client, usable from any thread.
+#[derive(Debug)]
+pub struct ClientHandle<D> {
+    remote: Remote,
+    backend: Backend,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    next: AtomicUsize,
+    _data: PhantomData<fn(D)>,
+}
+
+impl<D: Send + 'static> ClientHandle<D> {
+    /// The backend the workers run.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Workers.
+    pub fn workers(&self) -> usize {
+        self.remote.shared.mailboxes.len()
+    }
+
+    /// Opens a connection on the next worker (round robin). The outcome comes to the
+    /// handler: `on_open`, or `on_error` and `on_close`. Returns false (and drops
+    /// `data`) if the client has stopped.
+    pub fn connect(&self, req: ConnectRequest, data: D) -> bool {
+        let w = self.next.fetch_add(1, Ordering::Relaxed) % self.workers();
+        self.connect_on(w, req, data)
+    }
+
+    /// Opens a connection on worker `worker`.
+    pub fn connect_on(&self, worker: usize, req: ConnectRequest, data: D) -> bool {
+        self.remote.post(
+            worker,
+            Command::Connect(Box::new(Pending {
+                req,
+                data: Box::new(data),
+            })),
+        )
+    }
+
+    /// Sends a message to one connection, as `ServerHandle::send` does.
+    pub fn send(&self, id: ConnId, msg: Message<'_>) -> SendStatus {
+        self.remote.send(id, msg)
+    }
+
+    /// Closes every connection (1001), waits for the close handshakes up to `grace`,
+    /// then stops the workers.
+    pub fn shutdown(self, grace: Duration) -> io::Result<()> {
+        self.remote.shutdown(grace);
+        self.join()
+    }
+
+    /// Waits for the workers to stop (they stop only on `shutdown`).
+    pub fn join(self) -> io::Result<()> {
+        crate::runtime::join(self.threads)
+    }
+}

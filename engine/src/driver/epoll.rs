@@ -1,0 +1,500 @@
+//! The epoll backend (mio, edge-triggered). One receive buffer per worker: a read goes
+//! into it and is lent to the sink, unless the sink keeps a partial frame, which the
+//! next read lands straight behind. Writes are queued per socket and written with one
+//! `writev` per socket when the loop submits, then again whenever the socket turns
+//! writable. Deadlines closer than a few milliseconds use a timerfd (epoll's own
+//! timeout counts whole milliseconds).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token as MioToken};
+use slab::Slab;
+
+use super::{sys, Chunk, DriverConfig, Sink, Token, Waker};
+use crate::pool::{OutQueue, Pool};
+
+const LISTENER: MioToken = MioToken(usize::MAX - 1);
+const WAKE: MioToken = MioToken(usize::MAX - 2);
+const TIMER: MioToken = MioToken(usize::MAX - 3);
+/// Deadlines nearer than this are kept by the timerfd, the rest by epoll's timeout.
+const PRECISE: Duration = Duration::from_millis(5);
+
+fn mio_token(t: Token) -> MioToken {
+    MioToken(t.idx as usize | (t.gen as usize) << 32)
+}
+
+#[derive(Debug)]
+struct Sock {
+    fd: OwnedFd,
+    gen: u32,
+    q: OutQueue,
+    connecting: bool,
+    /// The end of the read side was reported.
+    ended: bool,
+    /// The socket took less than was offered: wait for writability.
+    blocked: bool,
+    dirty: bool,
+    shut_wanted: bool,
+    shut_done: bool,
+    reading: bool,
+    /// Readability came (or may have come) while not reading: read on resume.
+    read_pending: bool,
+}
+
+/// What the submit phase found, reported at the next dispatch.
+#[derive(Debug)]
+enum Done {
+    Sent(Token, usize),
+    Closed(Token, io::Error),
+    Resume(Token),
+}
+
+pub(super) struct Epoll {
+    poll: Poll,
+    events: Events,
+    waker: Waker,
+    timer: OwnedFd,
+    timer_at: Option<Instant>,
+    listener: Option<OwnedFd>,
+    spare: Option<OwnedFd>,
+    socks: Slab<Sock>,
+    gen: u32,
+    buf: Vec<u8>,
+    dirty: Vec<Token>,
+    done: Vec<Done>,
+    pool: Pool,
+    nodelay: bool,
+}
+
+impl Epoll {
+    pub(super) fn new(cfg: &DriverConfig, waker: Waker) -> io::Result<Epoll> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut SourceFd(&waker.raw()), WAKE, Interest::READABLE)?;
+        let timer = sys::timerfd()?;
+        poll.registry()
+            .register(&mut SourceFd(&timer.as_raw_fd()), TIMER, Interest::READABLE)?;
+        Ok(Epoll {
+            poll,
+            events: Events::with_capacity(1024),
+            waker,
+            timer,
+            timer_at: None,
+            listener: None,
+            spare: None,
+            socks: Slab::new(),
+            gen: 0,
+            buf: vec![0; cfg.recv_buffer_size.max(512)],
+            dirty: Vec::new(),
+            done: Vec::new(),
+            pool: Pool::default(),
+            nodelay: cfg.nodelay,
+        })
+    }
+
+    fn sock(&mut self, t: Token) -> Option<&mut Sock> {
+        self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen)
+    }
+
+    fn insert(&mut self, fd: OwnedFd, connecting: bool) -> io::Result<Token> {
+        self.gen = self.gen.wrapping_add(1);
+        let raw = fd.as_raw_fd();
+        let entry = self.socks.vacant_entry();
+        let t = Token::new(entry.key(), self.gen);
+        self.poll.registry().register(
+            &mut SourceFd(&raw),
+            mio_token(t),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(Sock {
+            fd,
+            gen: self.gen,
+            q: OutQueue::default(),
+            connecting,
+            ended: false,
+            blocked: connecting,
+            dirty: false,
+            shut_wanted: false,
+            shut_done: false,
+            reading: true,
+            read_pending: false,
+        });
+        Ok(t)
+    }
+
+    pub(super) fn listen(&mut self, listener: OwnedFd) -> io::Result<()> {
+        self.poll.registry().register(
+            &mut SourceFd(&listener.as_raw_fd()),
+            LISTENER,
+            Interest::READABLE,
+        )?;
+        self.listener = Some(listener);
+        self.spare = sys::spare_fd();
+        Ok(())
+    }
+
+    pub(super) fn stop_listening(&mut self) {
+        if let Some(l) = self.listener.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&l.as_raw_fd()));
+        }
+    }
+
+    pub(super) fn connect(
+        &mut self,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+    ) -> io::Result<Token> {
+        let fd = sys::connect(addr, source, self.nodelay)?;
+        self.insert(fd, true)
+    }
+
+    #[inline]
+    pub(super) fn write(&mut self, t: Token, chunk: Chunk) {
+        let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen) else {
+            return;
+        };
+        s.q.push_chunk(&mut self.pool, chunk);
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(t);
+        }
+    }
+
+    pub(super) fn shutdown_write(&mut self, t: Token) {
+        let Some(s) = self.sock(t) else { return };
+        s.shut_wanted = true;
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(t);
+        }
+    }
+
+    pub(super) fn close(&mut self, t: Token, reset: bool) {
+        if self.sock(t).is_none() {
+            return;
+        }
+        let mut s = self.socks.remove(t.index());
+        if reset {
+            let _ = sys::set_linger_zero(s.fd.as_raw_fd());
+        }
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&s.fd.as_raw_fd()));
+        s.q.clear(&mut self.pool);
+        // the descriptor closes here: no operation is ever in flight on epoll
+    }
+
+    pub(super) fn set_reading(&mut self, t: Token, on: bool) {
+        let Some(s) = self.sock(t) else { return };
+        s.reading = on;
+        if on && s.read_pending {
+            // edge-triggered: the readiness that came while paused will not come again
+            s.read_pending = false;
+            self.done.push(Done::Resume(t));
+        }
+    }
+
+    pub(super) fn peer_addr(&mut self, t: Token) -> Option<SocketAddr> {
+        self.sock(t).and_then(|s| sys::peer_addr(s.fd.as_raw_fd()))
+    }
+
+    pub(super) fn queued(&mut self, t: Token) -> usize {
+        self.sock(t).map_or(0, |s| s.q.len())
+    }
+
+    pub(super) fn sockets(&mut self) -> usize {
+        self.socks.len()
+    }
+
+    pub(super) fn reclaim(&mut self, pool: &mut Pool) {
+        self.pool.give_buffers(pool);
+    }
+
+    /// Writes what `t` has queued until done or the socket is full. Returns the bytes
+    /// written and the error that ended the socket, if any.
+    fn flush(&mut self, t: Token) -> (usize, Option<io::Error>) {
+        let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen) else {
+            return (0, None);
+        };
+        let fd = s.fd.as_raw_fd();
+        let mut total = 0;
+        let mut err = None;
+        while !s.q.is_empty() && !s.blocked {
+            let mut iov = [io::IoSlice::new(&[]); 64];
+            let n = s.q.iovecs(&mut iov);
+            let want: usize = iov[..n].iter().map(|b| b.len()).sum();
+            match sys::writev(fd, &iov[..n]) {
+                Ok(w) => {
+                    s.q.advance(w, &mut self.pool);
+                    total += w;
+                    if w < want {
+                        s.blocked = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.blocked = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    s.q.clear(&mut self.pool);
+                    err = Some(e);
+                }
+            }
+        }
+        if s.q.is_empty() && s.shut_wanted && !s.shut_done && !s.connecting {
+            s.shut_done = true;
+            let _ = sys::shutdown_write(fd);
+        }
+        if err.is_some() {
+            if s.ended {
+                err = None;
+            } else {
+                s.ended = true;
+            }
+        }
+        (total, err)
+    }
+
+    pub(super) fn submit_and_wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &t in &dirty {
+            if let Some(s) = self.sock(t) {
+                s.dirty = false;
+            } else {
+                continue;
+            }
+            let (n, err) = self.flush(t);
+            if n > 0 {
+                self.done.push(Done::Sent(t, n));
+            }
+            if let Some(e) = err {
+                self.done.push(Done::Closed(t, e));
+            }
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+        let timeout = if !self.done.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            deadline.map(|d| {
+                let left = d.saturating_duration_since(Instant::now());
+                if left < PRECISE && !left.is_zero() {
+                    if self.timer_at != Some(d) {
+                        self.timer_at = Some(d);
+                        sys::timerfd_arm(self.timer.as_raw_fd(), left);
+                    }
+                    PRECISE * 2
+                } else {
+                    left
+                }
+            })
+        };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) fn dispatch<S: Sink>(&mut self, sink: &mut S) {
+        for d in std::mem::take(&mut self.done) {
+            match d {
+                Done::Sent(t, n) => {
+                    if self.sock(t).is_some() {
+                        sink.sent(t, n);
+                    }
+                }
+                Done::Closed(t, e) => {
+                    if self.sock(t).is_some() {
+                        sink.closed(t, Some(e));
+                    }
+                }
+                Done::Resume(t) => self.read(t, sink),
+            }
+        }
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => self.accept_all(sink),
+                WAKE => {
+                    sys::eventfd_clear(self.waker.raw());
+                    sink.woken();
+                }
+                TIMER => {
+                    self.timer_at = None;
+                    let mut b = [0u8; 8];
+                    let _ = sys::read(self.timer.as_raw_fd(), &mut b);
+                }
+                MioToken(raw) => {
+                    let t = Token::new(raw & 0xffff_ffff, (raw >> 32) as u32);
+                    let Some(s) = self.sock(t) else { continue };
+                    let hup = ev.is_read_closed() || ev.is_error();
+                    if s.connecting {
+                        if !(ev.is_writable() || hup) {
+                            continue;
+                        }
+                        s.connecting = false;
+                        let res = match sys::take_error(s.fd.as_raw_fd()) {
+                            Ok(None) if !ev.is_error() => Ok(()),
+                            Ok(None) => Err(io::Error::from(io::ErrorKind::ConnectionRefused)),
+                            Ok(Some(e)) | Err(e) => Err(e),
+                        };
+                        let ok = res.is_ok();
+                        if !ok {
+                            s.ended = true;
+                        }
+                        sink.connected(t, res);
+                        if !ok {
+                            continue;
+                        }
+                    }
+                    if ev.is_writable() {
+                        if let Some(s) = self.sock(t) {
+                            s.blocked = false;
+                        }
+                        let (n, err) = self.flush(t);
+                        if n > 0 {
+                            sink.sent(t, n);
+                        }
+                        if let Some(e) = err {
+                            sink.closed(t, Some(e));
+                            continue;
+                        }
+                    }
+                    if ev.is_readable() || hup {
+                        self.read(t, sink);
+                    }
+                }
+            }
+        }
+        self.events = events;
+    }
+
+    /// Reads `t` until the socket is drained, the sink stops reading it, or it ends.
+    fn read<S: Sink>(&mut self, t: Token, sink: &mut S) {
+        let chunk = self.buf.len();
+        loop {
+            let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen) else {
+                return;
+            };
+            if s.ended {
+                return;
+            }
+            if !s.reading || !sink.wants_read(t) {
+                if let Some(s) = self.socks.get_mut(t.index()) {
+                    s.read_pending = true;
+                }
+                return;
+            }
+            let Some(s) = self.socks.get_mut(t.index()) else {
+                return;
+            };
+            s.read_pending = false;
+            let fd: RawFd = s.fd.as_raw_fd();
+            let res = if let Some(carry) = sink.carry(t) {
+                // a partial frame is pending: read straight in behind it, no copy
+                let old = carry.len();
+                carry.resize(old + chunk, 0);
+                let r = sys::read(fd, &mut carry[old..]);
+                carry.truncate(old + *r.as_ref().unwrap_or(&0));
+                if matches!(r, Ok(n) if n > 0) {
+                    sink.received_in_carry(t);
+                }
+                r
+            } else {
+                let r = sys::read(fd, &mut self.buf);
+                if let Ok(n) = r {
+                    if n > 0 {
+                        sink.received(t, &mut self.buf[..n]);
+                    }
+                }
+                r
+            };
+            match res {
+                Ok(0) => {
+                    self.end(t, None, sink);
+                    return;
+                }
+                // a short read drained the socket: the next arrival raises a new edge
+                Ok(n) if n < chunk => return,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.end(t, Some(e), sink);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn end<S: Sink>(&mut self, t: Token, e: Option<io::Error>, sink: &mut S) {
+        if let Some(s) = self.sock(t) {
+            if !s.ended {
+                s.ended = true;
+                sink.closed(t, e);
+            }
+        }
+    }
+
+    fn accept_all<S: Sink>(&mut self, sink: &mut S) {
+        loop {
+            let Some(l) = self.listener.as_ref() else {
+                return;
+            };
+            let lfd = l.as_raw_fd();
+            match sys::accept(lfd) {
+                Ok(fd) => {
+                    if self.nodelay {
+                        let _ = sys::set_nodelay(fd.as_raw_fd());
+                    }
+                    let peer = sys::peer_addr(fd.as_raw_fd());
+                    match self.insert(fd, false) {
+                        Ok(t) => sink.accepted(t, peer),
+                        Err(e) => eprintln!("soliton: epoll register: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                    // Out of descriptors: give up the spare to accept and reset one waiting
+                    // connection, so the listener does not stay readable and spin. (accept
+                    // reports EMFILE before it looks at the queue, so an empty queue shows
+                    // up only once the spare is free: stop there.)
+                    if self.spare.take().is_some() {
+                        let accepted = match sys::accept(lfd) {
+                            Ok(fd) => {
+                                let _ = sys::set_linger_zero(fd.as_raw_fd());
+                                drop(fd); // frees the slot the spare takes back
+                                true
+                            }
+                            Err(_) => false,
+                        };
+                        self.spare = sys::spare_fd();
+                        if accepted {
+                            continue;
+                        }
+                        return;
+                    }
+                    eprintln!("soliton: accept: {e} (connections dropped)");
+                    return;
+                }
+                // ECONNABORTED and friends: that connection is gone, try the next
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+                Err(e) => {
+                    eprintln!("soliton: accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The drivers: the only code that touches sockets. One interface, two backends —
+//! io_uring ([`Backend::IoUring`]) and epoll through mio ([`Backend::Epoll`]) — chosen
+//! once per worker, dispatched statically (an enum, not a trait object: the worker loop
+//! calls the driver a few times per event, and a `match` on two variants inlines where a
+//! virtual call would not; the two backends also share no code path that a trait would
+//! make generic).
+//!
+//! A driver is used by one thread, the worker that made it. It runs the server and the
+//! client roles alike: sockets come from [`Driver::listen`] (accepted) or
+//! [`Driver::connect`], and from then on are the same.
+//!
+//! # The contract
+//!
+//! Every backend meets these rules; the worker relies on nothing else.
+//!
+//! * **Tokens.** A socket is named by a [`Token`] from the moment it is reported
+//!   ([`Sink::accepted`], or `connect`'s return value) until the caller gives it up with
+//!   [`Driver::close`]. While the caller holds a token, its index is not given to
+//!   another socket. After `close`, nothing more is reported for it and every call
+//!   naming it is ignored.
+//! * **Ownership.** The driver owns every descriptor and every buffer an operation is
+//!   using. Bytes handed to [`Driver::write`] are moved in (owned bytes, or a shared
+//!   broadcast frame's reference) and dropped only once written or once the socket is
+//!   gone; a socket closed while an operation is in flight keeps its descriptor and
+//!   that operation's buffers until the operation's completion arrives, and **a
+//!   descriptor is closed only when no submitted or queued operation can name it**, so
+//!   a number reused by a new socket never receives an old operation.
+//! * **Receive.** [`Sink::received`] lends the bytes read (from the io_uring provided
+//!   buffer ring, or the epoll worker's buffer) for the call only; the sink may change
+//!   them (unmasking in place). An idle socket holds no receive buffer. Where the sink
+//!   keeps a partial frame ([`Sink::carry`]), the epoll backend reads the next bytes
+//!   straight in behind it and calls [`Sink::received_in_carry`] instead.
+//! * **Write.** Writes to one socket go out in the order given, each wholly, with no
+//!   interleaving. The epoll backend writes when the loop submits (one `writev` per
+//!   socket per iteration) and again when the socket turns writable; io_uring keeps at
+//!   most one `sendmsg` in flight per socket, gathering what is queued. Every byte
+//!   written is reported with [`Sink::sent`] (in a later [`Driver::dispatch`]).
+//! * **End.** The end of the read side — the peer's FIN, a reset, a failed send — is
+//!   reported once with [`Sink::closed`]; the socket stays the caller's until it calls
+//!   `close`. [`Driver::shutdown_write`] sends FIN after everything queued is written;
+//!   [`Driver::close`] with `reset` drops what is queued and sends RST.
+//! * **Wake and wait.** [`Driver::submit_and_wait`] submits everything queued (sends,
+//!   receives, cancellations) and sleeps until there is something to dispatch, the
+//!   [`Waker`] is woken from any thread, or the deadline passes (with sub-millisecond
+//!   precision). A waker stays valid after its driver is gone (waking it then does
+//!   nothing harmful: its descriptor lives as long as the last waker).
+//! * **Shutdown.** Dropping a driver cancels what is in flight; buffers the kernel might
+//!   still write after that are leaked, never freed under it.
+
+pub(crate) mod bufring;
+mod epoll;
+pub(crate) mod sys;
+#[cfg(target_os = "linux")]
+mod uring;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use crate::pool::{Chunk, Pool};
+
+/// Which I/O backend a driver uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// io_uring where the kernel allows it, else epoll (the choice and the reason are
+    /// logged).
+    #[default]
+    Auto,
+    /// io_uring (multishot accept and recv, provided buffer ring). Asking for it where
+    /// the kernel lacks what it needs is an error, not a silent fallback.
+    IoUring,
+    /// epoll through mio, edge-triggered.
+    Epoll,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::IoUring),
+            "epoll" => Ok(Backend::Epoll),
+            other => Err(format!("unknown backend {other:?} (auto, uring, epoll)")),
+        }
+    }
+}
+
+impl Backend {
+    /// The backend `self` resolves to on this kernel, and why; an error where
+    /// io_uring is asked for and unavailable.
+    pub fn resolve(self) -> Result<(Backend, String), String> {
+        match self {
+            Backend::Epoll => Ok((Backend::Epoll, "asked for".into())),
+            #[cfg(target_os = "linux")]
+            Backend::IoUring | Backend::Auto => match uring::probe() {
+                Ok(()) => Ok((Backend::IoUring, "the kernel supports what it needs".into())),
+                Err(why) if self == Backend::Auto => {
+                    Ok((Backend::Epoll, format!("io_uring unavailable: {why}")))
+                }
+                Err(why) => Err(format!("io_uring asked for but unavailable: {why}")),
+            },
+            #[cfg(not(target_os = "linux"))]
+            Backend::Auto => Ok((Backend::Epoll, "io_uring needs Linux".into())),
+            #[cfg(not(target_os = "linux"))]
+            Backend::IoUring => Err("io_uring needs Linux".into()),
+        }
+    }
+
+    /// A short name (`io_uring`, `epoll`, `auto`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "io_uring",
+            Backend::Epoll => "epoll",
+        }
+    }
+}
+
+/// A driver's settings.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// The backend; [`Backend::Auto`] is resolved by [`Driver::new`].
+    pub backend: Backend,
+    /// Provided buffers in the io_uring receive ring (a power of two); default 128.
+    pub uring_buffers: u16,
+    /// Size of one io_uring provided buffer; default 32 KiB.
+    pub uring_buffer_size: usize,
+    /// Size of the epoll worker's receive buffer; default 64 KiB.
+    pub recv_buffer_size: usize,
+    /// `TCP_NODELAY` on every accepted and connected socket; default on.
+    pub nodelay: bool,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            backend: Backend::Auto,
+            uring_buffers: 128,
+            uring_buffer_size: 32 * 1024,
+            recv_buffer_size: 64 * 1024,
+            nodelay: true,
+        }
+    }
+}
+
+/// Names one socket of a driver; see the module docs for how long it stays valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Token {
+    idx: u32,
+    gen: u32,
+}
+
+impl Token {
+    pub(crate) fn new(idx: usize, gen: u32) -> Token {
+        Token {
+            idx: idx as u32,
+            gen,
+        }
+    }
+
+    /// A small index, dense over the sockets the caller holds (for a table of its own).
+    pub fn index(self) -> usize {
+        self.idx as usize
+    }
+
+    pub(crate) fn gen(self) -> u32 {
+        self.gen
+    }
+}
+
+/// What the driver reports, in [`Driver::dispatch`].
+pub trait Sink {
+    /// A new connection on the listener, from `peer`.
+    fn accepted(&mut self, token: Token, peer: Option<SocketAddr>);
+    /// A connect started with [`Driver::connect`] finished (`Err`: it failed; the token
+    /// must still be closed).
+    fn connected(&mut self, token: Token, result: io::Result<()>);
+    /// Bytes arrived, lent for this call (they may be changed in place).
+    fn received(&mut self, token: Token, data: &mut [u8]);
+    /// A buffer holding a partial frame that the next bytes should be read in behind
+    /// (epoll only); `None` to receive into the driver's buffer.
+    fn carry(&mut self, token: Token) -> Option<&mut Vec<u8>> {
+        let _ = token;
+        None
+    }
+    /// Bytes were read into the end of the buffer [`Sink::carry`] returned.
+    fn received_in_carry(&mut self, token: Token) {
+        let _ = token;
+    }
+    /// Whether to go on reading `token` now (epoll reads a socket until it is drained
+    /// unless this says stop; io_uring's receive is cancelled by
+    /// [`Driver::set_reading`]).
+    fn wants_read(&mut self, token: Token) -> bool {
+        let _ = token;
+        true
+    }
+    /// `n` more bytes of what was written to this socket went out.
+    fn sent(&mut self, token: Token, n: usize);
+    /// The read side ended: the peer's FIN (`None`) or an error. Reported once.
+    fn closed(&mut self, token: Token, error: Option<io::Error>);
+    /// The [`Waker`] was woken.
+    fn woken(&mut self);
+}
+
+/// Wakes a driver's [`Driver::submit_and_wait`] from any thread.
+#[derive(Clone, Debug)]
+pub struct Waker(Arc<OwnedFd>);
+
+impl Waker {
+    fn new() -> io::Result<Waker> {
+        Ok(Waker(Arc::new(sys::eventfd()?)))
+    }
+
+    /// Wakes the driver (if it is gone, nothing happens: the descriptor lives as long
+    /// as this waker).
+    pub fn wake(&self) {
+        sys::eventfd_signal(self.0.as_raw_fd());
+    }
+
+    fn raw(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// A bound, listening socket (`SO_REUSEADDR`, `SO_REUSEPORT`, non-blocking) for
+/// [`Driver::listen`]; several may share one address (one per worker).
+pub fn listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    sys::listener(addr, backlog)
+}
+
+/// The local address of a socket (a listener's port after binding port 0).
+pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    sys::local_addr(fd)
+}
+
+/// Raises this process's soft open-files limit towards `want` (up to the hard limit);
+/// returns the soft limit in force afterwards.
+pub fn raise_nofile_limit(want: u64) -> u64 {
+    sys::raise_nofile(want)
+}
+
+/// The open-files limit: (soft, hard).
+pub fn nofile_limit() -> (u64, u64) {
+    sys::nofile_limit()
+}
+
+/// Lowers the calling thread's timer slack to 1 µs (precise timed wake-ups).
+pub fn set_timer_slack_1us() {
+    sys::set_timer_slack_1us()
+}
+
+enum Inner {
+    #[cfg(target_os = "linux")]
+    Uring(Box<uring::Uring>),
+    Epoll(Box<epoll::Epoll>),
+}
+
+/// One worker's I/O: its sockets, their in-flight operations and buffers.
+pub struct Driver {
+    inner: Inner,
+    backend: Backend,
+    waker: Waker,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+macro_rules! on_backend {
+    ($self:expr, $d:ident => $e:expr) => {
+        match &mut $self.inner {
+            #[cfg(target_os = "linux")]
+            Inner::Uring($d) => $e,
+            Inner::Epoll($d) => $e,
+        }
+    };
+}
+
+impl Driver {
+    /// A driver on `cfg.backend` (resolved, for [`Backend::Auto`]). Make it on the
+    /// thread that will use it.
+    pub fn new(cfg: &DriverConfig) -> io::Result<Driver> {
+        let (backend, _) = cfg.backend.resolve().map_err(io::Error::other)?;
+        let waker = Waker::new()?;
+        let inner = match backend {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring => Inner::Uring(Box::new(uring::Uring::new(cfg, waker.clone())?)),
+            _ => Inner::Epoll(Box::new(epoll::Epoll::new(cfg, waker.clone())?)),
+        };
+        Ok(Driver {
+            inner,
+            backend,
+            waker,
+        })
+    }
+
+    /// The backend running.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A waker for this driver, usable from any thread.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// Accepts connections on `listener` (see [`listener`]); each is reported with
+    /// [`Sink::accepted`].
+    pub fn listen(&mut self, listener: OwnedFd) -> io::Result<()> {
+        on_backend!(self, d => d.listen(listener))
+    }
+
+    /// Stops accepting (the listener is closed once nothing names it).
+    pub fn stop_listening(&mut self) {
+        on_backend!(self, d => d.stop_listening())
+    }
+
+    /// Starts a connection to `addr` (from `source`, if given); the result comes with
+    /// [`Sink::connected`].
+    pub fn connect(&mut self, addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Token> {
+        on_backend!(self, d => d.connect(addr, source))
+    }
+
+    /// Queues `chunk` to be written to `token`, after what is queued already.
+    #[inline]
+    pub fn write(&mut self, token: Token, chunk: Chunk) {
+        on_backend!(self, d => d.write(token, chunk))
+    }
+
+    /// Sends FIN once everything queued on `token` is written.
+    pub fn shutdown_write(&mut self, token: Token) {
+        on_backend!(self, d => d.shutdown_write(token))
+    }
+
+    /// Gives `token` up: the socket is closed as soon as no operation names it (with
+    /// `reset`, queued bytes are dropped and the peer gets RST).
+    pub fn close(&mut self, token: Token, reset: bool) {
+        on_backend!(self, d => d.close(token, reset))
+    }
+
+    /// Stops (`false`) or resumes (`true`) reading `token`: while stopped, nothing is
+    /// received from it and the peer's sends fill TCP's window.
+    pub fn set_reading(&mut self, token: Token, on: bool) {
+        on_backend!(self, d => d.set_reading(token, on))
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&mut self, token: Token) -> Option<SocketAddr> {
+        on_backend!(self, d => d.peer_addr(token))
+    }
+
+    /// Bytes queued on `token` and not yet written.
+    pub fn queued(&mut self, token: Token) -> usize {
+        on_backend!(self, d => d.queued(token))
+    }
+
+    /// Sockets held (the caller's and those closing).
+    pub fn sockets(&mut self) -> usize {
+        on_backend!(self, d => d.sockets())
+    }
+
+    /// Submits what is queued and waits for something to dispatch, a wake-up, or
+    /// `deadline`.
+    pub fn submit_and_wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        on_backend!(self, d => d.submit_and_wait(deadline))
+    }
+
+    /// Reports what happened since the last call to `sink`.
+    pub fn dispatch<S: Sink>(&mut self, sink: &mut S) {
+        on_backend!(self, d => d.dispatch(sink))
+    }
+
+    /// Moves buffers the driver is done with (written chunks) into `pool`.
+    pub fn reclaim(&mut self, pool: &mut Pool) {
+        on_backend!(self, d => d.reclaim(pool))
+    }
+}

@@ -1,0 +1,267 @@
+//! The system calls the drivers make, each through one `syscall!` macro, with socket
+//! set-up done through `socket2`. Nothing outside `driver/` calls these.
+#![allow(unsafe_code)]
+
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Calls a libc function and turns `-1` into the `errno` error.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: every call site passes valid pointers with matching lengths and
+        // file descriptors it owns or borrows; see each caller.
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+/// Reads into `buf`; `Ok(0)` is end of stream.
+pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // `buf` is valid for `buf.len()` writable bytes.
+    syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())).map(|n| n as usize)
+}
+
+/// Gathers `bufs` into one write.
+pub(crate) fn writev(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // IoSlice is ABI-compatible with iovec; at most IOV_MAX are passed by callers.
+    let n = bufs.len().min(1024) as libc::c_int;
+    syscall!(writev(fd, bufs.as_ptr().cast(), n)).map(|n| n as usize)
+}
+
+/// Shuts down the writing half (sends FIN once queued data is out).
+pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
+}
+
+/// Sets SO_LINGER to 0, so that closing sends a reset.
+pub(crate) fn set_linger_zero(fd: RawFd) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // `l` outlives the call and its size is passed.
+    syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        (&l as *const libc::linger).cast(),
+        size_of::<libc::linger>() as libc::socklen_t,
+    ))
+    .map(drop)
+}
+
+/// Sets an integer socket option.
+fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // `v` outlives the call and its size is passed.
+    syscall!(setsockopt(
+        fd,
+        level,
+        name,
+        (&v as *const libc::c_int).cast(),
+        size_of::<libc::c_int>() as libc::socklen_t,
+    ))
+    .map(drop)
+}
+
+/// Sets TCP_NODELAY.
+pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
+/// The pending error of a socket (SO_ERROR), cleared by reading it.
+pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
+    socket2::SockRef::from(&borrow(fd)).take_error()
+}
+
+/// A borrowed descriptor as a `BorrowedFd` with the caller's lifetime.
+fn borrow<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
+    // SAFETY: callers pass descriptors the driver owns and keeps open for the call.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// The peer address of a connected socket.
+pub(crate) fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
+    socket2::SockRef::from(&borrow(fd))
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+}
+
+/// A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT.
+pub(crate) fn listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s.into())
+}
+
+/// Starts a non-blocking connect to `addr` (from `source`, if given, with
+/// IP_BIND_ADDRESS_NO_PORT so that a source address gives a full port range per
+/// destination). The socket is writable once connected.
+pub(crate) fn connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    nodelay: bool,
+) -> io::Result<OwnedFd> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    if nodelay {
+        s.set_tcp_nodelay(true)?;
+    }
+    if let Some(ip) = source {
+        // failure (an old kernel) only costs port range
+        let _ = set_int_opt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            1,
+        );
+        s.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match s.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(s.into())
+}
+
+/// Accepts one connection, non-blocking and close-on-exec.
+pub(crate) fn accept(listener: RawFd) -> io::Result<OwnedFd> {
+    // null address pointers are allowed by accept4.
+    let fd = syscall!(accept4(
+        listener,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+    ))?;
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Wraps a descriptor the kernel just returned (an io_uring accept's result).
+///
+/// # Safety
+/// `fd` must be an open descriptor that nothing else owns.
+pub(crate) unsafe fn own(fd: RawFd) -> OwnedFd {
+    debug_assert!(fd >= 0);
+    // SAFETY: the caller's contract.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A spare descriptor, given up to accept-and-close one connection when the process
+/// is out of descriptors (EMFILE), so the listener does not spin.
+pub(crate) fn spare_fd() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+/// The local address of a socket.
+pub(crate) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    let s = socket2::SockRef::from(fd);
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an inet socket"))
+}
+
+/// A non-blocking, close-on-exec eventfd.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    let fd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter (wakes whoever waits on it).
+pub(crate) fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // 8 bytes from a live u64; EAGAIN (counter at its maximum) still leaves it readable.
+    let _ = syscall!(write(fd, (&one as *const u64).cast(), 8));
+}
+
+/// Resets an eventfd's counter.
+pub(crate) fn eventfd_clear(fd: RawFd) {
+    let mut v: u64 = 0;
+    // 8 writable bytes; EAGAIN (already zero) is fine.
+    let _ = syscall!(read(fd, (&mut v as *mut u64).cast(), 8));
+}
+
+/// A non-blocking, close-on-exec CLOCK_MONOTONIC timerfd.
+pub(crate) fn timerfd() -> io::Result<OwnedFd> {
+    let fd = syscall!(timerfd_create(
+        libc::CLOCK_MONOTONIC,
+        libc::TFD_NONBLOCK | libc::TFD_CLOEXEC
+    ))?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arms a timerfd to fire once after `after` (at least 1 ns).
+pub(crate) fn timerfd_arm(fd: RawFd, after: Duration) {
+    let after = after.max(Duration::from_nanos(1));
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: after.as_secs() as libc::time_t,
+            tv_nsec: after.subsec_nanos() as libc::c_long,
+        },
+    };
+    // `spec` is valid for the call; the old-value pointer may be null.
+    let _ = syscall!(timerfd_settime(fd, 0, &spec, std::ptr::null_mut()));
+}
+
+/// The open-files limit: (soft, hard).
+pub(crate) fn nofile_limit() -> (u64, u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // `r` is a valid, writable rlimit for the call.
+    let _ = syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut r));
+    (r.rlim_cur, r.rlim_max)
+}
+
+/// Raises the soft open-files limit towards `want` (at most the hard limit); returns
+/// the soft limit in force afterwards.
+pub(crate) fn raise_nofile(want: u64) -> u64 {
+    let (soft, hard) = nofile_limit();
+    if soft >= want {
+        return soft;
+    }
+    let r = libc::rlimit {
+        rlim_cur: want.min(hard),
+        rlim_max: hard,
+    };
+    // `r` is a valid rlimit for the call.
+    match syscall!(setrlimit(libc::RLIMIT_NOFILE, &r)) {
+        Ok(_) => r.rlim_cur,
+        Err(_) => soft,
+    }
+}
+
+/// Lowers this thread's timer slack to 1 µs, so that timed wake-ups (an open-loop
+/// send schedule) are not deferred by the default 50 µs.
+pub(crate) fn set_timer_slack_1us() {
+    // PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
+    let _ = syscall!(prctl(
+        libc::PR_SET_TIMERSLACK,
+        1000 as libc::c_ulong,
+        0,
+        0,
+        0
+    ));
+}

@@ -1,0 +1,778 @@
+//! The io_uring backend: multishot accept, multishot recv into a provided buffer ring
+//! (an idle socket holds no receive buffer), one `sendmsg` in flight per socket
+//! gathering its queue (owned chunks and shared broadcast frames), a connect as a poll
+//! for writability, and every submission of an iteration in one `io_uring_enter`.
+//!
+//! Ownership, as the module contract in `driver` states it: each socket counts the
+//! operations naming its descriptor (`ops`: the receive, the send, the connect poll),
+//! including those still in the submission backlog. A socket the caller closed stays
+//! in the table, with its descriptor and its in-flight send's chunks (sealed in its
+//! queue), until that count is zero; only then is the descriptor closed and the index
+//! given to another socket. Every `user_data` carries the socket's generation too, and
+//! a completion that does not match is ignored (it cannot happen by the rule above; the
+//! check is a second line).
+//!
+//! The ring runs with SINGLE_ISSUER, COOP_TASKRUN and DEFER_TASKRUN (6.1+; plainer
+//! rings on older kernels): completions are produced as task work in this thread when
+//! it waits, not by interrupting it after every packet (measured 5.4 -> 4.8 µs of server
+//! CPU per 20 B echo and 12.5 -> 9.6 µs per 16 KiB echo).
+#![allow(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::mem::ManuallyDrop;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+use slab::Slab;
+
+use super::bufring::BufRing;
+use super::{sys, Chunk, DriverConfig, Sink, Token, Waker};
+use crate::pool::{OutQueue, Pool};
+
+const BGID: u16 = 0;
+/// Chunks gathered by one sendmsg (the rest go in the next).
+const IOV: usize = 16;
+/// Idle send operations kept for reuse.
+const FREE_SENDS_MAX: usize = 256;
+/// Submission queue entries (more are submitted early when it fills).
+const SQ_ENTRIES: u32 = 4096;
+/// Longest wait at drop for operations in flight to end after their cancellation.
+const DROP_WAIT: Duration = Duration::from_millis(250);
+/// A wait for more completions than have come returns with those that have after
+/// this long (see `submit_and_wait`).
+const MIN_WAIT_US: u32 = 100;
+/// How long to wait before accepting again after running out of descriptors.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(50);
+
+const K_ACCEPT: u64 = 1;
+const K_RECV: u64 = 2;
+const K_SEND: u64 = 3;
+const K_WAKE: u64 = 4;
+const K_CANCEL: u64 = 5;
+const K_POLL: u64 = 6;
+const GEN_MASK: u32 = 0x0fff_ffff;
+
+fn ud(kind: u64, idx: usize, gen: u32) -> u64 {
+    kind << 60 | ((gen & GEN_MASK) as u64) << 32 | (idx as u64 & 0xffff_ffff)
+}
+
+fn ud_parts(u: u64) -> (u64, usize, u32) {
+    (
+        u >> 60,
+        (u & 0xffff_ffff) as usize,
+        ((u >> 32) as u32) & GEN_MASK,
+    )
+}
+
+/// Checks that the kernel has what this backend needs: a ring with waits bounded by a
+/// timeout (EXT_ARG, 5.11), the opcodes, and a provided buffer ring (5.19) for
+/// multishot receive (6.0).
+pub(super) fn probe() -> Result<(), String> {
+    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {e}"))?;
+    let mut p = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut p)
+        .map_err(|e| format!("probe: {e}"))?;
+    for (code, name) in [
+        (opcode::AcceptMulti::CODE, "accept"),
+        (opcode::RecvMulti::CODE, "recv"),
+        (opcode::SendMsg::CODE, "sendmsg"),
+        (opcode::AsyncCancel::CODE, "async_cancel"),
+        (opcode::PollAdd::CODE, "poll_add"),
+        (opcode::Read::CODE, "read"),
+    ] {
+        if !p.is_supported(code) {
+            return Err(format!("opcode {name} unsupported"));
+        }
+    }
+    if !ring.params().is_feature_ext_arg() {
+        return Err("IORING_FEAT_EXT_ARG missing (kernel < 5.11)".into());
+    }
+    // SAFETY: the buffer ring is dropped after the io_uring instance (below).
+    let bufs = unsafe { BufRing::new(&ring, 2, 64, BGID) };
+    drop(ring);
+    bufs.map(drop)
+        .map_err(|e| format!("provided buffer ring: {e}"))
+}
+
+/// A sendmsg in flight: its header and iovecs must stay put until the completion.
+struct SendOp {
+    msg: libc::msghdr,
+    iov: [libc::iovec; IOV],
+}
+
+fn new_send_op() -> Box<SendOp> {
+    Box::new(SendOp {
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+        msg: unsafe { std::mem::zeroed() },
+        iov: [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; IOV],
+    })
+}
+
+struct Sock {
+    fd: OwnedFd,
+    gen: u32,
+    /// Wire bytes; the sealed chunks are those of the send in flight.
+    q: OutQueue,
+    /// The in-flight sendmsg's header and iovecs.
+    send: Option<Box<SendOp>>,
+    /// Operations (queued or submitted) that name `fd`.
+    ops: u8,
+    recv: bool,
+    connecting: bool,
+    /// The caller gave the token up.
+    released: bool,
+    /// The end of the read side was reported.
+    ended: bool,
+    dirty: bool,
+    reading: bool,
+    shut_wanted: bool,
+    shut_done: bool,
+}
+
+pub(super) struct Uring {
+    // `ring` is declared first so that it is dropped first: with the ring gone, no
+    // operation can use the buffers below (and `Drop` waits for cancellations first).
+    ring: IoUring,
+    bufs: ManuallyDrop<BufRing>,
+    socks: Slab<Sock>,
+    gen: u32,
+    listener: Option<OwnedFd>,
+    accept_armed: bool,
+    accept_again: Option<Instant>,
+    waker: Waker,
+    wake_buf: Box<u64>,
+    backlog: VecDeque<squeue::Entry>,
+    dirty: Vec<Token>,
+    // boxed so an operation's address stays put while it moves
+    #[allow(clippy::vec_box)]
+    free_sends: Vec<Box<SendOp>>,
+    /// Sends in flight, and those started since the last wait.
+    sends_in_flight: usize,
+    new_sends: usize,
+    /// The kernel honours a minimum wait (IORING_FEAT_MIN_TIMEOUT).
+    min_timeout: bool,
+    pool: Pool,
+    cqes: Vec<cqueue::Entry>,
+    nodelay: bool,
+}
+
+impl Uring {
+    pub(super) fn new(cfg: &DriverConfig, waker: Waker) -> io::Result<Uring> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .setup_defer_taskrun()
+            .build(SQ_ENTRIES)
+            .or_else(|_| IoUring::builder().setup_single_issuer().build(SQ_ENTRIES))
+            .or_else(|_| IoUring::new(SQ_ENTRIES))?;
+        let min_timeout = ring.params().is_feature_min_timeout();
+        let entries = cfg.uring_buffers.max(2).next_power_of_two();
+        // SAFETY: kept in a `ManuallyDrop` that `Drop` drops only after unregistering
+        // the group (or leaks).
+        let bufs = unsafe { BufRing::new(&ring, entries, cfg.uring_buffer_size, BGID) }?;
+        let mut u = Uring {
+            ring,
+            bufs: ManuallyDrop::new(bufs),
+            socks: Slab::new(),
+            gen: 0,
+            listener: None,
+            accept_armed: false,
+            accept_again: None,
+            waker,
+            wake_buf: Box::new(0),
+            backlog: VecDeque::new(),
+            dirty: Vec::new(),
+            free_sends: Vec::new(),
+            sends_in_flight: 0,
+            new_sends: 0,
+            min_timeout: false,
+            pool: Pool::default(),
+            cqes: Vec::with_capacity(1024),
+            nodelay: cfg.nodelay,
+        };
+        u.min_timeout = min_timeout;
+        u.arm_wake();
+        Ok(u)
+    }
+
+    /// Queues an entry built in this module.
+    fn push(&mut self, e: squeue::Entry) {
+        if self.backlog.is_empty() {
+            // SAFETY: every entry built here points only to memory owned here until its
+            // completion: provided-ring buffers, `SendOp` boxes and the chunks sealed in
+            // a socket's queue (kept past a close until the completion), the eventfd
+            // buffer; descriptors stay open while an operation names them (`ops`).
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                return;
+            }
+            // full: submit what is queued to make room (rare: a burst of new work)
+            let _ = self.ring.submit();
+            // SAFETY: as above.
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                return;
+            }
+        }
+        self.backlog.push_back(e);
+    }
+
+    fn drain_backlog(&mut self) {
+        while let Some(e) = self.backlog.pop_front() {
+            // SAFETY: as in `push`.
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                continue;
+            }
+            let _ = self.ring.submit();
+            // SAFETY: as in `push`.
+            if unsafe { self.ring.submission().push(&e) }.is_err() {
+                self.backlog.push_front(e);
+                break;
+            }
+        }
+    }
+
+    fn arm_wake(&mut self) {
+        let e = opcode::Read::new(
+            Fd(self.waker.raw()),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(ud(K_WAKE, 0, 0));
+        self.push(e);
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(l) = self.listener.as_ref() else {
+            return;
+        };
+        let e = opcode::AcceptMulti::new(Fd(l.as_raw_fd()))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(ud(K_ACCEPT, 0, 0));
+        self.accept_armed = true;
+        self.push(e);
+    }
+
+    fn arm_recv(&mut self, idx: usize) {
+        let Some(s) = self.socks.get_mut(idx) else {
+            return;
+        };
+        if s.recv || s.released || s.ended || !s.reading || s.connecting {
+            return;
+        }
+        s.recv = true;
+        s.ops += 1;
+        let e = opcode::RecvMulti::new(Fd(s.fd.as_raw_fd()), BGID)
+            .build()
+            .user_data(ud(K_RECV, idx, s.gen));
+        self.push(e);
+    }
+
+    fn cancel(&mut self, target: u64) {
+        let e = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(ud(K_CANCEL, 0, 0));
+        self.push(e);
+    }
+
+    fn insert(&mut self, fd: OwnedFd, connecting: bool) -> Token {
+        self.gen = self.gen.wrapping_add(1) & GEN_MASK;
+        let idx = self.socks.insert(Sock {
+            fd,
+            gen: self.gen,
+            q: OutQueue::default(),
+            send: None,
+            ops: 0,
+            recv: false,
+            connecting,
+            released: false,
+            ended: false,
+            dirty: false,
+            reading: true,
+            shut_wanted: false,
+            shut_done: false,
+        });
+        Token::new(idx, self.gen)
+    }
+
+    fn live(&mut self, t: Token) -> Option<&mut Sock> {
+        self.socks
+            .get_mut(t.index())
+            .filter(|s| s.gen == t.gen() && !s.released)
+    }
+
+    pub(super) fn listen(&mut self, listener: OwnedFd) -> io::Result<()> {
+        self.listener = Some(listener);
+        self.arm_accept();
+        Ok(())
+    }
+
+    pub(super) fn stop_listening(&mut self) {
+        if self.accept_armed {
+            self.cancel(ud(K_ACCEPT, 0, 0));
+        }
+        // the listener stays open until the accept's last completion (it names it)
+        self.accept_again = None;
+        if !self.accept_armed {
+            self.listener = None;
+        }
+    }
+
+    pub(super) fn connect(
+        &mut self,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+    ) -> io::Result<Token> {
+        let fd = sys::connect(addr, source, self.nodelay)?;
+        let raw = fd.as_raw_fd();
+        let t = self.insert(fd, true);
+        if let Some(s) = self.socks.get_mut(t.index()) {
+            s.ops += 1;
+        }
+        let e = opcode::PollAdd::new(Fd(raw), libc::POLLOUT as u32)
+            .build()
+            .user_data(ud(K_POLL, t.index(), t.gen()));
+        self.push(e);
+        Ok(t)
+    }
+
+    #[inline]
+    pub(super) fn write(&mut self, t: Token, chunk: Chunk) {
+        let Some(s) = self
+            .socks
+            .get_mut(t.index())
+            .filter(|s| s.gen == t.gen() && !s.released)
+        else {
+            return;
+        };
+        s.q.push_chunk(&mut self.pool, chunk);
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(t);
+        }
+    }
+
+    pub(super) fn shutdown_write(&mut self, t: Token) {
+        let Some(s) = self.live(t) else { return };
+        s.shut_wanted = true;
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(t);
+        }
+    }
+
+    pub(super) fn close(&mut self, t: Token, reset: bool) {
+        let Some(s) = self.live(t) else { return };
+        s.released = true;
+        let (fd, recv, sending, connecting, gen) = (
+            s.fd.as_raw_fd(),
+            s.recv,
+            s.send.is_some(),
+            s.connecting,
+            s.gen,
+        );
+        if reset {
+            let _ = sys::set_linger_zero(fd);
+        }
+        let idx = t.index();
+        if recv {
+            self.cancel(ud(K_RECV, idx, gen));
+        }
+        if sending {
+            // a send to a peer that stopped reading could wait forever: cancel it; its
+            // completion (bytes sent, or -ECANCELED) releases the sealed chunks
+            self.cancel(ud(K_SEND, idx, gen));
+        }
+        if connecting {
+            self.cancel(ud(K_POLL, idx, gen));
+        }
+        self.maybe_free(idx);
+    }
+
+    /// Frees a released socket once no operation names it: its queue goes back to the
+    /// pool and its descriptor is closed.
+    fn maybe_free(&mut self, idx: usize) {
+        if self
+            .socks
+            .get(idx)
+            .is_some_and(|s| s.released && s.ops == 0)
+        {
+            let mut s = self.socks.remove(idx);
+            s.q.clear(&mut self.pool);
+            if let Some(op) = s.send.take() {
+                self.recycle_send(op);
+            }
+            // `s.fd` closes here
+        }
+    }
+
+    pub(super) fn set_reading(&mut self, t: Token, on: bool) {
+        let Some(s) = self.live(t) else { return };
+        if s.reading == on {
+            return;
+        }
+        s.reading = on;
+        let (recv, gen) = (s.recv, s.gen);
+        if on {
+            self.arm_recv(t.index());
+        } else if recv {
+            // what the multishot already received still arrives; nothing more after
+            self.cancel(ud(K_RECV, t.index(), gen));
+        }
+    }
+
+    pub(super) fn peer_addr(&mut self, t: Token) -> Option<SocketAddr> {
+        self.live(t).and_then(|s| sys::peer_addr(s.fd.as_raw_fd()))
+    }
+
+    pub(super) fn queued(&mut self, t: Token) -> usize {
+        self.live(t).map_or(0, |s| s.q.len())
+    }
+
+    pub(super) fn sockets(&mut self) -> usize {
+        self.socks.len()
+    }
+
+    pub(super) fn reclaim(&mut self, pool: &mut Pool) {
+        self.pool.give_buffers(pool);
+    }
+
+    fn recycle_send(&mut self, op: Box<SendOp>) {
+        if self.free_sends.len() < FREE_SENDS_MAX {
+            self.free_sends.push(op);
+        }
+    }
+
+    /// Starts a sendmsg of `idx`'s queue (up to `IOV` chunks), unless one is in flight;
+    /// with nothing queued, sends a wanted FIN.
+    fn start_send(&mut self, idx: usize) {
+        let Some(s) = self.socks.get_mut(idx) else {
+            return;
+        };
+        if s.released || s.send.is_some() || s.connecting {
+            return;
+        }
+        if s.q.is_empty() {
+            if s.shut_wanted && !s.shut_done {
+                s.shut_done = true;
+                let _ = sys::shutdown_write(s.fd.as_raw_fd());
+            }
+            return;
+        }
+        let mut op = self.free_sends.pop().unwrap_or_else(new_send_op);
+        let mut slices = [IoSlice::new(&[]); IOV];
+        let n = s.q.iovecs(&mut slices);
+        for (dst, src) in op.iov.iter_mut().zip(&slices[..n]) {
+            dst.iov_base = src.as_ptr().cast_mut().cast();
+            dst.iov_len = src.len();
+        }
+        op.msg.msg_iov = op.iov.as_mut_ptr();
+        op.msg.msg_iovlen = n as _;
+        s.q.seal();
+        s.ops += 1;
+        let e = opcode::SendMsg::new(Fd(s.fd.as_raw_fd()), &op.msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(ud(K_SEND, idx, s.gen));
+        s.send = Some(op);
+        self.sends_in_flight += 1;
+        self.new_sends += 1;
+        self.push(e);
+    }
+
+    pub(super) fn submit_and_wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &t in &dirty {
+            if let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen()) {
+                s.dirty = false;
+                self.start_send(t.index());
+            }
+        }
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+        if self.accept_again.is_some_and(|t| t <= Instant::now()) {
+            self.accept_again = None;
+            if self.listener.is_some() && !self.accept_armed {
+                self.arm_accept();
+            }
+        }
+        self.drain_backlog();
+        let deadline = [deadline, self.accept_again].into_iter().flatten().min();
+        // A send to a socket with room completes during the submit, and its completion
+        // alone would end the wait at once: a second enter per iteration, and smaller
+        // batches. So the wait is for one completion more than the new sends. A send
+        // that does not complete at once (a full socket) must not hold the wait when
+        // nothing else comes: past MIN_WAIT the kernel returns with whatever completed
+        // (IORING_FEAT_MIN_TIMEOUT, 6.12; without it the wait is for one completion).
+        let want = if self.min_timeout {
+            (self.new_sends + 1).min(SQ_ENTRIES as usize)
+        } else {
+            1
+        };
+        self.new_sends = 0;
+        let d = deadline.map(|t| t.saturating_duration_since(Instant::now()));
+        let ts = d.map(|d| Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos()));
+        let mut args = SubmitArgs::new();
+        if want > 1 {
+            args = args.min_wait_usec(MIN_WAIT_US);
+        }
+        let r = match (&ts, want) {
+            (Some(ts), _) => self
+                .ring
+                .submitter()
+                .submit_with_args(want, &args.timespec(ts)),
+            (None, 1) => self.ring.submit_and_wait(1),
+            (None, _) => self.ring.submitter().submit_with_args(want, &args),
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) fn dispatch<S: Sink>(&mut self, sink: &mut S) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        cqes.extend(self.ring.completion());
+        let mut recycled = false;
+        for cqe in cqes.drain(..) {
+            let (kind, idx, gen) = ud_parts(cqe.user_data());
+            let res = cqe.result();
+            let flags = cqe.flags();
+            match kind {
+                K_ACCEPT => self.on_accept(res, flags, sink),
+                K_RECV => {
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        self.bufs.lend(bid);
+                        if res > 0 {
+                            let live = self
+                                .socks
+                                .get(idx)
+                                .is_some_and(|s| s.gen == gen && !s.released && !s.ended);
+                            if live {
+                                let data = self.bufs.get(bid, res as usize);
+                                sink.received(Token::new(idx, gen), data);
+                            }
+                        }
+                        self.bufs.give_back(bid);
+                        recycled = true;
+                    }
+                    self.on_recv_status(idx, gen, res, cqueue::more(flags), sink);
+                }
+                K_SEND => self.on_send(idx, gen, res, sink),
+                K_POLL => self.on_poll(idx, gen, res, sink),
+                K_WAKE => {
+                    sink.woken();
+                    self.arm_wake();
+                }
+                _ => {}
+            }
+        }
+        self.cqes = cqes;
+        if recycled {
+            self.bufs.publish();
+        }
+    }
+
+    fn on_accept<S: Sink>(&mut self, res: i32, flags: u32, sink: &mut S) {
+        if res >= 0 {
+            // SAFETY: the kernel returned a new descriptor that nothing else owns.
+            let fd = unsafe { sys::own(res) };
+            if self.nodelay {
+                let _ = sys::set_nodelay(fd.as_raw_fd());
+            }
+            let peer = sys::peer_addr(fd.as_raw_fd());
+            let t = self.insert(fd, false);
+            self.arm_recv(t.index());
+            sink.accepted(t, peer);
+        } else if res == -libc::EMFILE || res == -libc::ENFILE {
+            // out of descriptors: retry later instead of spinning
+            self.accept_again = Some(Instant::now() + EMFILE_BACKOFF);
+        }
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+            if self.listener.is_some() && self.accept_again.is_none() && res != -libc::ECANCELED {
+                self.arm_accept();
+            } else if res == -libc::ECANCELED {
+                self.listener = None;
+            }
+        }
+    }
+
+    fn on_recv_status<S: Sink>(
+        &mut self,
+        idx: usize,
+        gen: u32,
+        res: i32,
+        more: bool,
+        sink: &mut S,
+    ) {
+        let Some(s) = self.socks.get_mut(idx).filter(|s| s.gen == gen) else {
+            return;
+        };
+        if !more {
+            s.recv = false;
+            s.ops -= 1;
+        }
+        if s.released {
+            self.maybe_free(idx);
+            return;
+        }
+        let t = Token::new(idx, gen);
+        if res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED) {
+            if !s.ended {
+                s.ended = true;
+                let err = (res < 0).then(|| io::Error::from_raw_os_error(-res));
+                sink.closed(t, err);
+            }
+        } else if !more {
+            // ENOBUFS (the ring ran dry), a cancellation while paused and resumed since,
+            // or the kernel ended the multishot: armed again where still wanted
+            self.arm_recv(idx);
+        }
+    }
+
+    fn on_send<S: Sink>(&mut self, idx: usize, gen: u32, res: i32, sink: &mut S) {
+        let Some(s) = self.socks.get_mut(idx).filter(|s| s.gen == gen) else {
+            return;
+        };
+        s.ops -= 1;
+        let op = s.send.take();
+        self.sends_in_flight -= 1;
+        let t = Token::new(idx, gen);
+        let released = s.released;
+        if res >= 0 {
+            s.q.advance(res as usize, &mut self.pool);
+            if !released {
+                s.q.unseal();
+                if res > 0 {
+                    sink.sent(t, res as usize);
+                }
+            }
+        } else if res == -libc::EAGAIN || res == -libc::EINTR {
+            s.q.unseal();
+        } else {
+            s.q.clear(&mut self.pool);
+            if !released && !s.ended {
+                s.ended = true;
+                sink.closed(t, Some(io::Error::from_raw_os_error(-res)));
+            }
+        }
+        if let Some(op) = op {
+            self.recycle_send(op);
+        }
+        if released {
+            self.maybe_free(idx);
+        } else if let Some(s) = self.socks.get_mut(idx) {
+            if !s.dirty && (!s.q.is_empty() || (s.shut_wanted && !s.shut_done)) {
+                s.dirty = true;
+                self.dirty.push(t);
+            }
+        }
+    }
+
+    fn on_poll<S: Sink>(&mut self, idx: usize, gen: u32, res: i32, sink: &mut S) {
+        let Some(s) = self.socks.get_mut(idx).filter(|s| s.gen == gen) else {
+            return;
+        };
+        s.ops -= 1;
+        s.connecting = false;
+        if s.released {
+            self.maybe_free(idx);
+            return;
+        }
+        let t = Token::new(idx, gen);
+        let result = if res < 0 {
+            Err(io::Error::from_raw_os_error(-res))
+        } else {
+            match sys::take_error(s.fd.as_raw_fd()) {
+                Ok(None) => Ok(()),
+                Ok(Some(e)) | Err(e) => Err(e),
+            }
+        };
+        let ok = result.is_ok();
+        if !ok {
+            s.ended = true;
+        } else if !s.q.is_empty() && !s.dirty {
+            s.dirty = true;
+            self.dirty.push(t);
+        }
+        sink.connected(t, result);
+        if ok {
+            self.arm_recv(idx);
+        }
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // Everything in flight is cancelled and waited for (bounded): sends may read
+        // their chunks until their completion. Then the buffer ring is unregistered, so
+        // no receive can pick a buffer any more, before its memory goes.
+        self.drain_backlog();
+        let e = opcode::AsyncCancel2::new(CancelBuilder::any())
+            .build()
+            .user_data(ud(K_CANCEL, 0, 0));
+        self.push(e);
+        self.drain_backlog();
+        let until = Instant::now() + DROP_WAIT;
+        loop {
+            let busy = self.socks.iter().any(|(_, s)| s.ops > 0);
+            if !busy || Instant::now() >= until {
+                break;
+            }
+            let ts = Timespec::new().nsec(10_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            for cqe in self.ring.completion() {
+                let (kind, idx, gen) = ud_parts(cqe.user_data());
+                if !matches!(kind, K_RECV | K_SEND | K_POLL) {
+                    continue;
+                }
+                if let Some(s) = self.socks.get_mut(idx).filter(|s| s.gen == gen) {
+                    let last = kind != K_RECV || !cqueue::more(cqe.flags());
+                    if last {
+                        s.ops = s.ops.saturating_sub(1);
+                        if kind == K_SEND {
+                            s.q.unseal();
+                        }
+                    }
+                }
+            }
+        }
+        // queues whose send even cancellation did not end: the kernel may still read
+        // them, so they are leaked rather than freed under it
+        for (_, s) in self.socks.iter_mut() {
+            if s.ops > 0 {
+                std::mem::forget(std::mem::take(&mut s.q));
+                if let Some(op) = s.send.take() {
+                    std::mem::forget(op);
+                }
+            }
+        }
+        if self.ring.submitter().unregister_buf_ring(BGID).is_ok() {
+            // SAFETY: dropped once, here; the kernel no longer knows the buffer ring and
+            // the receives that used it were cancelled above.
+            unsafe { ManuallyDrop::drop(&mut self.bufs) };
+        }
+        // else the buffers are leaked: the kernel may still hold them
+    }
+}

@@ -1,0 +1,189 @@
+//! The connection state machine around `proto::Connection`: bytes in (carried across
+//! reads when a frame or head is partial), the opening handshake of either role, frames
+//! to handler callbacks, and what the protocol sends by itself.
+
+use super::handler::{ConnError, Handler};
+use super::slot::Phase;
+use super::worker::Worker;
+use super::ws::mark_dirty;
+use crate::proto::close::CloseCode;
+use crate::proto::conn::{Event, Role};
+
+impl<H: Handler> Worker<H> {
+    /// Plain bytes received on `idx` (after its layer). `data` may be unmasked in place.
+    pub(crate) fn on_read(&mut self, idx: usize, data: &mut [u8]) {
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        slot.last_read = self.rt.timers.now_ms();
+        slot.flags.ping_sent = false;
+        if slot.phase == Phase::Lingering || slot.phase == Phase::HttpThenClose {
+            return;
+        }
+        if slot.has_carry() || slot.phase == Phase::Handshake {
+            let cold = slot.cold();
+            if cold.carry.capacity() == 0 {
+                cold.carry = self.rt.pool.get();
+            }
+            cold.carry.extend_from_slice(data);
+            self.process_carry(idx);
+        } else {
+            let used = self.process(idx, data);
+            if let Some(slot) = self.slots.get_mut(idx) {
+                if used < data.len() && slot.phase != Phase::Lingering {
+                    let mut c = self.rt.pool.get();
+                    c.extend_from_slice(&data[used..]);
+                    slot.cold().carry = c;
+                } else {
+                    slot.trim(&mut self.rt.pool);
+                }
+            }
+        }
+    }
+
+    /// Processes what is in `idx`'s carry buffer (after it grew).
+    pub(crate) fn process_carry(&mut self, idx: usize) {
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        let mut carry = std::mem::take(&mut slot.cold().carry);
+        let used = self.process(idx, &mut carry);
+        carry.drain(..used.min(carry.len()));
+        match self.slots.get_mut(idx) {
+            Some(slot) if !carry.is_empty() && slot.phase != Phase::Lingering => {
+                slot.cold().carry = carry
+            }
+            Some(slot) => {
+                self.rt.pool.put(carry);
+                slot.trim(&mut self.rt.pool);
+            }
+            None => self.rt.pool.put(carry),
+        }
+    }
+
+    /// Processes `buf` for `idx`; returns how many bytes were used.
+    fn process(&mut self, idx: usize, buf: &mut [u8]) -> usize {
+        let mut start = 0;
+        if let Some(slot) = self.slots.get(idx) {
+            if slot.phase == Phase::Handshake {
+                let head = match slot.proto.role() {
+                    Role::Server => self.server_handshake(idx, buf),
+                    Role::Client => self.client_handshake(idx, buf),
+                };
+                match head {
+                    Some(n) => start = n,
+                    // an incomplete head stays in the carry buffer until the rest arrives
+                    None if self
+                        .slots
+                        .get(idx)
+                        .is_some_and(|s| s.phase == Phase::Handshake) =>
+                    {
+                        return 0
+                    }
+                    None => return buf.len(),
+                }
+            }
+        }
+        if self.slots.get(idx).is_some_and(|s| s.phase == Phase::Open) {
+            start + self.frames(idx, &mut buf[start..])
+        } else {
+            buf.len()
+        }
+    }
+
+    /// Runs frames through the protocol and the handler; returns bytes used.
+    fn frames(&mut self, idx: usize, buf: &mut [u8]) -> usize {
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return buf.len();
+        };
+        let mut assembly = slot
+            .cold
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.assembly))
+            .unwrap_or_default();
+        let mut pos = 0;
+        loop {
+            let Some(slot) = self.slots.get_mut(idx) else {
+                pos = buf.len();
+                break;
+            };
+            self.rt.ctl.clear();
+            let r = slot
+                .proto
+                .poll_read(&mut buf[pos..], &mut assembly, &mut self.rt.ctl);
+            if !self.rt.ctl.is_empty() {
+                slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
+                mark_dirty(slot, &mut self.rt.dirty, idx);
+            }
+            match r {
+                Ok((n, Some(ev))) => {
+                    pos += n;
+                    let closing = matches!(ev, Event::Close { .. });
+                    if let Event::Close { code, reason } = ev {
+                        slot.close_code = Some(code.unwrap_or(CloseCode::NO_STATUS));
+                        if !reason.is_empty() {
+                            slot.cold().close_reason = Box::from(reason);
+                        }
+                        if slot.proto.should_close_transport() {
+                            // the server closes TCP first (RFC 6455 §7.1.1): a flush runs
+                            // so that the close follows what is queued
+                            slot.flags.close_after_flush = true;
+                            mark_dirty(slot, &mut self.rt.dirty, idx);
+                        }
+                    }
+                    let alive = match ev {
+                        Event::Message(m) => self.call(idx, |h, ws| h.on_message(ws, m)),
+                        Event::Ping(p) => self.call(idx, |h, ws| h.on_ping(ws, p)),
+                        Event::Pong(p) => self.call(idx, |h, ws| h.on_pong(ws, p)),
+                        Event::Close { .. } => Some(()),
+                    };
+                    if alive.is_none() || closing {
+                        pos = buf.len();
+                        break;
+                    }
+                }
+                Ok((n, None)) => {
+                    pos += n;
+                    break;
+                }
+                Err(e) => {
+                    slot.close_code = Some(e.close_code());
+                    slot.flags.close_after_flush = true;
+                    mark_dirty(slot, &mut self.rt.dirty, idx);
+                    self.record_error(idx, ConnError::Protocol(e));
+                    pos = buf.len();
+                    break;
+                }
+            }
+        }
+        if let Some(slot) = self.slots.get_mut(idx) {
+            if assembly.is_empty() {
+                self.rt.pool.put(assembly);
+            } else {
+                slot.cold().assembly = assembly;
+            }
+        }
+        self.run_publishes();
+        pos
+    }
+
+    /// The connection is open: the handshake's leftovers go, idle timing starts, and
+    /// the handler hears of it.
+    pub(crate) fn opened(&mut self, idx: usize) {
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        slot.phase = Phase::Open;
+        slot.timer = 0;
+        if let Some(c) = slot.cold.as_mut() {
+            c.scanner = Default::default();
+            c.peer = None;
+            c.client = None;
+        }
+        self.arm_idle(idx);
+        self.call(idx, |h, ws| h.on_open(ws));
+        if let Some(c) = self.slots.get_mut(idx).and_then(|s| s.cold.as_mut()) {
+            c.protocol = None;
+        }
+    }
+}

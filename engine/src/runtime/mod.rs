@@ -1,0 +1,209 @@
+//! What the server and the client share: worker threads, each running one loop over
+//! its own [`Driver`](crate::driver::Driver) for connections of either role.
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | `worker` | the loop, the driver's [`Sink`](crate::driver::Sink), flushing, timers, commands |
+//! | `slot` | the connection table and one connection's state |
+//! | `conn` | bytes in, frames to callbacks |
+//! | `upgrade` | the server's opening handshake |
+//! | `connect` | the client's opening handshake, [`ConnectRequest`] |
+//! | `ws` | [`WebSocket`], the handle callbacks get |
+//! | `handler` | the [`Handler`] trait and its plain types |
+//! | `mailbox` | commands from other threads |
+//! | `topics`, `timers`, `id` | topics, deadlines, [`ConnId`] |
+
+mod conn;
+pub(crate) mod connect;
+pub(crate) mod handler;
+pub(crate) mod id;
+pub(crate) mod mailbox;
+mod slot;
+mod timers;
+mod topics;
+mod upgrade;
+pub(crate) mod worker;
+pub(crate) mod ws;
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub use connect::{ConnectRequest, UrlError};
+pub use handler::{CloseInfo, ConnError, Handler, HttpResponse, Reject, UpgradeRequest};
+pub use id::ConnId;
+pub use worker::WorkerCtx;
+pub use ws::{SendStatus, WebSocket};
+
+use crate::driver::{Backend, Driver, DriverConfig};
+use crate::server::Config;
+use mailbox::Shared;
+
+/// The driver settings of a runtime configuration.
+fn driver_config(cfg: &Config) -> DriverConfig {
+    DriverConfig {
+        backend: cfg.backend,
+        uring_buffers: cfg.uring_buffers,
+        uring_buffer_size: cfg.uring_buffer_size,
+        recv_buffer_size: cfg.recv_buffer_size,
+        nodelay: cfg.nodelay,
+    }
+}
+
+/// Starts `cfg.workers` worker threads (worker `i` accepts on `listeners[i]` when
+/// given). Returns once every worker has made its driver, or the first set-up error.
+pub(crate) fn spawn<H, F>(
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    factory: Arc<F>,
+    listeners: Vec<Option<OwnedFd>>,
+    name: &str,
+) -> io::Result<(Vec<JoinHandle<io::Result<()>>>, Backend)>
+where
+    H: Handler,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<Backend>>();
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let cfg = cfg.clone();
+        let shared = shared.clone();
+        let factory = factory.clone();
+        let ready = ready_tx.clone();
+        let core_id =
+            (cfg.pin_cores && !cores.is_empty()).then(|| cores[(cfg.first_core + i) % cores.len()]);
+        let t = std::thread::Builder::new()
+            .name(format!("{name}-{i}"))
+            .spawn(move || {
+                if let Some(c) = core_id {
+                    core_affinity::set_for_current(c);
+                }
+                // the driver is made on its own thread (io_uring's SINGLE_ISSUER)
+                let driver = match Driver::new(&driver_config(&cfg)) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ =
+                            ready.send(Err(io::Error::new(e.kind(), format!("worker {i}: {e}"))));
+                        return Err(e);
+                    }
+                };
+                let _ = ready.send(Ok(driver.backend()));
+                drop(ready);
+                let worker = worker::Worker::new(i, cfg, factory(i), shared);
+                worker.run(driver, listener)
+            })?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    let mut backend = Backend::Epoll;
+    let mut first_err = None;
+    for _ in 0..threads.len() {
+        match ready_rx.recv() {
+            Ok(Ok(b)) => backend = b,
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {
+                first_err.get_or_insert(io::Error::other("a worker died during set-up"));
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        // stop the workers that did start
+        for mb in &shared.mailboxes {
+            mb.post(mailbox::Command::Shutdown {
+                deadline: std::time::Instant::now(),
+            });
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(e);
+    }
+    Ok((threads, backend))
+}
+
+/// The part of a server's or client's handle that talks to the workers.
+#[derive(Debug, Clone)]
+pub(crate) struct Remote {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Remote {
+    pub(crate) fn publish(&self, topic: &str, msg: crate::proto::Message<'_>) {
+        let frame: Arc<[u8]> = Arc::from(ws::serialize(msg));
+        let topic: Arc<str> = Arc::from(topic);
+        for mb in &self.shared.mailboxes {
+            mb.post(mailbox::Command::Publish {
+                topic: topic.clone(),
+                frame: frame.clone(),
+            });
+        }
+    }
+
+    pub(crate) fn send(&self, id: ConnId, msg: crate::proto::Message<'_>) -> SendStatus {
+        let Some(mb) = self.shared.mailboxes.get(id.worker()) else {
+            return SendStatus::Dropped;
+        };
+        if mb.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return SendStatus::Dropped;
+        }
+        let frame: Arc<[u8]> = Arc::from(ws::serialize(msg));
+        let n = frame.len();
+        let pending = mb.add_pending(n);
+        if pending > self.cfg.max_buffered {
+            mb.sub_pending(n);
+            return SendStatus::Dropped;
+        }
+        mb.post(mailbox::Command::Send { id, frame });
+        if pending > self.cfg.backpressure_limit || self.shared.is_congested(id) {
+            SendStatus::Backpressure
+        } else {
+            SendStatus::Sent
+        }
+    }
+
+    pub(crate) fn post(&self, worker: usize, cmd: mailbox::Command) -> bool {
+        match self.shared.mailboxes.get(worker) {
+            Some(mb) if !mb.closed.load(std::sync::atomic::Ordering::Relaxed) => {
+                mb.post(cmd);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn shutdown(&self, grace: std::time::Duration) {
+        let deadline = std::time::Instant::now() + grace;
+        for mb in &self.shared.mailboxes {
+            mb.post(mailbox::Command::Shutdown { deadline });
+        }
+    }
+}
+
+/// Waits for `threads`; the first failure or panic is the error.
+pub(crate) fn join(threads: Vec<JoinHandle<io::Result<()>>>) -> io::Result<()> {
+    let mut result = Ok(());
+    for (i, t) in threads.into_iter().enumerate() {
+        let r = match t.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("worker {i}: {e}"))),
+            Err(p) => {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Err(io::Error::other(format!("worker {i} panicked: {what}")))
+            }
+        };
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    result
+}

@@ -1,0 +1,810 @@
+//! One worker: a thread with its own [`Driver`], connection table, buffer pool, timers
+//! and topics, running one loop for either backend and both roles.
+//!
+//! ```text
+//! loop {
+//!     flush            every connection written to: its queue (through its layer) goes
+//!                      to the driver; FIN, resets, closes and read pauses likewise
+//!     submit_and_wait  the driver submits and sleeps until events, a wake-up or the
+//!                      next deadline
+//!     dispatch         the driver reports (Sink): accepted, connected, received, sent,
+//!                      closed, woken; the worker runs the protocol and the handler
+//!     timers, on_tick, shutdown
+//! }
+//! ```
+//!
+//! The worker makes no system call: everything it needs from the sockets is a request
+//! to the driver, made between dispatches.
+
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::handler::{CloseInfo, ConnError, Handler};
+use super::id::ConnId;
+use super::mailbox::{Command, Shared};
+use super::slot::{Flags, Phase, Slot, Slots};
+use super::timers::Timers;
+use super::topics::Topics;
+use super::ws::{mark_dirty, ConnCtx, WebSocket};
+use crate::driver::{Chunk, Driver, Sink, Token};
+use crate::pool::{OutQueue, Pool};
+use crate::proto::close::CloseCode;
+use crate::proto::conn::{Connection, Role};
+use crate::proto::OpCode;
+use crate::server::Config;
+
+/// How long a lingering close waits for the peer's FIN at most.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The worker state that callbacks may touch besides their own connection.
+pub(crate) struct Rt {
+    pub(crate) index: usize,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) pool: Pool,
+    pub(crate) ctl: Vec<u8>,
+    /// Connections written to since the last flush.
+    pub(crate) dirty: Vec<usize>,
+    pub(crate) topics: Topics,
+    pub(crate) publishes: Vec<(Arc<str>, Arc<[u8]>)>,
+    pub(crate) timers: Timers,
+    pub(crate) shared: Arc<Shared>,
+    /// Connections whose reading should start or stop (pause, throttle).
+    pub(crate) reading_changed: Vec<usize>,
+    /// Tokens to give back to the driver (with a reset or not).
+    pub(crate) closes: Vec<(Token, bool)>,
+    /// Tokens whose write side to shut once their queue is written.
+    pub(crate) shutdowns: Vec<Token>,
+    /// The last connection's sequence number (for ids).
+    pub(crate) seq: u64,
+    /// Randomness for client keys and masks (seeded from the OS's per-process keys).
+    pub(crate) rng: u64,
+}
+
+impl Rt {
+    /// A new slot for `token`, with its first deadline `timeout` from now.
+    pub(crate) fn new_slot<D>(
+        &mut self,
+        slots: &mut Slots<D>,
+        token: Token,
+        role: Role,
+        phase: Phase,
+        data: Option<D>,
+        timeout: Duration,
+    ) -> usize {
+        self.seq += 1;
+        let seq = self.seq;
+        let at = self.timers.after(timeout);
+        let layer = self.cfg.layer.as_ref().and_then(|f| f.make());
+        let mask_seed = super::connect::next_rand(&mut self.rng) | 1;
+        let idx = slots.insert(Slot {
+            token,
+            seq,
+            phase,
+            flags: Flags::default(),
+            close_code: None,
+            wire: 0,
+            last_read: self.timers.now_ms(),
+            timer: at,
+            proto: Connection::new(role, self.cfg.limits, mask_seed),
+            out: OutQueue::default(),
+            cold: Some(Box::default()),
+            layer,
+            data,
+        });
+        self.timers.push(at, idx, seq);
+        idx
+    }
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// One worker's state.
+pub(crate) struct Worker<H: Handler> {
+    pub(crate) handler: H,
+    pub(crate) slots: Slots<H::Data>,
+    pub(crate) rt: Rt,
+    commands: Vec<Command>,
+    pub(crate) shutdown: Option<Instant>,
+    /// Scratch for a layer's output.
+    plain: Vec<u8>,
+    /// When the handler wants `on_tick` at the latest.
+    tick_wish: Option<Instant>,
+    listening: bool,
+    /// The waker was woken: read the mailbox.
+    commands_pending: bool,
+}
+
+impl<H: Handler> Worker<H> {
+    pub(crate) fn new(index: usize, cfg: Arc<Config>, handler: H, shared: Arc<Shared>) -> Self {
+        Worker {
+            handler,
+            slots: Slots::new(),
+            rt: Rt {
+                index,
+                cfg,
+                pool: Pool::default(),
+                ctl: Vec::new(),
+                dirty: Vec::new(),
+                topics: Topics::default(),
+                publishes: Vec::new(),
+                timers: Timers::new(),
+                shared,
+                reading_changed: Vec::new(),
+                closes: Vec::new(),
+                shutdowns: Vec::new(),
+                seq: 0,
+                rng: seed() ^ index as u64,
+            },
+            commands: Vec::new(),
+            shutdown: None,
+            plain: Vec::new(),
+            tick_wish: None,
+            listening: false,
+            commands_pending: false,
+        }
+    }
+
+    /// Runs the loop until shutdown. `listener`: accept connections on it (server).
+    pub(crate) fn run(
+        mut self,
+        mut driver: Driver,
+        listener: Option<std::os::fd::OwnedFd>,
+    ) -> io::Result<()> {
+        let mailbox = self.rt.shared.mailboxes[self.rt.index].clone();
+        mailbox.set_waker(driver.waker());
+        if let Some(l) = listener {
+            driver.listen(l)?;
+            self.listening = true;
+        }
+        // commands posted before the waker was set
+        self.on_commands(&mut driver);
+        let r = self.run_loop(&mut driver);
+        mailbox
+            .closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+
+    fn run_loop(&mut self, driver: &mut Driver) -> io::Result<()> {
+        loop {
+            self.flush(driver);
+            let deadline = self.next_deadline();
+            driver.submit_and_wait(deadline)?;
+            self.rt.timers.set_now(Instant::now());
+            driver.dispatch(self);
+            if self.commands_pending {
+                self.commands_pending = false;
+                self.on_commands(driver);
+            }
+            self.on_timers();
+            self.tick(driver);
+            if self.shutdown.is_some() {
+                if self.listening {
+                    self.listening = false;
+                    driver.stop_listening();
+                }
+                if self.shutdown_done() {
+                    self.flush(driver);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let next = self.rt.timers.next();
+        let mut d = [next, self.tick_wish].into_iter().flatten().min();
+        if self.shutdown.is_some() {
+            let soon = self.rt.timers.now() + Duration::from_millis(50);
+            d = Some(d.map_or(soon, |t| t.min(soon)));
+        }
+        d
+    }
+
+    /// Runs the handler's `on_tick`.
+    fn tick(&mut self, driver: &mut Driver) {
+        let Worker {
+            handler, slots, rt, ..
+        } = self;
+        let mut w = WorkerCtx { slots, rt, driver };
+        self.tick_wish = catch_unwind(AssertUnwindSafe(|| handler.on_tick(&mut w)))
+            .ok()
+            .flatten();
+        self.run_publishes();
+    }
+
+    /// Hands every written-to connection's queue to the driver, then the other requests.
+    fn flush(&mut self, driver: &mut Driver) {
+        let mut dirty = std::mem::take(&mut self.rt.dirty);
+        for &idx in &dirty {
+            let Some(slot) = self.slots.get_mut(idx) else {
+                continue;
+            };
+            slot.flags.dirty = false;
+            if slot.flags.reset {
+                let err =
+                    (slot.buffered() > self.rt.cfg.max_buffered).then_some(ConnError::Overflow);
+                self.finish(idx, err);
+                continue;
+            }
+            let token = slot.token;
+            let mut moved = 0usize;
+            let mut failed = None;
+            match slot.layer.as_mut() {
+                None => slot.out.take_all(&mut self.rt.pool, |_, c| {
+                    moved += c.bytes().len();
+                    driver.write(token, c);
+                }),
+                Some(layer) => {
+                    let pool = &mut self.rt.pool;
+                    let mut wire = pool.get();
+                    slot.out.take_all(pool, |pool, c| {
+                        if failed.is_none() {
+                            if let Err(e) = layer.encode(c.bytes(), &mut wire) {
+                                failed = Some(e);
+                            }
+                        }
+                        if let Chunk::Owned(v) = c {
+                            pool.put(v);
+                        }
+                    });
+                    if slot.flags.close_after_flush && slot.phase != Phase::Lingering {
+                        layer.close();
+                    }
+                    if failed.is_none() && layer.wants_write() {
+                        if let Err(e) = layer.flush(&mut wire) {
+                            failed = Some(e);
+                        }
+                    }
+                    moved = wire.len();
+                    if moved > 0 {
+                        driver.write(token, Chunk::Owned(wire));
+                    } else {
+                        pool.put(wire);
+                    }
+                }
+            }
+            slot.wire = slot
+                .wire
+                .saturating_add(moved.min(u32::MAX as usize) as u32);
+            if let Some(e) = failed {
+                slot.flags.reset = true;
+                self.finish(idx, Some(ConnError::Layer(e)));
+                continue;
+            }
+            if slot.flags.close_after_flush && slot.phase != Phase::Lingering {
+                // FIN once the queue is written, then read until the peer's FIN
+                driver.shutdown_write(token);
+                slot.phase = Phase::Lingering;
+                let at = self.rt.timers.after(LINGER.min(self.rt.cfg.close_timeout));
+                slot.timer = at;
+                self.rt.timers.push(at, idx, slot.seq);
+            }
+        }
+        dirty.clear();
+        if self.rt.dirty.is_empty() {
+            self.rt.dirty = dirty;
+        }
+        for t in self.rt.shutdowns.drain(..) {
+            driver.shutdown_write(t);
+        }
+        for idx in std::mem::take(&mut self.rt.reading_changed) {
+            if let Some(s) = self.slots.get(idx) {
+                driver.set_reading(s.token, !(s.flags.paused || s.flags.throttled));
+            }
+        }
+        for (t, reset) in self.rt.closes.drain(..) {
+            driver.close(t, reset);
+        }
+        driver.reclaim(&mut self.rt.pool);
+    }
+
+    /// Runs `f` with the handler and a [`WebSocket`] for `idx`; a panic closes the
+    /// connection with 1011.
+    pub(crate) fn call<R>(
+        &mut self,
+        idx: usize,
+        f: impl FnOnce(&mut H, &mut WebSocket<'_, H::Data>) -> R,
+    ) -> Option<R> {
+        let slot = self.slots.get_mut(idx)?;
+        slot.data.as_ref()?;
+        let id = ConnId::new(self.rt.index, slot.seq, idx);
+        let handler = &mut self.handler;
+        let mut ws = WebSocket {
+            ctx: ConnCtx {
+                id,
+                idx,
+                slot,
+                rt: &mut self.rt,
+            },
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(handler, &mut ws))) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                self.fail_internal(idx);
+                None
+            }
+        }
+    }
+
+    /// A callback panicked: close the connection with 1011, as a close of our own
+    /// (the peer's reply completes it; `close_timeout` bounds the wait).
+    fn fail_internal(&mut self, idx: usize) {
+        let open = self
+            .slots
+            .get(idx)
+            .is_some_and(|s| s.data.is_some() && s.phase == Phase::Open);
+        if open {
+            self.call(idx, |_, ws| {
+                ws.close(CloseCode::INTERNAL_ERROR, "handler panicked")
+            });
+        } else if let Some(slot) = self.slots.get_mut(idx) {
+            slot.flags.close_after_flush = true;
+            mark_dirty(slot, &mut self.rt.dirty, idx);
+        }
+    }
+
+    /// Records why `idx` failed, for `on_error` when it is finished.
+    pub(crate) fn record_error(&mut self, idx: usize, e: ConnError) {
+        if let Some(slot) = self.slots.get_mut(idx) {
+            let cold = slot.cold();
+            if cold.error.is_none() {
+                cold.error = Some(e);
+            }
+        }
+    }
+
+    /// Removes `idx`: tells the handler (`on_error`, then `on_close`), leaves its
+    /// topics, and gives its token back to the driver.
+    pub(crate) fn finish(&mut self, idx: usize, err: Option<ConnError>) {
+        let Some(mut slot) = self.slots.remove(idx) else {
+            return;
+        };
+        let mut cold = slot.cold.take().unwrap_or_default();
+        for t in cold.topics.drain(..) {
+            self.rt.topics.remove_member(t, idx);
+        }
+        let id = ConnId::new(self.rt.index, slot.seq, idx);
+        if slot.flags.backpressured {
+            self.rt.shared.set_congested(id, false);
+        }
+        if let Some(mut data) = slot.data.take() {
+            let clean = slot.proto.was_clean();
+            let code = if clean || slot.close_code.is_some() && slot.proto.close_received() {
+                slot.close_code.unwrap_or(CloseCode::NO_STATUS)
+            } else if slot.proto.failed() {
+                slot.close_code.unwrap_or(CloseCode::ABNORMAL)
+            } else {
+                CloseCode::ABNORMAL
+            };
+            let info = CloseInfo {
+                code,
+                reason: &cold.close_reason,
+                was_clean: clean,
+            };
+            let handler = &mut self.handler;
+            let err = err.or(cold.error.take());
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                if let Some(e) = &err {
+                    handler.on_error(id, &mut data, e);
+                }
+                handler.on_close(id, data, info)
+            }));
+        }
+        self.rt.pool.put(std::mem::take(&mut cold.carry));
+        self.rt.pool.put(std::mem::take(&mut cold.assembly));
+        slot.out.clear(&mut self.rt.pool);
+        self.rt.closes.push((slot.token, slot.flags.reset));
+    }
+
+    pub(crate) fn arm_idle(&mut self, idx: usize) {
+        if let Some(t) = self.rt.cfg.idle_timeout {
+            let Some(slot) = self.slots.get_mut(idx) else {
+                return;
+            };
+            let at = slot.last_read + t.as_millis() as u64;
+            slot.timer = at;
+            self.rt.timers.push(at, idx, slot.seq);
+        }
+    }
+
+    /// Fires due timers.
+    fn on_timers(&mut self) {
+        let mut next = None;
+        while let Some((at, idx, seq)) = self.rt.timers.pop_due(&mut next) {
+            let Some(slot) = self.slots.get_mut(idx) else {
+                continue;
+            };
+            if slot.seq != seq || slot.timer != at {
+                continue;
+            }
+            slot.timer = 0;
+            match slot.phase {
+                Phase::Connecting => self.finish(idx, Some(ConnError::Timeout)),
+                Phase::Handshake if slot.proto.role() == Role::Client => {
+                    self.finish(idx, Some(ConnError::Timeout))
+                }
+                Phase::Handshake => self.http_error(idx, 408, "handshake timeout"),
+                Phase::Lingering | Phase::HttpThenClose => self.finish(idx, None),
+                Phase::Open if slot.proto.close_sent() => {
+                    // the peer never answered our close
+                    slot.flags.close_after_flush = true;
+                    mark_dirty(slot, &mut self.rt.dirty, idx);
+                }
+                Phase::Open => {
+                    let Some(idle) = self.rt.cfg.idle_timeout else {
+                        continue;
+                    };
+                    let idle = idle.as_millis() as u64;
+                    let now = self.rt.timers.now_ms();
+                    if slot.last_read + idle > now {
+                        self.arm_idle(idx);
+                    } else if !slot.flags.ping_sent {
+                        slot.flags.ping_sent = true;
+                        self.rt.ctl.clear();
+                        let _ = slot
+                            .proto
+                            .write_frame(OpCode::Ping, true, b"", &mut self.rt.ctl);
+                        slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
+                        mark_dirty(slot, &mut self.rt.dirty, idx);
+                        let at = now + idle;
+                        slot.timer = at;
+                        self.rt.timers.push(at, idx, seq);
+                    } else {
+                        self.call(idx, |_, ws| ws.close(CloseCode::GOING_AWAY, "idle timeout"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs commands from other threads.
+    fn on_commands(&mut self, driver: &mut Driver) {
+        let mut cmds = std::mem::take(&mut self.commands);
+        let mailbox = self.rt.shared.mailboxes[self.rt.index].clone();
+        mailbox.take(&mut cmds);
+        for c in cmds.drain(..) {
+            match c {
+                Command::Publish { topic, frame } => self.publish_local(&topic, &frame),
+                Command::Send { id, frame } => {
+                    mailbox.sub_pending(frame.len());
+                    self.send_shared(id, frame);
+                }
+                Command::Connect(p) => self.start_connect(driver, *p),
+                Command::Shutdown { deadline } => self.begin_shutdown(deadline),
+            }
+        }
+        self.commands = cmds;
+        self.run_publishes();
+    }
+
+    /// A frame for one connection from another thread: the same limits as `send`.
+    fn send_shared(&mut self, id: ConnId, frame: Arc<[u8]>) {
+        let idx = id.idx();
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        if slot.seq != id.seq() || slot.phase != Phase::Open || slot.proto.close_sent() {
+            return;
+        }
+        slot.out.push_shared(&mut self.rt.pool, frame);
+        let mut ctx = ConnCtx {
+            id,
+            idx,
+            slot,
+            rt: &mut self.rt,
+        };
+        ctx.after_queue();
+    }
+
+    /// Delivers publishes queued by handlers: one shared frame for every receiver.
+    pub(crate) fn run_publishes(&mut self) {
+        while let Some((topic, frame)) = self.rt.publishes.pop() {
+            for (i, mb) in self.rt.shared.mailboxes.iter().enumerate() {
+                if i != self.rt.index {
+                    mb.post(Command::Publish {
+                        topic: topic.clone(),
+                        frame: frame.clone(),
+                    });
+                }
+            }
+            self.publish_local(&topic, &frame);
+        }
+    }
+
+    fn publish_local(&mut self, topic: &str, frame: &Arc<[u8]>) {
+        let Rt {
+            topics,
+            pool,
+            dirty,
+            cfg,
+            shared,
+            index,
+            ..
+        } = &mut self.rt;
+        for idx in topics.members(topic) {
+            let Some(slot) = self.slots.get_mut(idx) else {
+                continue;
+            };
+            if slot.proto.close_sent() || slot.flags.reset || slot.phase != Phase::Open {
+                continue;
+            }
+            slot.out.push_shared(pool, frame.clone());
+            mark_dirty(slot, dirty, idx);
+            let b = slot.buffered();
+            if b > cfg.max_buffered {
+                slot.flags.reset = true;
+            } else if b > cfg.backpressure_limit && !slot.flags.backpressured {
+                slot.flags.backpressured = true;
+                shared.set_congested(ConnId::new(*index, slot.seq, idx), true);
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, deadline: Instant) {
+        self.shutdown = Some(deadline);
+        for idx in self.slots.indexes() {
+            match self.slots.get(idx).map(|s| (s.phase, s.proto.role())) {
+                Some((Phase::Open, _)) => {
+                    self.call(idx, |_, ws| {
+                        ws.close(CloseCode::GOING_AWAY, "server shutdown")
+                    });
+                }
+                Some((Phase::Handshake, Role::Server)) => {
+                    self.http_error(idx, 503, "server shutting down");
+                }
+                Some((Phase::Connecting | Phase::Handshake, Role::Client)) => {
+                    self.finish(idx, Some(ConnError::Timeout));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// During shutdown: whether every connection is gone or the deadline passed (then
+    /// the rest are dropped).
+    fn shutdown_done(&mut self) -> bool {
+        let Some(deadline) = self.shutdown else {
+            return false;
+        };
+        if self.slots.is_empty() {
+            return true;
+        }
+        if self.rt.timers.now() >= deadline {
+            for idx in self.slots.indexes() {
+                self.finish(idx, None);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// After bytes went out: backpressure relief (`on_drain`), read throttling.
+    fn on_sent(&mut self, idx: usize, n: usize) {
+        let limit = self.rt.cfg.backpressure_limit;
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        slot.wire = slot.wire.saturating_sub(n.min(u32::MAX as usize) as u32);
+        if slot.buffered() > limit {
+            return;
+        }
+        if slot.flags.throttled {
+            slot.flags.throttled = false;
+            self.rt.reading_changed.push(idx);
+        }
+        if slot.flags.backpressured {
+            slot.flags.backpressured = false;
+            let id = ConnId::new(self.rt.index, slot.seq, idx);
+            self.rt.shared.set_congested(id, false);
+            if slot.phase == Phase::Open && !slot.proto.close_sent() {
+                self.call(idx, |h, ws| h.on_drain(ws));
+                self.run_publishes();
+            }
+        }
+    }
+
+    /// After reading: stop reading a connection whose outgoing queue is over the
+    /// backpressure limit (TCP's window then slows the peer) until it drains.
+    fn throttle(&mut self, idx: usize) {
+        let limit = self.rt.cfg.backpressure_limit;
+        if let Some(slot) = self.slots.get_mut(idx) {
+            if !slot.flags.throttled && slot.buffered() > limit {
+                slot.flags.throttled = true;
+                self.rt.reading_changed.push(idx);
+            }
+        }
+    }
+
+    /// Bytes from the driver for `idx`, through its layer if it has one.
+    fn on_wire(&mut self, idx: usize, data: &mut [u8]) {
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        let Some(layer) = slot.layer.as_mut() else {
+            self.on_read(idx, data);
+            return;
+        };
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.clear();
+        let r = layer.decode(data, &mut plain);
+        let wants = layer.wants_write();
+        if wants {
+            mark_dirty(slot, &mut self.rt.dirty, idx);
+        }
+        match r {
+            Ok(()) => {
+                if !plain.is_empty() {
+                    self.on_read(idx, &mut plain);
+                }
+            }
+            Err(e) => {
+                slot.flags.reset = true;
+                self.finish(idx, Some(ConnError::Layer(e)));
+            }
+        }
+        self.plain = plain;
+    }
+}
+
+impl<H: Handler> Sink for Worker<H> {
+    fn accepted(&mut self, token: Token, peer: Option<SocketAddr>) {
+        let cfg = self.rt.cfg.clone();
+        let idx = self.rt.new_slot(
+            &mut self.slots,
+            token,
+            Role::Server,
+            Phase::Handshake,
+            None,
+            cfg.handshake_timeout,
+        );
+        if let Some(slot) = self.slots.get_mut(idx) {
+            slot.cold().peer = peer;
+        }
+        if self.slots.len() > cfg.max_connections || self.shutdown.is_some() {
+            self.http_error(idx, 503, "too many connections");
+        }
+    }
+
+    fn connected(&mut self, token: Token, result: io::Result<()>) {
+        let Some(slot) = self.slots.by_token(token) else {
+            return;
+        };
+        let idx = token.index();
+        match result {
+            Ok(()) => {
+                slot.phase = Phase::Handshake;
+                slot.last_read = self.rt.timers.now_ms();
+                mark_dirty(slot, &mut self.rt.dirty, idx);
+            }
+            Err(e) => self.finish(idx, Some(ConnError::Connect(e))),
+        }
+    }
+
+    #[inline]
+    fn received(&mut self, token: Token, data: &mut [u8]) {
+        if self.slots.by_token(token).is_none() {
+            return;
+        }
+        let idx = token.index();
+        self.on_wire(idx, data);
+        self.throttle(idx);
+    }
+
+    fn carry(&mut self, token: Token) -> Option<&mut Vec<u8>> {
+        let slot = self.slots.by_token(token)?;
+        if slot.layer.is_some() {
+            return None;
+        }
+        let cold = slot.cold.as_mut()?;
+        (!cold.carry.is_empty()).then_some(&mut cold.carry)
+    }
+
+    fn received_in_carry(&mut self, token: Token) {
+        let idx = token.index();
+        if let Some(slot) = self.slots.by_token(token) {
+            slot.last_read = self.rt.timers.now_ms();
+            slot.flags.ping_sent = false;
+            self.process_carry(idx);
+            self.throttle(idx);
+        }
+    }
+
+    fn wants_read(&mut self, token: Token) -> bool {
+        self.slots
+            .by_token(token)
+            .is_some_and(|s| !(s.flags.paused || s.flags.throttled))
+    }
+
+    fn sent(&mut self, token: Token, n: usize) {
+        if self.slots.by_token(token).is_some() {
+            self.on_sent(token.index(), n);
+        }
+    }
+
+    fn closed(&mut self, token: Token, error: Option<io::Error>) {
+        let Some(slot) = self.slots.by_token(token) else {
+            return;
+        };
+        slot.flags.ended = true;
+        let idx = token.index();
+        let err = match error {
+            Some(e) => {
+                slot.flags.reset = true;
+                Some(ConnError::Io(e))
+            }
+            None => None,
+        };
+        self.finish(idx, err);
+    }
+
+    fn woken(&mut self) {
+        self.commands_pending = true;
+    }
+}
+
+/// A worker's context for [`Handler::on_tick`]: connections by id, new connections.
+pub struct WorkerCtx<'a, D> {
+    pub(crate) slots: &'a mut Slots<D>,
+    pub(crate) rt: &'a mut Rt,
+    pub(crate) driver: &'a mut Driver,
+}
+
+impl<D> std::fmt::Debug for WorkerCtx<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerCtx")
+            .field("worker", &self.rt.index)
+            .finish()
+    }
+}
+
+impl<D> WorkerCtx<'_, D> {
+    /// This worker's index.
+    pub fn worker(&self) -> usize {
+        self.rt.index
+    }
+
+    /// The time this loop iteration started.
+    pub fn now(&self) -> Instant {
+        self.rt.timers.now()
+    }
+
+    /// Connections on this worker (in every state).
+    pub fn connections(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Runs `f` with the [`WebSocket`] of connection `id` if it is on this worker and
+    /// open. A panic in `f` is not caught here.
+    pub fn with<R>(&mut self, id: ConnId, f: impl FnOnce(&mut WebSocket<'_, D>) -> R) -> Option<R> {
+        if id.worker() != self.rt.index {
+            return None;
+        }
+        let idx = id.idx();
+        let slot = self.slots.get_mut(idx)?;
+        if slot.seq != id.seq() || slot.data.is_none() {
+            return None;
+        }
+        let mut ws = WebSocket {
+            ctx: ConnCtx {
+                id,
+                idx,
+                slot,
+                rt: &mut *self.rt,
+            },
+        };
+        Some(f(&mut ws))
+    }
+}

@@ -1,0 +1,308 @@
+//! The handle to one connection that callbacks get: [`WebSocket`], over the worker's
+//! per-connection context ([`ConnCtx`]).
+
+use std::sync::Arc;
+
+use super::id::ConnId;
+use super::slot::{Phase, Slot};
+use super::worker::Rt;
+use crate::proto::close::CloseCode;
+use crate::proto::conn::{Message, ReadyState, Role};
+use crate::proto::OpCode;
+
+/// What `send` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendStatus {
+    /// Queued (written at the end of this loop iteration).
+    Sent,
+    /// Queued, but the connection is over its backpressure limit: wait for
+    /// `on_drain` before sending more.
+    Backpressure,
+    /// Not sent: the connection is closing, gone, or was dropped for exceeding
+    /// `max_buffered`.
+    Dropped,
+}
+
+/// Serializes a whole unmasked (server) frame once, for sharing among receivers.
+pub(crate) fn serialize(msg: Message<'_>) -> Vec<u8> {
+    let payload = msg.as_bytes();
+    let header = crate::proto::conn::HeaderBytes::unmasked(msg.opcode(), true, payload.len());
+    let mut v = Vec::with_capacity(header.as_slice().len() + payload.len());
+    v.extend_from_slice(header.as_slice());
+    v.extend_from_slice(payload);
+    v
+}
+
+pub(crate) fn mark_dirty<D>(slot: &mut Slot<D>, dirty: &mut Vec<usize>, idx: usize) {
+    if !slot.flags.dirty {
+        slot.flags.dirty = true;
+        dirty.push(idx);
+    }
+}
+
+/// One connection and the worker state its callbacks may touch.
+pub(crate) struct ConnCtx<'a, D> {
+    pub(crate) id: ConnId,
+    pub(crate) idx: usize,
+    pub(crate) slot: &'a mut Slot<D>,
+    pub(crate) rt: &'a mut Rt,
+}
+
+impl<D> ConnCtx<'_, D> {
+    fn mark_dirty(&mut self) {
+        mark_dirty(self.slot, &mut self.rt.dirty, self.idx);
+    }
+
+    pub(crate) fn send(&mut self, msg: Message<'_>) -> SendStatus {
+        let payload = msg.as_bytes();
+        self.send_with(msg.opcode(), payload.len(), |v| {
+            v.extend_from_slice(payload)
+        })
+    }
+
+    /// Queues a data frame of `len` bytes that `fill` appends (exactly `len`) to the
+    /// vector it is given: no staging copy of the payload.
+    pub(crate) fn send_with(
+        &mut self,
+        opcode: OpCode,
+        len: usize,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> SendStatus {
+        if self.slot.flags.reset || self.slot.phase != Phase::Open {
+            return SendStatus::Dropped;
+        }
+        let slot = &mut *self.slot;
+        let ok = match slot.proto.role() {
+            Role::Server => match slot.proto.frame_header(opcode, true, len) {
+                Ok(h) => {
+                    slot.out.push_frame_with(&mut self.rt.pool, &h, len, fill);
+                    true
+                }
+                Err(_) => false,
+            },
+            Role::Client => {
+                let proto = &mut slot.proto;
+                slot.out
+                    .append_with(&mut self.rt.pool, len + 14, |v| {
+                        proto.write_frame_with(opcode, true, len, v, fill)
+                    })
+                    .is_ok()
+            }
+        };
+        if !ok {
+            return SendStatus::Dropped;
+        }
+        self.after_queue()
+    }
+
+    pub(crate) fn after_queue(&mut self) -> SendStatus {
+        self.mark_dirty();
+        let buffered = self.slot.buffered();
+        if buffered > self.rt.cfg.max_buffered {
+            self.slot.flags.reset = true;
+            return SendStatus::Dropped;
+        }
+        if buffered > self.rt.cfg.backpressure_limit {
+            if !self.slot.flags.backpressured {
+                self.slot.flags.backpressured = true;
+                self.rt.shared.set_congested(self.id, true);
+            }
+            SendStatus::Backpressure
+        } else {
+            SendStatus::Sent
+        }
+    }
+
+    pub(crate) fn control(&mut self, op: OpCode, payload: &[u8]) -> SendStatus {
+        if self.slot.phase != Phase::Open {
+            return SendStatus::Dropped;
+        }
+        self.rt.ctl.clear();
+        if self
+            .slot
+            .proto
+            .write_frame(op, true, payload, &mut self.rt.ctl)
+            .is_err()
+        {
+            return SendStatus::Dropped;
+        }
+        self.slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
+        self.after_queue()
+    }
+
+    pub(crate) fn close(&mut self, code: CloseCode, reason: &str) {
+        if self.slot.proto.close_sent() || self.slot.phase != Phase::Open {
+            return;
+        }
+        self.rt.ctl.clear();
+        self.slot.proto.close(Some(code), reason, &mut self.rt.ctl);
+        self.slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
+        self.mark_dirty();
+        let at = self.rt.timers.after(self.rt.cfg.close_timeout);
+        self.slot.timer = at;
+        self.rt.timers.push(at, self.idx, self.slot.seq);
+    }
+
+    pub(crate) fn terminate(&mut self) {
+        self.slot.flags.reset = true;
+        self.slot.flags.close_after_flush = true;
+        self.mark_dirty();
+    }
+
+    pub(crate) fn set_paused(&mut self, paused: bool) {
+        if self.slot.flags.paused != paused {
+            self.slot.flags.paused = paused;
+            self.rt.reading_changed.push(self.idx);
+        }
+    }
+
+    pub(crate) fn subscribe(&mut self, topic: &str) {
+        let id = self.rt.topics.id(topic);
+        if self.rt.topics.add_member(id, self.idx) {
+            self.slot.cold().topics.push(id);
+        }
+    }
+
+    pub(crate) fn unsubscribe(&mut self, topic: &str) {
+        if let Some(id) = self.rt.topics.find(topic) {
+            self.rt.topics.remove_member(id, self.idx);
+            if let Some(c) = self.slot.cold.as_mut() {
+                c.topics.retain(|&t| t != id);
+            }
+        }
+    }
+
+    pub(crate) fn publish(&mut self, topic: &str, frame: Arc<[u8]>) {
+        self.rt.publishes.push((Arc::from(topic), frame));
+    }
+}
+
+/// The handle to one open connection, lent to callbacks.
+pub struct WebSocket<'a, D> {
+    pub(crate) ctx: ConnCtx<'a, D>,
+}
+
+impl<D> std::fmt::Debug for WebSocket<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("id", &self.id())
+            .field("ready_state", &self.ready_state())
+            .finish()
+    }
+}
+
+impl<D> WebSocket<'_, D> {
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.ctx.id
+    }
+
+    /// The connection's data.
+    pub fn data(&mut self) -> &mut D {
+        self.ctx
+            .slot
+            .data
+            .as_mut()
+            .expect("a WebSocket is lent only for a connection with data")
+    }
+
+    /// The subprotocol agreed in the handshake (`None` if none was): available in
+    /// `on_open`; keep it in the connection's data if needed later.
+    pub fn protocol(&self) -> Option<&str> {
+        self.ctx.slot.cold.as_ref()?.protocol.as_deref()
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, text: &str) -> SendStatus {
+        self.ctx.send(Message::Text(text))
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, bytes: &[u8]) -> SendStatus {
+        self.ctx.send(Message::Binary(bytes))
+    }
+
+    /// Sends a message (e.g. the one received, for an echo).
+    pub fn send(&mut self, msg: Message<'_>) -> SendStatus {
+        self.ctx.send(msg)
+    }
+
+    /// Sends a data message of `len` bytes written in place by `fill`, which must
+    /// append exactly `len` bytes to the vector it gets (fewer are padded with zeros,
+    /// more are cut). For [`OpCode::Text`] the bytes must be UTF-8. Saves the copy a
+    /// payload assembled elsewhere would cost.
+    pub fn send_with(
+        &mut self,
+        opcode: OpCode,
+        len: usize,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> SendStatus {
+        match opcode {
+            OpCode::Text | OpCode::Binary => self.ctx.send_with(opcode, len, fill),
+            _ => SendStatus::Dropped,
+        }
+    }
+
+    /// Sends a ping (payload cut to 125 bytes).
+    pub fn ping(&mut self, payload: &[u8]) -> SendStatus {
+        self.ctx.control(OpCode::Ping, payload)
+    }
+
+    /// Starts the close handshake with this code and reason.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        self.ctx.close(code, reason)
+    }
+
+    /// Drops the connection at once, without a close handshake (the peer gets a TCP
+    /// reset; `on_close` reports 1006).
+    pub fn terminate(&mut self) {
+        self.ctx.terminate()
+    }
+
+    /// Stops reading from this connection (TCP's window then slows the peer) until
+    /// [`WebSocket::resume`]. Messages already received are still delivered.
+    pub fn pause(&mut self) {
+        self.ctx.set_paused(true)
+    }
+
+    /// Reads from this connection again after [`WebSocket::pause`].
+    pub fn resume(&mut self) {
+        self.ctx.set_paused(false)
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn buffered_amount(&self) -> usize {
+        self.ctx.slot.buffered()
+    }
+
+    /// The ready state.
+    pub fn ready_state(&self) -> ReadyState {
+        match self.ctx.slot.phase {
+            Phase::Connecting | Phase::Handshake => ReadyState::Connecting,
+            Phase::Open => self.ctx.slot.proto.ready_state(),
+            Phase::HttpThenClose | Phase::Lingering => {
+                if self.ctx.slot.proto.ready_state() == ReadyState::Closed {
+                    ReadyState::Closed
+                } else {
+                    ReadyState::Closing
+                }
+            }
+        }
+    }
+
+    /// Subscribes this connection to a topic.
+    pub fn subscribe(&mut self, topic: &str) {
+        self.ctx.subscribe(topic)
+    }
+
+    /// Unsubscribes this connection from a topic.
+    pub fn unsubscribe(&mut self, topic: &str) {
+        self.ctx.unsubscribe(topic)
+    }
+
+    /// Publishes a message to every subscriber of `topic` on every worker (this
+    /// connection too, if subscribed). The frame is serialized once and shared.
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) {
+        self.ctx.publish(topic, Arc::from(serialize(msg)))
+    }
+}
