@@ -2,13 +2,12 @@
 //! sans-I/O client role. See `docs/loadgen.md` and `soliton-load --help`.
 
 mod plot;
+mod procfs;
 mod report;
 mod run;
 mod slo;
 mod stats;
-mod sys;
 mod target;
-mod uring;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -133,9 +132,10 @@ struct Common {
     /// No live progress line.
     #[arg(long, short = 'q')]
     quiet: bool,
-    /// Socket I/O of the workers: `uring` (io_uring, Linux 6.1+: every send of a loop
-    /// iteration in one system call, multishot receives into a provided buffer ring),
-    /// `epoll`, or `auto`: io_uring where the kernel allows it, else epoll.
+    /// Socket I/O of the workers (Soliton's drivers, as in the server): `uring`
+    /// (io_uring, Linux 6.1+: every send of a loop iteration in one system call,
+    /// multishot receives into a provided buffer ring), `epoll`, or `auto`: io_uring
+    /// where the kernel allows it, else epoll.
     #[arg(long, value_enum, default_value_t = IoArg::Auto)]
     io: IoArg,
 }
@@ -148,20 +148,19 @@ enum IoArg {
     Epoll,
 }
 
-/// Resolves `--io`: `auto` probes io_uring (the ring setup the workers use, and a
-/// provided buffer ring); an explicit `uring` that the kernel refuses is an error.
-fn resolve_io(a: IoArg) -> Result<worker::Io, String> {
-    match a {
-        IoArg::Epoll => Ok(worker::Io::Epoll),
-        IoArg::Uring => uring::probe()
-            .map(|()| worker::Io::Uring)
-            .map_err(|e| format!("--io uring: io_uring is not usable here: {e} (try --io epoll)")),
-        IoArg::Auto => Ok(if uring::probe().is_ok() {
-            worker::Io::Uring
-        } else {
-            worker::Io::Epoll
-        }),
-    }
+/// Resolves `--io`: `auto` probes io_uring (what the engine's driver needs); an
+/// explicit `uring` that the kernel refuses is an error.
+fn resolve_io(a: IoArg) -> Result<soliton::server::Backend, String> {
+    use soliton::server::Backend;
+    let asked = match a {
+        IoArg::Epoll => Backend::Epoll,
+        IoArg::Uring => Backend::IoUring,
+        IoArg::Auto => Backend::Auto,
+    };
+    asked
+        .resolve()
+        .map(|(b, _)| b)
+        .map_err(|e| format!("--io uring: {e} (try --io epoll)"))
 }
 
 /// Message options.
@@ -438,7 +437,7 @@ fn output(r: &Report, json: Option<&PathBuf>, plot: Option<&PathBuf>) -> Result<
 }
 
 fn main() -> ExitCode {
-    sys::init_clock();
+    procfs::init_clock();
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => code,

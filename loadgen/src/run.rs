@@ -9,14 +9,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::procfs::{self as sys, now_ns};
 use crate::report::{
     cpu_weight, encode_hist, fmt_n, fmt_rate, fmt_us, Conns, Cpu, Fanout, Hold, HoldStep, Messages,
     Report, Summary, Tick, FORMAT,
 };
 use crate::stats::{Shared, Stats, NEVER};
-use crate::sys::{self, now_ns};
 use crate::target::Target;
 use crate::worker::{self, Mode, Plan, STAMP};
+use soliton::driver as engine;
 
 /// What a run does.
 #[derive(Clone, Debug)]
@@ -51,8 +52,8 @@ pub(crate) struct Spec {
     pub(crate) close_timeout: Duration,
     pub(crate) server_pid: Option<u32>,
     pub(crate) progress: bool,
-    /// The workers' socket I/O.
-    pub(crate) io: worker::Io,
+    /// The workers' socket I/O (resolved: never `Auto`).
+    pub(crate) io: soliton::server::Backend,
     pub(crate) config: BTreeMap<String, serde_json::Value>,
 }
 
@@ -224,11 +225,11 @@ fn wait(
 
 /// Raises RLIMIT_NOFILE for `need` descriptors; says clearly when that is not allowed.
 pub(crate) fn ensure_fds(need: u64) -> Option<String> {
-    let got = sys::raise_nofile(need);
+    let got = engine::raise_nofile_limit(need);
     if got >= need {
         return None;
     }
-    let (_, hard) = sys::nofile_limit();
+    let (_, hard) = engine::nofile_limit();
     Some(format!(
         "about {need} file descriptors are needed but the limit is {got} (hard limit {hard}, \
          which only root can raise: ulimit -Hn, LimitNOFILE= in systemd, limits.conf); \
@@ -313,7 +314,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
         .unwrap_or(0.0);
 
     // workers
-    let mut handles = Vec::new();
+    let mut plans = Vec::new();
     for w in 0..threads {
         let mode = match spec.kind {
             Kind::Echo { inflight } => Mode::Echo { inflight },
@@ -345,21 +346,22 @@ pub(crate) fn run(spec: &Spec) -> Report {
             connect_timeout: ns(spec.connect_timeout),
             stall_timeout: ns(spec.stall_timeout),
             close_timeout: ns(spec.close_timeout),
-            io: spec.io,
             conns: share(spec.conns, threads, w),
             shared: shared.clone(),
         };
-        let h = std::thread::Builder::new()
-            .name(format!("load-{w}"))
-            .spawn(move || worker::run(plan));
-        match h {
-            Ok(h) => handles.push(h),
-            Err(e) => {
-                eprintln!("soliton-load: cannot start worker thread: {e}");
-                shared.workers[w].done.store(true, Relaxed);
-            }
-        }
+        plans.push(plan);
     }
+    let running = match worker::start(plans, spec.io) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("soliton-load: cannot start the workers: {e}");
+            notes.push(format!("the workers did not start: {e}"));
+            for w in &shared.workers {
+                w.done.store(true, Relaxed);
+            }
+            None
+        }
+    };
     // wait for the workers to publish their thread ids
     let t0 = now_ns();
     while shared
@@ -516,20 +518,21 @@ pub(crate) fn run(spec: &Spec) -> Report {
     // (closing many connections takes the server a while: 100 µs more per open one)
     let now = now_ns();
     let open = shared.sum(|w| &w.open);
-    shared.deadline.store(
-        now + ns(spec.close_timeout) + 500_000_000 + open * 100_000,
-        Relaxed,
-    );
+    let deadline = now + ns(spec.close_timeout) + 500_000_000 + open * 100_000;
+    shared.deadline.store(deadline, Relaxed);
     shared.close_at.store(now, Relaxed);
     let mut total = Stats::new();
-    for h in handles {
-        match h.join() {
-            Ok(s) => total.merge(&s),
-            Err(_) => {
-                notes.push("a worker thread panicked".into());
-                total.error(crate::stats::ErrKind::Io, 1);
+    match running {
+        Some(r) => {
+            // the progress line goes on while the workers close
+            let mut p2 = std::mem::replace(&mut p, Progress::new(false, ""));
+            wait(&mut p2, &shared, "closing", deadline, |_| false);
+            p = p2;
+            for s in r.finish(deadline) {
+                total.merge(&s);
             }
         }
+        None => total.error(crate::stats::ErrKind::Io, 1),
     }
     p.maybe(&shared, "closed");
     p.end();

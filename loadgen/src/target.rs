@@ -1,75 +1,18 @@
 //! The server under test: a `ws://` URL, resolved once, plus what the opening
-//! handshake should carry (subprotocols, extra header fields, Origin).
+//! handshake should carry (subprotocols, extra header fields, Origin), as the engine's
+//! [`ConnectRequest`].
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
+
+use soliton::client::ConnectRequest;
 
 /// Where to connect and what to ask for.
 #[derive(Clone, Debug)]
 pub(crate) struct Target {
     /// The URL as given.
     pub(crate) url: String,
-    /// Resolved server address.
-    pub(crate) addr: SocketAddr,
-    /// `Host` header value (host, and port when not 80).
-    pub(crate) host: String,
-    /// Request target: path and query.
-    pub(crate) path: String,
-    /// Subprotocols offered.
-    pub(crate) protocols: Vec<String>,
-    /// Extra header fields.
-    pub(crate) headers: Vec<(String, String)>,
-    /// `Origin`, if any.
-    pub(crate) origin: Option<String>,
-}
-
-/// Parses `ws://HOST[:PORT][/PATH][?QUERY]` and resolves HOST.
-pub(crate) fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
-    let rest = if let Some(r) = url.strip_prefix("ws://") {
-        r
-    } else if url.starts_with("wss://") {
-        return Err(format!(
-            "{url}: wss:// needs TLS, which soliton-load does not support yet \
-             (use ws://, or put a TLS-terminating proxy in front of the load generator)"
-        ));
-    } else {
-        return Err(format!("{url}: expected a ws:// URL"));
-    };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-        None => (rest, "/".to_string()),
-    };
-    if authority.is_empty() {
-        return Err(format!("{url}: no host"));
-    }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("{url}: unclosed [ in host"))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| format!("{url}: bad port {p:?}"))?,
-            None if after.is_empty() => 80,
-            None => return Err(format!("{url}: junk after ]")),
-        };
-        (h.to_string(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_string(),
-                p.parse().map_err(|_| format!("{url}: bad port {p:?}"))?,
-            ),
-            None => (authority.to_string(), 80u16),
-        }
-    };
-    let addr = match host.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port),
-        Err(_) => (host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| format!("{url}: cannot resolve {host}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{url}: {host} has no address"))?,
-    };
-    Ok((addr, authority.to_string(), path))
+    /// The request every connection makes.
+    pub(crate) req: ConnectRequest,
 }
 
 impl Target {
@@ -79,8 +22,18 @@ impl Target {
         headers: &[String],
         origin: Option<String>,
     ) -> Result<Target, String> {
-        let (addr, host, path) = parse_url(url)?;
-        let mut hs = Vec::new();
+        let mut req = ConnectRequest::new(url)
+            .map_err(|e| {
+                if url.starts_with("wss://") {
+                    format!(
+                        "{url}: wss:// needs TLS, which soliton-load does not support yet \
+                         (use ws://, or put a TLS-terminating proxy in front of the load generator)"
+                    )
+                } else {
+                    format!("{url}: {e}")
+                }
+            })?
+            .protocols(protocols.to_vec());
         for h in headers {
             let (k, v) = h
                 .split_once(':')
@@ -89,16 +42,14 @@ impl Target {
             if k.is_empty() || k.bytes().any(|b| b <= b' ' || b >= 0x7f) {
                 return Err(format!("--header {h:?}: bad field name"));
             }
-            hs.push((k.to_string(), v.trim().to_string()));
+            req = req.header(k, v.trim());
+        }
+        if let Some(o) = origin {
+            req = req.origin(o);
         }
         Ok(Target {
             url: url.to_string(),
-            addr,
-            host,
-            path,
-            protocols: protocols.to_vec(),
-            headers: hs,
-            origin,
+            req,
         })
     }
 }
@@ -166,19 +117,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls() {
-        let (a, h, p) = parse_url("ws://127.0.0.1:9001/chat?x=1").unwrap();
-        assert_eq!(a, "127.0.0.1:9001".parse().unwrap());
-        assert_eq!(h, "127.0.0.1:9001");
-        assert_eq!(p, "/chat?x=1");
-        let (a, _, p) = parse_url("ws://[::1]:80").unwrap();
-        assert_eq!(a, "[::1]:80".parse().unwrap());
-        assert_eq!(p, "/");
-        let (_, _, p) = parse_url("ws://127.0.0.1?q").unwrap();
-        assert_eq!(p, "/?q");
-        assert!(parse_url("wss://x/").unwrap_err().contains("TLS"));
-        assert!(parse_url("http://x/").is_err());
-        assert!(parse_url("ws://127.0.0.1:99999/").is_err());
+    fn targets() {
+        let t = Target::new(
+            "ws://127.0.0.1:9001/chat?x=1",
+            &["chat".into()],
+            &["Cookie: a=b".into()],
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.req.remote(), "127.0.0.1:9001".parse().unwrap());
+        assert!(Target::new("wss://x/", &[], &[], None)
+            .unwrap_err()
+            .contains("TLS"));
+        assert!(Target::new("http://x/", &[], &[], None).is_err());
+        assert!(Target::new("ws://127.0.0.1/", &[], &["nocolon".into()], None).is_err());
     }
 
     #[test]

@@ -130,6 +130,16 @@ impl ConnectRequest {
     pub fn remote(&self) -> SocketAddr {
         self.addr
     }
+
+    /// The `Host` header value (host, and port when given).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The request target: path and query.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
 }
 
 fn split_host_port(a: &str) -> Option<(&str, u16)> {
@@ -320,5 +330,44 @@ impl<H: Handler> Worker<H> {
             slot.flags.reset = true;
         }
         self.finish(idx, Some(e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let r = ConnectRequest::new("ws://127.0.0.1:9001/chat?x=1").unwrap();
+        assert_eq!(r.remote(), "127.0.0.1:9001".parse().unwrap());
+        assert_eq!((r.host(), r.path()), ("127.0.0.1:9001", "/chat?x=1"));
+        let r = ConnectRequest::new("ws://[::1]:80").unwrap();
+        assert_eq!(r.remote(), "[::1]:80".parse().unwrap());
+        assert_eq!(r.path(), "/");
+        let r = ConnectRequest::new("ws://[::1]").unwrap();
+        assert_eq!(r.remote(), "[::1]:80".parse().unwrap());
+        assert_eq!(
+            ConnectRequest::new("ws://127.0.0.1?q").unwrap().path(),
+            "/?q"
+        );
+        assert_eq!(
+            ConnectRequest::new("ws://127.0.0.1").unwrap().remote(),
+            "127.0.0.1:80".parse().unwrap()
+        );
+        assert!(ConnectRequest::new("wss://x/")
+            .unwrap_err()
+            .0
+            .contains("TLS"));
+        for bad in [
+            "http://x/",
+            "ws://127.0.0.1:99999/",
+            "ws:///path",
+            "ws://user@127.0.0.1/",
+            "ws://:80/",
+            "ws://[::1/",
+        ] {
+            assert!(ConnectRequest::new(bad).is_err(), "{bad}");
+        }
     }
 }

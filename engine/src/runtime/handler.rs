@@ -127,7 +127,9 @@ pub enum ConnError {
     Status(u16),
     /// Client: the server's answer broke the handshake rules.
     Handshake(&'static str),
-    /// The connect (client) or the opening handshake did not finish in time.
+    /// Client: the TCP connect did not finish in time.
+    ConnectTimeout,
+    /// The opening handshake did not finish in time.
     Timeout,
     /// The peer broke the protocol; the connection was failed with the error's code.
     Protocol(ProtocolError),
@@ -145,7 +147,8 @@ impl fmt::Display for ConnError {
             ConnError::Connect(e) => write!(f, "connect: {e}"),
             ConnError::Status(s) => write!(f, "upgrade refused with HTTP {s}"),
             ConnError::Handshake(why) => write!(f, "bad handshake response: {why}"),
-            ConnError::Timeout => f.write_str("timed out"),
+            ConnError::ConnectTimeout => f.write_str("connect timed out"),
+            ConnError::Timeout => f.write_str("opening handshake timed out"),
             ConnError::Protocol(e) => write!(f, "protocol error: {}", e.as_str()),
             ConnError::Io(e) => write!(f, "socket: {e}"),
             ConnError::Layer(e) => write!(f, "layer: {e}"),

@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! loop {
+//!     on_tick          the handler's own work
 //!     flush            every connection written to: its queue (through its layer) goes
 //!                      to the driver; FIN, resets, closes and read pauses likewise
 //!     submit_and_wait  the driver submits and sleeps until events, a wake-up or the
 //!                      next deadline
 //!     dispatch         the driver reports (Sink): accepted, connected, received, sent,
 //!                      closed, woken; the worker runs the protocol and the handler
-//!     timers, on_tick, shutdown
+//!     commands, timers, shutdown
 //! }
 //! ```
 //!
@@ -179,6 +180,7 @@ impl<H: Handler> Worker<H> {
 
     fn run_loop(&mut self, driver: &mut Driver) -> io::Result<()> {
         loop {
+            self.tick(driver);
             self.flush(driver);
             let deadline = self.next_deadline();
             driver.submit_and_wait(deadline)?;
@@ -189,7 +191,6 @@ impl<H: Handler> Worker<H> {
                 self.on_commands(driver);
             }
             self.on_timers();
-            self.tick(driver);
             if self.shutdown.is_some() {
                 if self.listening {
                     self.listening = false;
@@ -432,7 +433,7 @@ impl<H: Handler> Worker<H> {
             }
             slot.timer = 0;
             match slot.phase {
-                Phase::Connecting => self.finish(idx, Some(ConnError::Timeout)),
+                Phase::Connecting => self.finish(idx, Some(ConnError::ConnectTimeout)),
                 Phase::Handshake if slot.proto.role() == Role::Client => {
                     self.finish(idx, Some(ConnError::Timeout))
                 }

@@ -197,6 +197,12 @@ impl<D> WebSocket<'_, D> {
         self.ctx.id
     }
 
+    /// When this loop iteration's events were collected (one clock reading per
+    /// iteration, shared by every callback in it).
+    pub fn now(&self) -> std::time::Instant {
+        self.ctx.rt.timers.now()
+    }
+
     /// The connection's data.
     pub fn data(&mut self) -> &mut D {
         self.ctx

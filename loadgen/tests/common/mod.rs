@@ -72,7 +72,12 @@ impl Ours {
 impl Drop for Ours {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
-            h.shutdown(Duration::from_millis(200));
+            if let Err(e) = h.shutdown(Duration::from_millis(200)) {
+                assert!(
+                    std::thread::panicking(),
+                    "server stopped with an error: {e}"
+                );
+            }
         }
     }
 }
