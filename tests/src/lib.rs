@@ -3,17 +3,23 @@
 //! * [`for_each_backend`] runs a test body once per I/O backend; [`builder`] and
 //!   [`TestServer`] start a server on `127.0.0.1:0` (one unpinned worker by default)
 //!   and shut it down when dropped, so a failing test does not leave it running.
-//! * [`RawWs`] is a minimal WebSocket client over a blocking [`TcpStream`] with its own
+//! * [`RawWs`] is a minimal WebSocket client over a blocking [`TestStream`] with its own
 //!   frame encoder and decoder ([`encode_frame`], [`decode_frame`]), written apart from
 //!   the engine so that the tests do not share its bugs; it can send what a correct
 //!   client never would (unmasked frames, reserved opcodes, bad UTF-8).
 //! * [`http_exchange`] writes a raw request and reads the response head and body.
 //!
 //! Every read has a timeout ([`IO_TIMEOUT`]), so no test waits forever.
+//!
+//! With `SOLITON_TEST_LAYER=xor` in the environment, every server the tests start puts
+//! the [`soliton::layer::Xor`] test layer on each connection and every client stream
+//! ([`TestStream`]) XORs its bytes likewise: the whole suite then runs through the
+//! engine's per-connection layer slot, on both backends.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::ops::Deref;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use soliton::proto::Message;
@@ -58,6 +64,20 @@ pub fn for_each_backend(mut f: impl FnMut(Backend)) {
     }
 }
 
+/// Appends the backend of a server that started to the file named by
+/// `SOLITON_TEST_BACKEND_LOG`, if set (CI counts the servers each backend ran).
+pub fn record_backend(b: Backend) {
+    if let Some(path) = std::env::var_os("SOLITON_TEST_BACKEND_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{}", b.name());
+        }
+    }
+}
+
 /// The test configuration: `127.0.0.1:0`, one unpinned worker, `backend`; every other
 /// setting at its default.
 pub fn config(backend: Backend) -> Config {
@@ -66,6 +86,11 @@ pub fn config(backend: Backend) -> Config {
         workers: 1,
         backend,
         pin_cores: false,
+        layer: test_layer_key().map(|k| {
+            soliton::layer::LayerFactory::new(move || {
+                Some(Box::new(soliton::layer::Xor(k)) as Box<dyn soliton::layer::Layer>)
+            })
+        }),
         ..Config::default()
     }
 }
@@ -166,14 +191,72 @@ impl Handler for Echo {
     }
 }
 
+/// The key of the XOR test layer, when `SOLITON_TEST_LAYER=xor` asks for it.
+pub fn test_layer_key() -> Option<u8> {
+    static KEY: OnceLock<Option<u8>> = OnceLock::new();
+    *KEY.get_or_init(|| match std::env::var("SOLITON_TEST_LAYER").as_deref() {
+        Ok("xor") => {
+            eprintln!("soliton-tests: every connection goes through the XOR test layer");
+            Some(0xa5)
+        }
+        Ok("") | Err(_) => None,
+        Ok(other) => panic!("SOLITON_TEST_LAYER={other}: only 'xor' is known"),
+    })
+}
+
+/// A blocking client socket; with the XOR test layer on (see the crate docs), its
+/// bytes are XORed both ways, as the server's layer does. Derefs to the socket for
+/// its options (timeouts, shutdown); reads and writes go through [`Read`]/[`Write`].
+#[derive(Debug)]
+pub struct TestStream {
+    s: TcpStream,
+    xor: Option<u8>,
+}
+
+impl Deref for TestStream {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.s
+    }
+}
+
+impl Read for TestStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.s.read(buf)?;
+        if let Some(k) = self.xor {
+            soliton::layer::xor_in_place(&mut buf[..n], k);
+        }
+        Ok(n)
+    }
+}
+
+impl Write for TestStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.xor {
+            None => self.s.write(buf),
+            Some(k) => {
+                let mut v = buf.to_vec();
+                soliton::layer::xor_in_place(&mut v, k);
+                self.s.write(&v)
+            }
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.s.flush()
+    }
+}
+
 /// A blocking client socket with [`IO_TIMEOUT`] and `TCP_NODELAY`.
-pub fn connect(addr: SocketAddr) -> TcpStream {
+pub fn connect(addr: SocketAddr) -> TestStream {
     let s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
     s.set_write_timeout(Some(IO_TIMEOUT))
         .expect("write timeout");
     s.set_nodelay(true).expect("nodelay");
-    s
+    TestStream {
+        s,
+        xor: test_layer_key(),
+    }
 }
 
 /// A request head from lines (the request line first), CRLF-terminated, with the
@@ -250,7 +333,7 @@ impl HttpReply {
 }
 
 /// `read`, retried when a signal interrupts it.
-pub fn read_retrying(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_retrying(stream: &mut TestStream, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match stream.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -259,10 +342,10 @@ pub fn read_retrying(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize
     }
 }
 
-/// A [`TcpStream`] whose reads and writes are retried when a signal interrupts them
+/// A [`TestStream`] whose reads and writes are retried when a signal interrupts them
 /// (`EINTR` shows up here; the tungstenite client would otherwise fail on it).
 #[derive(Debug)]
-pub struct RetryStream(pub TcpStream);
+pub struct RetryStream(pub TestStream);
 
 impl Read for RetryStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -290,7 +373,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Reads a response head from `stream` into `buf` (which may already hold bytes);
 /// leaves what follows the head in `buf`.
-pub fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<HttpReply> {
+pub fn read_head(stream: &mut TestStream, buf: &mut Vec<u8>) -> io::Result<HttpReply> {
     let end = loop {
         if let Some(p) = find(buf, b"\r\n\r\n") {
             break p + 4;
@@ -335,7 +418,7 @@ pub fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<HttpRe
 
 /// Reads until EOF or reset; returns the bytes read and whether the stream ended
 /// (false: the read timed out or failed otherwise).
-pub fn read_to_end_or_reset(stream: &mut TcpStream) -> (Vec<u8>, bool) {
+pub fn read_to_end_or_reset(stream: &mut TestStream) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     let mut tmp = vec![0u8; 64 * 1024];
     loop {
@@ -365,7 +448,7 @@ pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> HttpReply {
 }
 
 /// Reads a whole response from an open stream (see [`http_exchange`]).
-pub fn read_reply(s: &mut TcpStream) -> HttpReply {
+pub fn read_reply(s: &mut TestStream) -> HttpReply {
     let mut buf = Vec::new();
     let mut r = read_head(s, &mut buf).expect("response head");
     let len: usize = r
@@ -507,7 +590,7 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 #[derive(Debug)]
 pub struct RawWs {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: TestStream,
     /// Bytes received and not yet decoded.
     buf: Vec<u8>,
     /// The 101 response.
@@ -530,7 +613,7 @@ impl RawWs {
     }
 
     /// Reads the 101 response for a request already written on `stream`.
-    pub fn finish_handshake(mut stream: TcpStream) -> RawWs {
+    pub fn finish_handshake(mut stream: TestStream) -> RawWs {
         let mut buf = Vec::new();
         let reply = read_head(&mut stream, &mut buf).expect("101 response");
         assert_eq!(reply.status, 101, "not upgraded: {reply:?}");
@@ -635,6 +718,14 @@ impl RawWs {
         }
     }
 
+    /// Drops the connection with a TCP reset (SO_LINGER 0), no close frame.
+    pub fn reset(self) {
+        socket2::SockRef::from(&*self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("SO_LINGER");
+        drop(self);
+    }
+
     /// Reads until the server closes the TCP connection; panics if it does not within
     /// [`IO_TIMEOUT`] or if any bytes arrive first.
     pub fn expect_eof(&mut self) {
@@ -653,7 +744,7 @@ pub fn open_many(addr: SocketAddr, n: usize) -> Vec<RawWs> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let batch = BATCH.min(n - out.len());
-        let streams: Vec<TcpStream> = (0..batch)
+        let streams: Vec<TestStream> = (0..batch)
             .map(|_| {
                 let mut s = connect(addr);
                 s.write_all(request.as_bytes()).expect("write request");

@@ -381,3 +381,136 @@ impl Driver {
         on_backend!(self, d => d.reclaim(pool))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    fn backends() -> Vec<Backend> {
+        let mut v = vec![Backend::Epoll];
+        match Backend::IoUring.resolve() {
+            Ok(_) => v.push(Backend::IoUring),
+            Err(why) => eprintln!("SKIPPED io_uring: {why}"),
+        }
+        v
+    }
+
+    fn driver(backend: Backend) -> Driver {
+        let d = Driver::new(&DriverConfig {
+            backend,
+            ..DriverConfig::default()
+        })
+        .expect("driver");
+        assert_eq!(d.backend(), backend);
+        d
+    }
+
+    /// Records what the driver reports.
+    #[derive(Default)]
+    struct Log {
+        accepted: Vec<Token>,
+        received: Vec<(Token, Vec<u8>)>,
+        sent: usize,
+        closed: Vec<Token>,
+        woken: usize,
+    }
+
+    impl Sink for Log {
+        fn accepted(&mut self, token: Token, peer: Option<SocketAddr>) {
+            assert!(peer.is_some_and(|p| p.ip().is_loopback()));
+            self.accepted.push(token);
+        }
+        fn connected(&mut self, _: Token, _: io::Result<()>) {}
+        fn received(&mut self, token: Token, data: &mut [u8]) {
+            self.received.push((token, data.to_vec()));
+        }
+        fn sent(&mut self, _: Token, n: usize) {
+            self.sent += n;
+        }
+        fn closed(&mut self, token: Token, _: Option<io::Error>) {
+            self.closed.push(token);
+        }
+        fn woken(&mut self) {
+            self.woken += 1;
+        }
+    }
+
+    fn turn(d: &mut Driver, log: &mut Log) {
+        d.submit_and_wait(Some(Instant::now() + Duration::from_millis(20)))
+            .expect("wait");
+        d.dispatch(log);
+    }
+
+    /// Accept, receive, write (owned and shared chunks, in order), FIN after the
+    /// queue, the peer's FIN reported once, wake-ups: the contract, on each backend.
+    #[test]
+    fn the_contract_over_loopback() {
+        for backend in backends() {
+            let mut d = driver(backend);
+            let l = listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+            let addr = local_addr(&l).unwrap();
+            d.listen(l).unwrap();
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut log = Log::default();
+            let until = Instant::now() + Duration::from_secs(5);
+            while log.accepted.is_empty() && Instant::now() < until {
+                turn(&mut d, &mut log);
+            }
+            let t = log.accepted[0];
+            c.write_all(b"ping").unwrap();
+            while log.received.is_empty() && Instant::now() < until {
+                turn(&mut d, &mut log);
+            }
+            assert_eq!(log.received, vec![(t, b"ping".to_vec())]);
+            d.write(t, Chunk::Owned(b"one ".to_vec()));
+            d.write(t, Chunk::Shared(Arc::from(&b"two "[..])));
+            d.write(t, Chunk::Owned(b"three".to_vec()));
+            d.shutdown_write(t);
+            while log.sent < 13 && Instant::now() < until {
+                turn(&mut d, &mut log);
+            }
+            assert_eq!(log.sent, 13, "every byte written is reported");
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"one two three", "in order, then FIN");
+            drop(c);
+            while log.closed.is_empty() && Instant::now() < until {
+                turn(&mut d, &mut log);
+            }
+            assert_eq!(log.closed, vec![t], "the peer's FIN, reported once");
+            d.waker().wake();
+            while log.woken == 0 && Instant::now() < until {
+                turn(&mut d, &mut log);
+            }
+            assert_eq!(log.woken, 1);
+            d.close(t, false);
+            d.write(t, Chunk::Owned(b"late".to_vec())); // ignored: the token is given up
+            turn(&mut d, &mut log);
+            assert_eq!(d.sockets(), 0, "the socket is gone once nothing names it");
+        }
+    }
+
+    /// A waker keeps its descriptor as long as it lives: waking after the driver is
+    /// gone writes to that eventfd, never to a descriptor number reused since.
+    #[test]
+    fn a_waker_outlives_its_driver() {
+        for backend in backends() {
+            let d = driver(backend);
+            let w = d.waker();
+            let raw = w.raw();
+            drop(d);
+            // a new descriptor does not get the waker's number
+            let f = std::fs::File::open("/dev/null").unwrap();
+            assert_ne!(std::os::fd::AsRawFd::as_raw_fd(&f), raw);
+            let link = std::fs::read_link(format!("/proc/self/fd/{raw}")).unwrap();
+            assert!(
+                link.to_string_lossy().contains("eventfd"),
+                "fd {raw} is {link:?}"
+            );
+            w.wake();
+        }
+    }
+}

@@ -682,7 +682,10 @@ impl Uring {
         if released {
             self.maybe_free(idx);
         } else if let Some(s) = self.socks.get_mut(idx) {
-            if !s.dirty && (!s.q.is_empty() || (s.shut_wanted && !s.shut_done)) {
+            if s.q.is_empty() && s.shut_wanted && !s.shut_done {
+                s.shut_done = true;
+                let _ = sys::shutdown_write(s.fd.as_raw_fd());
+            } else if !s.dirty && !s.q.is_empty() {
                 s.dirty = true;
                 self.dirty.push(t);
             }

@@ -31,6 +31,17 @@ impl ConnId {
         self.key & SEQ_MASK
     }
 
+    /// The worker the connection runs on.
+    pub fn worker_index(self) -> usize {
+        self.worker()
+    }
+
+    /// The connection's slot on its worker: reused by later connections, so not an
+    /// identity (the id as a whole is).
+    pub fn slot(self) -> usize {
+        self.idx()
+    }
+
     /// The id as one number (worker and sequence), unique within the run: for logs and
     /// maps.
     pub fn get(self) -> u64 {

@@ -90,9 +90,20 @@ where
                         return Err(e);
                     }
                 };
+                let handler = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    factory(i)
+                })) {
+                    Ok(h) => h,
+                    Err(_) => {
+                        let e =
+                            io::Error::other(format!("worker {i}: the handler factory panicked"));
+                        let _ = ready.send(Err(io::Error::new(e.kind(), e.to_string())));
+                        return Err(e);
+                    }
+                };
                 let _ = ready.send(Ok(driver.backend()));
                 drop(ready);
-                let worker = worker::Worker::new(i, cfg, factory(i), shared);
+                let worker = worker::Worker::new(i, cfg, handler, shared);
                 worker.run(driver, listener)
             })?;
         threads.push(t);
