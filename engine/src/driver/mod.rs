@@ -504,7 +504,7 @@ mod tests {
             drop(d);
             // a new descriptor does not get the waker's number
             let f = std::fs::File::open("/dev/null").unwrap();
-            assert_ne!(std::os::fd::AsRawFd::as_raw_fd(&f), raw);
+            assert_ne!(AsRawFd::as_raw_fd(&f), raw);
             let link = std::fs::read_link(format!("/proc/self/fd/{raw}")).unwrap();
             assert!(
                 link.to_string_lossy().contains("eventfd"),
