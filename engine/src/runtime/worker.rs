@@ -34,7 +34,6 @@ use crate::driver::{Chunk, Driver, Sink, Token};
 use crate::pool::{OutQueue, Pool};
 use crate::proto::close::CloseCode;
 use crate::proto::conn::{Connection, Role};
-use crate::proto::OpCode;
 use crate::server::Config;
 
 /// How long a lingering close waits for the peer's FIN at most.
@@ -116,7 +115,7 @@ pub(crate) struct Worker<H: Handler> {
     pub(crate) handler: H,
     pub(crate) slots: Slots<H::Data>,
     pub(crate) rt: Rt,
-    commands: Vec<Command>,
+    pub(crate) commands: Vec<Command>,
     pub(crate) shutdown: Option<Instant>,
     /// Scratch for a layer's output.
     plain: Vec<u8>,
@@ -408,188 +407,6 @@ impl<H: Handler> Worker<H> {
         self.rt.pool.put(std::mem::take(&mut cold.assembly));
         slot.out.clear(&mut self.rt.pool);
         self.rt.closes.push((slot.token, slot.flags.reset));
-    }
-
-    pub(crate) fn arm_idle(&mut self, idx: usize) {
-        if let Some(t) = self.rt.cfg.idle_timeout {
-            let Some(slot) = self.slots.get_mut(idx) else {
-                return;
-            };
-            let at = slot.last_read + t.as_millis() as u64;
-            slot.timer = at;
-            self.rt.timers.push(at, idx, slot.seq);
-        }
-    }
-
-    /// Fires due timers.
-    fn on_timers(&mut self) {
-        let mut next = None;
-        while let Some((at, idx, seq)) = self.rt.timers.pop_due(&mut next) {
-            let Some(slot) = self.slots.get_mut(idx) else {
-                continue;
-            };
-            if slot.seq != seq || slot.timer != at {
-                continue;
-            }
-            slot.timer = 0;
-            match slot.phase {
-                Phase::Connecting => self.finish(idx, Some(ConnError::ConnectTimeout)),
-                Phase::Handshake if slot.proto.role() == Role::Client => {
-                    self.finish(idx, Some(ConnError::Timeout))
-                }
-                Phase::Handshake => self.http_error(idx, 408, "handshake timeout"),
-                Phase::Lingering | Phase::HttpThenClose => self.finish(idx, None),
-                Phase::Open if slot.proto.close_sent() => {
-                    // the peer never answered our close
-                    slot.flags.close_after_flush = true;
-                    mark_dirty(slot, &mut self.rt.dirty, idx);
-                }
-                Phase::Open => {
-                    let Some(idle) = self.rt.cfg.idle_timeout else {
-                        continue;
-                    };
-                    let idle = idle.as_millis() as u64;
-                    let now = self.rt.timers.now_ms();
-                    if slot.last_read + idle > now {
-                        self.arm_idle(idx);
-                    } else if !slot.flags.ping_sent {
-                        slot.flags.ping_sent = true;
-                        self.rt.ctl.clear();
-                        let _ = slot
-                            .proto
-                            .write_frame(OpCode::Ping, true, b"", &mut self.rt.ctl);
-                        slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
-                        mark_dirty(slot, &mut self.rt.dirty, idx);
-                        let at = now + idle;
-                        slot.timer = at;
-                        self.rt.timers.push(at, idx, seq);
-                    } else {
-                        self.call(idx, |_, ws| ws.close(CloseCode::GOING_AWAY, "idle timeout"));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs commands from other threads.
-    fn on_commands(&mut self, driver: &mut Driver) {
-        let mut cmds = std::mem::take(&mut self.commands);
-        let mailbox = self.rt.shared.mailboxes[self.rt.index].clone();
-        mailbox.take(&mut cmds);
-        for c in cmds.drain(..) {
-            match c {
-                Command::Publish { topic, frame } => self.publish_local(&topic, &frame),
-                Command::Send { id, frame } => {
-                    mailbox.sub_pending(frame.len());
-                    self.send_shared(id, frame);
-                }
-                Command::Connect(p) => self.start_connect(driver, *p),
-                Command::Shutdown { deadline } => self.begin_shutdown(deadline),
-            }
-        }
-        self.commands = cmds;
-        self.run_publishes();
-    }
-
-    /// A frame for one connection from another thread: the same limits as `send`.
-    fn send_shared(&mut self, id: ConnId, frame: Arc<[u8]>) {
-        let idx = id.idx();
-        let Some(slot) = self.slots.get_mut(idx) else {
-            return;
-        };
-        if slot.seq != id.seq() || slot.phase != Phase::Open || slot.proto.close_sent() {
-            return;
-        }
-        slot.out.push_shared(&mut self.rt.pool, frame);
-        let mut ctx = ConnCtx {
-            id,
-            idx,
-            slot,
-            rt: &mut self.rt,
-        };
-        ctx.after_queue();
-    }
-
-    /// Delivers publishes queued by handlers: one shared frame for every receiver.
-    pub(crate) fn run_publishes(&mut self) {
-        while let Some((topic, frame)) = self.rt.publishes.pop() {
-            for (i, mb) in self.rt.shared.mailboxes.iter().enumerate() {
-                if i != self.rt.index {
-                    mb.post(Command::Publish {
-                        topic: topic.clone(),
-                        frame: frame.clone(),
-                    });
-                }
-            }
-            self.publish_local(&topic, &frame);
-        }
-    }
-
-    fn publish_local(&mut self, topic: &str, frame: &Arc<[u8]>) {
-        let Rt {
-            topics,
-            pool,
-            dirty,
-            cfg,
-            shared,
-            index,
-            ..
-        } = &mut self.rt;
-        for idx in topics.members(topic) {
-            let Some(slot) = self.slots.get_mut(idx) else {
-                continue;
-            };
-            if slot.proto.close_sent() || slot.flags.reset || slot.phase != Phase::Open {
-                continue;
-            }
-            slot.out.push_shared(pool, frame.clone());
-            mark_dirty(slot, dirty, idx);
-            let b = slot.buffered();
-            if b > cfg.max_buffered {
-                slot.flags.reset = true;
-            } else if b > cfg.backpressure_limit && !slot.flags.backpressured {
-                slot.flags.backpressured = true;
-                shared.set_congested(ConnId::new(*index, slot.seq, idx), true);
-            }
-        }
-    }
-
-    fn begin_shutdown(&mut self, deadline: Instant) {
-        self.shutdown = Some(deadline);
-        for idx in self.slots.indexes() {
-            match self.slots.get(idx).map(|s| (s.phase, s.proto.role())) {
-                Some((Phase::Open, _)) => {
-                    self.call(idx, |_, ws| {
-                        ws.close(CloseCode::GOING_AWAY, "server shutdown")
-                    });
-                }
-                Some((Phase::Handshake, Role::Server)) => {
-                    self.http_error(idx, 503, "server shutting down");
-                }
-                Some((Phase::Connecting | Phase::Handshake, Role::Client)) => {
-                    self.finish(idx, Some(ConnError::Timeout));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// During shutdown: whether every connection is gone or the deadline passed (then
-    /// the rest are dropped).
-    fn shutdown_done(&mut self) -> bool {
-        let Some(deadline) = self.shutdown else {
-            return false;
-        };
-        if self.slots.is_empty() {
-            return true;
-        }
-        if self.rt.timers.now() >= deadline {
-            for idx in self.slots.indexes() {
-                self.finish(idx, None);
-            }
-            return true;
-        }
-        false
     }
 
     /// After bytes went out: backpressure relief (`on_drain`), read throttling.
