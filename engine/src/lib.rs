@@ -30,6 +30,7 @@
 //!   [`server::Handler`].
 #![warn(missing_docs)]
 
+mod bits;
 pub mod client;
 pub mod driver;
 pub mod layer;

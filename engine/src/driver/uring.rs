@@ -116,25 +116,40 @@ fn new_send_op() -> Box<SendOp> {
     })
 }
 
+crate::bits::bit_flags! {
+    /// A socket's state bits.
+    SockFlags:
+    /// A multishot receive is armed (counted in `ops`).
+    recv set_recv = 1;
+    /// A connect's poll is armed (counted in `ops`).
+    connecting set_connecting = 2;
+    /// The caller gave the token up.
+    released set_released = 4;
+    /// The end of the read side was reported.
+    ended set_ended = 8;
+    /// In the list of sockets to send for at the next submit.
+    dirty set_dirty = 16;
+    /// The caller wants it read.
+    reading set_reading = 32;
+    /// FIN once the queue is written.
+    shut_wanted set_shut_wanted = 64;
+    /// FIN sent.
+    shut_done set_shut_done = 128;
+}
+
+/// No send in flight (`Sock::send`).
+const NO_SEND: u32 = u32::MAX;
+
 struct Sock {
     fd: OwnedFd,
     gen: u32,
     /// Wire bytes; the sealed chunks are those of the send in flight.
     q: OutQueue,
-    /// The in-flight sendmsg's header and iovecs.
-    send: Option<Box<SendOp>>,
+    /// The in-flight sendmsg's header and iovecs: an index into `Uring::sends`.
+    send: u32,
     /// Operations (queued or submitted) that name `fd`.
     ops: u8,
-    recv: bool,
-    connecting: bool,
-    /// The caller gave the token up.
-    released: bool,
-    /// The end of the read side was reported.
-    ended: bool,
-    dirty: bool,
-    reading: bool,
-    shut_wanted: bool,
-    shut_done: bool,
+    f: SockFlags,
 }
 
 pub(super) struct Uring {
@@ -151,7 +166,10 @@ pub(super) struct Uring {
     wake_buf: Box<u64>,
     backlog: VecDeque<squeue::Entry>,
     dirty: Vec<Token>,
-    // boxed so an operation's address stays put while it moves
+    /// Send operations in flight, by `Sock::send`; boxed so that an operation's
+    /// address stays put while the slab grows.
+    sends: Slab<Box<SendOp>>,
+    // boxed likewise, kept for reuse
     #[allow(clippy::vec_box)]
     free_sends: Vec<Box<SendOp>>,
     /// Sends in flight, and those started since the last wait.
@@ -190,6 +208,7 @@ impl Uring {
             wake_buf: Box::new(0),
             backlog: VecDeque::new(),
             dirty: Vec::new(),
+            sends: Slab::new(),
             free_sends: Vec::new(),
             sends_in_flight: 0,
             new_sends: 0,
@@ -265,10 +284,10 @@ impl Uring {
         let Some(s) = self.socks.get_mut(idx) else {
             return;
         };
-        if s.recv || s.released || s.ended || !s.reading || s.connecting {
+        if s.f.recv() || s.f.released() || s.f.ended() || !s.f.reading() || s.f.connecting() {
             return;
         }
-        s.recv = true;
+        s.f.set_recv(true);
         s.ops += 1;
         let e = opcode::RecvMulti::new(Fd(s.fd.as_raw_fd()), BGID)
             .build()
@@ -289,16 +308,14 @@ impl Uring {
             fd,
             gen: self.gen,
             q: OutQueue::default(),
-            send: None,
+            send: NO_SEND,
             ops: 0,
-            recv: false,
-            connecting,
-            released: false,
-            ended: false,
-            dirty: false,
-            reading: true,
-            shut_wanted: false,
-            shut_done: false,
+            f: {
+                let mut f = SockFlags::default();
+                f.set_connecting(connecting);
+                f.set_reading(true);
+                f
+            },
         });
         Token::new(idx, self.gen)
     }
@@ -306,7 +323,7 @@ impl Uring {
     fn live(&mut self, t: Token) -> Option<&mut Sock> {
         self.socks
             .get_mut(t.index())
-            .filter(|s| s.gen == t.gen() && !s.released)
+            .filter(|s| s.gen == t.gen() && !s.f.released())
     }
 
     pub(super) fn listen(&mut self, listener: OwnedFd) -> io::Result<()> {
@@ -349,34 +366,34 @@ impl Uring {
         let Some(s) = self
             .socks
             .get_mut(t.index())
-            .filter(|s| s.gen == t.gen() && !s.released)
+            .filter(|s| s.gen == t.gen() && !s.f.released())
         else {
             return;
         };
         s.q.push_chunk(&mut self.pool, chunk);
-        if !s.dirty {
-            s.dirty = true;
+        if !s.f.dirty() {
+            s.f.set_dirty(true);
             self.dirty.push(t);
         }
     }
 
     pub(super) fn shutdown_write(&mut self, t: Token) {
         let Some(s) = self.live(t) else { return };
-        s.shut_wanted = true;
-        if !s.dirty {
-            s.dirty = true;
+        s.f.set_shut_wanted(true);
+        if !s.f.dirty() {
+            s.f.set_dirty(true);
             self.dirty.push(t);
         }
     }
 
     pub(super) fn close(&mut self, t: Token, reset: bool) {
         let Some(s) = self.live(t) else { return };
-        s.released = true;
+        s.f.set_released(true);
         let (fd, recv, sending, connecting, gen) = (
             s.fd.as_raw_fd(),
-            s.recv,
-            s.send.is_some(),
-            s.connecting,
+            s.f.recv(),
+            s.send != NO_SEND,
+            s.f.connecting(),
             s.gen,
         );
         if reset {
@@ -403,24 +420,22 @@ impl Uring {
         if self
             .socks
             .get(idx)
-            .is_some_and(|s| s.released && s.ops == 0)
+            .is_some_and(|s| s.f.released() && s.ops == 0)
         {
             let mut s = self.socks.remove(idx);
             s.q.clear(&mut self.pool);
-            if let Some(op) = s.send.take() {
-                self.recycle_send(op);
-            }
+            debug_assert_eq!(s.send, NO_SEND, "no send in flight: ops is 0");
             // `s.fd` closes here
         }
     }
 
     pub(super) fn set_reading(&mut self, t: Token, on: bool) {
         let Some(s) = self.live(t) else { return };
-        if s.reading == on {
+        if s.f.reading() == on {
             return;
         }
-        s.reading = on;
-        let (recv, gen) = (s.recv, s.gen);
+        s.f.set_reading(on);
+        let (recv, gen) = (s.f.recv(), s.gen);
         if on {
             self.arm_recv(t.index());
         } else if recv {
@@ -457,12 +472,12 @@ impl Uring {
         let Some(s) = self.socks.get_mut(idx) else {
             return;
         };
-        if s.released || s.send.is_some() || s.connecting {
+        if s.f.released() || s.send != NO_SEND || s.f.connecting() {
             return;
         }
         if s.q.is_empty() {
-            if s.shut_wanted && !s.shut_done {
-                s.shut_done = true;
+            if s.f.shut_wanted() && !s.f.shut_done() {
+                s.f.set_shut_done(true);
                 let _ = sys::shutdown_write(s.fd.as_raw_fd());
             }
             return;
@@ -482,7 +497,7 @@ impl Uring {
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data(ud(K_SEND, idx, s.gen));
-        s.send = Some(op);
+        s.send = self.sends.insert(op) as u32;
         self.sends_in_flight += 1;
         self.new_sends += 1;
         self.push(e);
@@ -492,7 +507,7 @@ impl Uring {
         let mut dirty = std::mem::take(&mut self.dirty);
         for &t in &dirty {
             if let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen()) {
-                s.dirty = false;
+                s.f.set_dirty(false);
                 self.start_send(t.index());
             }
         }
@@ -566,7 +581,7 @@ impl Uring {
                             let live = self
                                 .socks
                                 .get(idx)
-                                .is_some_and(|s| s.gen == gen && !s.released && !s.ended);
+                                .is_some_and(|s| s.gen == gen && !s.f.released() && !s.f.ended());
                             if live {
                                 let data = self.bufs.get(bid, res as usize);
                                 sink.received(Token::new(idx, gen), data);
@@ -629,17 +644,17 @@ impl Uring {
             return;
         };
         if !more {
-            s.recv = false;
+            s.f.set_recv(false);
             s.ops -= 1;
         }
-        if s.released {
+        if s.f.released() {
             self.maybe_free(idx);
             return;
         }
         let t = Token::new(idx, gen);
         if res == 0 || (res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED) {
-            if !s.ended {
-                s.ended = true;
+            if !s.f.ended() {
+                s.f.set_ended(true);
                 let err = (res < 0).then(|| io::Error::from_raw_os_error(-res));
                 sink.closed(t, err);
             }
@@ -655,10 +670,11 @@ impl Uring {
             return;
         };
         s.ops -= 1;
-        let op = s.send.take();
+        let op = (s.send != NO_SEND).then(|| self.sends.remove(s.send as usize));
+        s.send = NO_SEND;
         self.sends_in_flight -= 1;
         let t = Token::new(idx, gen);
-        let released = s.released;
+        let released = s.f.released();
         if res >= 0 {
             s.q.advance(res as usize, &mut self.pool);
             if !released {
@@ -671,8 +687,8 @@ impl Uring {
             s.q.unseal();
         } else {
             s.q.clear(&mut self.pool);
-            if !released && !s.ended {
-                s.ended = true;
+            if !released && !s.f.ended() {
+                s.f.set_ended(true);
                 sink.closed(t, Some(io::Error::from_raw_os_error(-res)));
             }
         }
@@ -682,11 +698,11 @@ impl Uring {
         if released {
             self.maybe_free(idx);
         } else if let Some(s) = self.socks.get_mut(idx) {
-            if s.q.is_empty() && s.shut_wanted && !s.shut_done {
-                s.shut_done = true;
+            if s.q.is_empty() && s.f.shut_wanted() && !s.f.shut_done() {
+                s.f.set_shut_done(true);
                 let _ = sys::shutdown_write(s.fd.as_raw_fd());
-            } else if !s.dirty && !s.q.is_empty() {
-                s.dirty = true;
+            } else if !s.f.dirty() && !s.q.is_empty() {
+                s.f.set_dirty(true);
                 self.dirty.push(t);
             }
         }
@@ -697,8 +713,8 @@ impl Uring {
             return;
         };
         s.ops -= 1;
-        s.connecting = false;
-        if s.released {
+        s.f.set_connecting(false);
+        if s.f.released() {
             self.maybe_free(idx);
             return;
         }
@@ -713,9 +729,9 @@ impl Uring {
         };
         let ok = result.is_ok();
         if !ok {
-            s.ended = true;
-        } else if !s.q.is_empty() && !s.dirty {
-            s.dirty = true;
+            s.f.set_ended(true);
+        } else if !s.q.is_empty() && !s.f.dirty() {
+            s.f.set_dirty(true);
             self.dirty.push(t);
         }
         sink.connected(t, result);
@@ -754,8 +770,10 @@ impl Drop for Uring {
                     let last = kind != K_RECV || !cqueue::more(cqe.flags());
                     if last {
                         s.ops = s.ops.saturating_sub(1);
-                        if kind == K_SEND {
+                        if kind == K_SEND && s.send != NO_SEND {
                             s.q.unseal();
+                            self.sends.remove(s.send as usize);
+                            s.send = NO_SEND;
                         }
                     }
                 }
@@ -766,16 +784,25 @@ impl Drop for Uring {
         for (_, s) in self.socks.iter_mut() {
             if s.ops > 0 {
                 std::mem::forget(std::mem::take(&mut s.q));
-                if let Some(op) = s.send.take() {
-                    std::mem::forget(op);
-                }
             }
         }
+        // and so are the headers of those sends
+        std::mem::forget(std::mem::take(&mut self.sends));
         if self.ring.submitter().unregister_buf_ring(BGID).is_ok() {
             // SAFETY: dropped once, here; the kernel no longer knows the buffer ring and
             // the receives that used it were cancelled above.
             unsafe { ManuallyDrop::drop(&mut self.bufs) };
         }
         // else the buffers are leaked: the kernel may still hold them
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What the driver keeps per socket is part of every idle connection's cost.
+    #[test]
+    fn socket_record_stays_small() {
+        let n = size_of::<super::Sock>();
+        assert!(n <= 24, "io_uring Sock grew to {n} bytes");
     }
 }

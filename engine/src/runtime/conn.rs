@@ -15,8 +15,8 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.slots.get_mut(idx) else {
             return;
         };
-        slot.last_read = self.rt.timers.now_ms();
-        slot.flags.ping_sent = false;
+        slot.last_read = self.rt.timers.now_ms() as u32;
+        slot.flags.set_ping_sent(false);
         if slot.phase == Phase::Lingering || slot.phase == Phase::HttpThenClose {
             return;
         }
@@ -127,7 +127,7 @@ impl<H: Handler> Worker<H> {
                         if slot.proto.should_close_transport() {
                             // the server closes TCP first (RFC 6455 §7.1.1): a flush runs
                             // so that the close follows what is queued
-                            slot.flags.close_after_flush = true;
+                            slot.flags.set_close_after_flush(true);
                             mark_dirty(slot, &mut self.rt.dirty, idx);
                         }
                     }
@@ -148,7 +148,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Err(e) => {
                     slot.close_code = Some(e.close_code());
-                    slot.flags.close_after_flush = true;
+                    slot.flags.set_close_after_flush(true);
                     mark_dirty(slot, &mut self.rt.dirty, idx);
                     self.record_error(idx, ConnError::Protocol(e));
                     pos = buf.len();

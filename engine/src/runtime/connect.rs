@@ -327,7 +327,7 @@ impl<H: Handler> Worker<H> {
 
     fn fail_handshake(&mut self, idx: usize, e: ConnError) {
         if let Some(slot) = self.slots.get_mut(idx) {
-            slot.flags.reset = true;
+            slot.flags.set_reset(true);
         }
         self.finish(idx, Some(e));
     }

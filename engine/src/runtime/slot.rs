@@ -26,21 +26,23 @@ pub(crate) enum Phase {
     Lingering,
 }
 
-/// Per-connection flags.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Flags {
-    pub(crate) dirty: bool,
-    pub(crate) backpressured: bool,
-    pub(crate) close_after_flush: bool,
-    pub(crate) ping_sent: bool,
+crate::bits::bit_flags! {
+    /// Per-connection flags, one bit each (an idle connection costs what its slot does).
+    Flags:
+    /// In the worker's list of connections to flush.
+    dirty set_dirty = 1;
+    /// `send` reported backpressure; `on_drain` is owed.
+    backpressured set_backpressured = 2;
+    /// Shut the write side once what is queued is handed to the driver.
+    close_after_flush set_close_after_flush = 4;
+    /// The idle ping went out.
+    ping_sent set_ping_sent = 8;
     /// Over `max_buffered`, a failed layer, a failed socket: drop with RST.
-    pub(crate) reset: bool,
-    /// The socket's read side ended (EOF or error).
-    pub(crate) ended: bool,
+    reset set_reset = 16;
     /// The application paused reading.
-    pub(crate) paused: bool,
+    paused set_paused = 32;
     /// Reading is held back because the outgoing queue is over the limit.
-    pub(crate) throttled: bool,
+    throttled set_throttled = 64;
 }
 
 /// One connection. What only some connections need lives in [`Cold`], allocated on
@@ -53,15 +55,16 @@ pub(crate) struct Slot<D> {
     pub(crate) close_code: Option<CloseCode>,
     /// Bytes handed to the driver and not yet reported written.
     pub(crate) wire: u32,
-    /// Milliseconds (timer clock) of the last read.
-    pub(crate) last_read: u64,
-    /// The deadline that matters now (ms), 0 for none.
-    pub(crate) timer: u64,
+    /// Milliseconds (timer clock, low 32 bits) of the last read.
+    pub(crate) last_read: u32,
+    /// The deadline that matters now ([`ms32`] of it), 0 for none.
+    pub(crate) timer: u32,
+    /// When this slot's entry in the timer heap is due ([`ms32`]), 0 for none.
+    pub(crate) sched: u32,
     pub(crate) proto: Connection,
     /// What the application sent, not yet handed to the layer and the driver.
     pub(crate) out: OutQueue,
     pub(crate) cold: Option<Box<Cold>>,
-    pub(crate) layer: Option<Box<dyn Layer>>,
     pub(crate) data: Option<D>,
 }
 
@@ -86,6 +89,8 @@ pub(crate) struct Cold {
     pub(crate) client: Option<Box<super::connect::ClientHandshake>>,
     /// Why the connection failed, for `on_error` when it is finished.
     pub(crate) error: Option<super::handler::ConnError>,
+    /// The connection's layer (TLS, ...): a connection with one keeps its `Cold`.
+    pub(crate) layer: Option<Box<dyn Layer>>,
 }
 
 impl Cold {
@@ -95,6 +100,7 @@ impl Cold {
             && self.topics.is_empty()
             && self.close_reason.is_empty()
             && self.error.is_none()
+            && self.layer.is_none()
     }
 }
 
@@ -121,6 +127,13 @@ impl<D> Slot<D> {
             }
         }
     }
+}
+
+/// A deadline as a slot keeps it: its low 32 bits, never 0 (0 is "none"). Slots keep
+/// 32-bit times to stay small; the heap keeps the full 64-bit deadline.
+#[inline]
+pub(crate) fn ms32(at: u64) -> u32 {
+    (at as u32).max(1)
 }
 
 /// Slots by token index.
@@ -185,5 +198,21 @@ impl<D> Slots<D> {
             .enumerate()
             .filter_map(|(i, s)| s.as_ref().map(|_| i))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle connection's slot, and the driver's record of its socket, are what the
+    /// budget per idle connection pays for (with the kernel's socket outside it).
+    #[test]
+    fn idle_slot_stays_small() {
+        let size = size_of::<Option<super::Slot<()>>>();
+        eprintln!(
+            "Slot<()> {size} B, Connection {} B, Cold {} B",
+            size_of::<crate::proto::Connection>(),
+            size_of::<super::Cold>()
+        );
+        assert!(size <= 144, "Slot<()> grew to {size} bytes");
     }
 }

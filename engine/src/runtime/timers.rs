@@ -1,22 +1,38 @@
 //! Deadlines of one worker, in milliseconds since its epoch: a heap of (deadline, slot,
-//! sequence). A slot keeps the one deadline that matters to it now; an entry whose slot
-//! is gone, reused, or moved on to another deadline is skipped when it comes up.
+//! sequence), 16 bytes an entry, at most one live entry per connection. A slot keeps
+//! the one deadline that matters to it now (`timer`) and when its heap entry is due
+//! (`sched`). A later deadline does not push an entry: when the earlier entry comes up,
+//! it is pushed again for the deadline then in force. An earlier deadline pushes one
+//! (the later entry is then skipped as stale). An entry whose slot is gone or reused is
+//! skipped too.
+//!
+//! Slots keep these times in 32 bits (their low bits, [`ms32`]); they are read back
+//! relative to now ([`full`]), which is exact for any deadline within 24 days of now:
+//! every timeout is capped at [`MAX_TIMEOUT`].
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use super::handler::{ConnError, Handler};
-use super::slot::Phase;
+use super::slot::{ms32, Phase};
 use super::worker::Worker;
 use super::ws::mark_dirty;
 use crate::proto::close::CloseCode;
 use crate::proto::conn::Role;
 use crate::proto::OpCode;
 
+/// The longest timeout a slot's 32-bit times can hold (see the module docs).
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 24 * 3600);
+
+/// A slot's 32-bit time, read back as the full time nearest to `now`.
+pub(crate) fn full(now: u64, t32: u32) -> u64 {
+    (now as i64 + t32.wrapping_sub(now as u32) as i32 as i64).max(0) as u64
+}
+
 #[derive(Debug)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    heap: BinaryHeap<Reverse<(u64, u32, u32)>>,
     epoch: Instant,
     now: Instant,
     now_ms: u64,
@@ -48,9 +64,9 @@ impl Timers {
         self.now_ms
     }
 
-    /// The deadline `after` from now, in ms.
+    /// The deadline `after` from now (at most [`MAX_TIMEOUT`]), in ms.
     pub(crate) fn after(&self, after: Duration) -> u64 {
-        self.now_ms + after.as_millis() as u64
+        self.now_ms + after.min(MAX_TIMEOUT).as_millis() as u64
     }
 
     /// The instant of a deadline kept in ms.
@@ -58,8 +74,14 @@ impl Timers {
         self.epoch + Duration::from_millis(ms)
     }
 
-    pub(crate) fn push(&mut self, at: u64, idx: usize, seq: u64) {
-        self.heap.push(Reverse((at, idx, seq)));
+    /// Sets a slot's deadline to `at` (its `timer` and `sched`; `idx` and `seq` name
+    /// it in the heap).
+    pub(crate) fn arm(&mut self, timer: &mut u32, sched: &mut u32, at: u64, idx: usize, seq: u64) {
+        *timer = ms32(at);
+        if *sched == 0 || at < full(self.now_ms, *sched) {
+            *sched = ms32(at);
+            self.heap.push(Reverse((at, idx as u32, seq as u32)));
+        }
     }
 
     /// The earliest deadline (possibly of a stale entry: waking for it is harmless).
@@ -69,14 +91,14 @@ impl Timers {
 
     /// The next entry due by now, removed; or `None`, with the next deadline left in
     /// `next`.
-    pub(crate) fn pop_due(&mut self, next: &mut Option<Instant>) -> Option<(u64, usize, u64)> {
+    pub(crate) fn pop_due(&mut self, next: &mut Option<Instant>) -> Option<(u64, usize, u32)> {
         let &Reverse((at, idx, seq)) = self.heap.peek()?;
         if at > self.now_ms {
             *next = Some(self.instant_of(at));
             return None;
         }
         self.heap.pop();
-        Some((at, idx, seq))
+        Some((at, idx as usize, seq))
     }
 }
 
@@ -86,9 +108,11 @@ impl<H: Handler> Worker<H> {
             let Some(slot) = self.slots.get_mut(idx) else {
                 return;
             };
-            let at = slot.last_read + t.as_millis() as u64;
-            slot.timer = at;
-            self.rt.timers.push(at, idx, slot.seq);
+            let now = self.rt.timers.now_ms();
+            let at = full(now, slot.last_read) + t.min(MAX_TIMEOUT).as_millis() as u64;
+            self.rt
+                .timers
+                .arm(&mut slot.timer, &mut slot.sched, at, idx, slot.seq);
         }
     }
 
@@ -99,7 +123,20 @@ impl<H: Handler> Worker<H> {
             let Some(slot) = self.slots.get_mut(idx) else {
                 continue;
             };
-            if slot.seq != seq || slot.timer != at {
+            if slot.seq as u32 != seq || slot.sched != ms32(at) {
+                continue; // another connection's, or stale
+            }
+            slot.sched = 0;
+            if slot.timer == 0 {
+                continue;
+            }
+            let deadline = full(self.rt.timers.now_ms(), slot.timer);
+            if deadline > at {
+                // the deadline moved on since this entry was pushed
+                let seq = slot.seq;
+                self.rt
+                    .timers
+                    .arm(&mut slot.timer, &mut slot.sched, deadline, idx, seq);
                 continue;
             }
             slot.timer = 0;
@@ -112,7 +149,7 @@ impl<H: Handler> Worker<H> {
                 Phase::Lingering | Phase::HttpThenClose => self.finish(idx, None),
                 Phase::Open if slot.proto.close_sent() => {
                     // the peer never answered our close
-                    slot.flags.close_after_flush = true;
+                    slot.flags.set_close_after_flush(true);
                     mark_dirty(slot, &mut self.rt.dirty, idx);
                 }
                 Phase::Open => {
@@ -121,10 +158,10 @@ impl<H: Handler> Worker<H> {
                     };
                     let idle = idle.as_millis() as u64;
                     let now = self.rt.timers.now_ms();
-                    if slot.last_read + idle > now {
+                    if full(now, slot.last_read) + idle > now {
                         self.arm_idle(idx);
-                    } else if !slot.flags.ping_sent {
-                        slot.flags.ping_sent = true;
+                    } else if !slot.flags.ping_sent() {
+                        slot.flags.set_ping_sent(true);
                         self.rt.ctl.clear();
                         let _ = slot
                             .proto
@@ -132,13 +169,46 @@ impl<H: Handler> Worker<H> {
                         slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
                         mark_dirty(slot, &mut self.rt.dirty, idx);
                         let at = now + idle;
-                        slot.timer = at;
-                        self.rt.timers.push(at, idx, seq);
+                        let seq = slot.seq;
+                        self.rt
+                            .timers
+                            .arm(&mut slot.timer, &mut slot.sched, at, idx, seq);
                     } else {
                         self.call(idx, |_, ws| ws.close(CloseCode::GOING_AWAY, "idle timeout"));
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thirty_two_bit_times_read_back_near_now() {
+        for now in [4_000_000u64, (1 << 32) - 5, (1 << 32) + 7, 5 << 32] {
+            for d in [-3_600_000i64, -1, 0, 1, 120_000, 24 * 24 * 3600 * 1000] {
+                let t = (now as i64 + d) as u64;
+                assert_eq!(full(now, t as u32), t, "now {now} d {d}");
+            }
+        }
+    }
+
+    /// One heap entry per slot: a later deadline waits for the earlier entry; an
+    /// earlier one pushes its own.
+    #[test]
+    fn later_deadlines_reuse_the_entry_earlier_ones_push() {
+        let mut t = Timers::new();
+        let (mut timer, mut sched) = (0, 0);
+        t.arm(&mut timer, &mut sched, 10_000, 3, 9);
+        t.arm(&mut timer, &mut sched, 120_000, 3, 9);
+        assert_eq!(t.heap.len(), 1);
+        assert_eq!((timer, sched), (120_000, 10_000));
+        t.arm(&mut timer, &mut sched, 5_000, 3, 9);
+        assert_eq!(t.heap.len(), 2);
+        assert_eq!((timer, sched), (5_000, 5_000));
+        assert_eq!(std::mem::size_of::<Reverse<(u64, u32, u32)>>(), 16);
     }
 }

@@ -94,16 +94,16 @@ impl<H: Handler> Worker<H> {
             let Some(slot) = self.slots.get_mut(idx) else {
                 continue;
             };
-            if slot.proto.close_sent() || slot.flags.reset || slot.phase != Phase::Open {
+            if slot.proto.close_sent() || slot.flags.reset() || slot.phase != Phase::Open {
                 continue;
             }
             slot.out.push_shared(pool, frame.clone());
             mark_dirty(slot, dirty, idx);
             let b = slot.buffered();
             if b > cfg.max_buffered {
-                slot.flags.reset = true;
-            } else if b > cfg.backpressure_limit && !slot.flags.backpressured {
-                slot.flags.backpressured = true;
+                slot.flags.set_reset(true);
+            } else if b > cfg.backpressure_limit && !slot.flags.backpressured() {
+                slot.flags.set_backpressured(true);
                 shared.set_congested(ConnId::new(*index, slot.seq, idx), true);
             }
         }

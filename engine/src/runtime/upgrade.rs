@@ -106,7 +106,7 @@ impl<H: Handler> Worker<H> {
         };
         slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
         slot.phase = Phase::HttpThenClose;
-        slot.flags.close_after_flush = true;
+        slot.flags.set_close_after_flush(true);
         mark_dirty(slot, &mut self.rt.dirty, idx);
     }
 }

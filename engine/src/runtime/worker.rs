@@ -86,15 +86,21 @@ impl Rt {
             flags: Flags::default(),
             close_code: None,
             wire: 0,
-            last_read: self.timers.now_ms(),
-            timer: at,
+            last_read: self.timers.now_ms() as u32,
+            timer: 0,
+            sched: 0,
             proto: Connection::new(role, self.cfg.limits, mask_seed),
             out: OutQueue::default(),
-            cold: Some(Box::default()),
-            layer,
+            cold: Some(Box::new(super::slot::Cold {
+                layer,
+                ..Default::default()
+            })),
             data,
         });
-        self.timers.push(at, idx, seq);
+        if let Some(slot) = slots.get_mut(idx) {
+            self.timers
+                .arm(&mut slot.timer, &mut slot.sched, at, idx, seq);
+        }
         idx
     }
 }
@@ -232,8 +238,8 @@ impl<H: Handler> Worker<H> {
             let Some(slot) = self.slots.get_mut(idx) else {
                 continue;
             };
-            slot.flags.dirty = false;
-            if slot.flags.reset {
+            slot.flags.set_dirty(false);
+            if slot.flags.reset() {
                 let err =
                     (slot.buffered() > self.rt.cfg.max_buffered).then_some(ConnError::Overflow);
                 self.finish(idx, err);
@@ -242,7 +248,7 @@ impl<H: Handler> Worker<H> {
             let token = slot.token;
             let mut moved = 0usize;
             let mut failed = None;
-            match slot.layer.as_mut() {
+            match slot.cold.as_mut().and_then(|c| c.layer.as_mut()) {
                 None => slot.out.take_all(&mut self.rt.pool, |_, c| {
                     moved += c.bytes().len();
                     driver.write(token, c);
@@ -260,7 +266,7 @@ impl<H: Handler> Worker<H> {
                             pool.put(v);
                         }
                     });
-                    if slot.flags.close_after_flush && slot.phase != Phase::Lingering {
+                    if slot.flags.close_after_flush() && slot.phase != Phase::Lingering {
                         layer.close();
                     }
                     if failed.is_none() && layer.wants_write() {
@@ -280,17 +286,19 @@ impl<H: Handler> Worker<H> {
                 .wire
                 .saturating_add(moved.min(u32::MAX as usize) as u32);
             if let Some(e) = failed {
-                slot.flags.reset = true;
+                slot.flags.set_reset(true);
                 self.finish(idx, Some(ConnError::Layer(e)));
                 continue;
             }
-            if slot.flags.close_after_flush && slot.phase != Phase::Lingering {
+            if slot.flags.close_after_flush() && slot.phase != Phase::Lingering {
                 // FIN once the queue is written, then read until the peer's FIN
                 driver.shutdown_write(token);
                 slot.phase = Phase::Lingering;
                 let at = self.rt.timers.after(LINGER.min(self.rt.cfg.close_timeout));
-                slot.timer = at;
-                self.rt.timers.push(at, idx, slot.seq);
+                let seq = slot.seq;
+                self.rt
+                    .timers
+                    .arm(&mut slot.timer, &mut slot.sched, at, idx, seq);
             }
         }
         dirty.clear();
@@ -302,7 +310,7 @@ impl<H: Handler> Worker<H> {
         }
         for idx in std::mem::take(&mut self.rt.reading_changed) {
             if let Some(s) = self.slots.get(idx) {
-                driver.set_reading(s.token, !(s.flags.paused || s.flags.throttled));
+                driver.set_reading(s.token, !(s.flags.paused() || s.flags.throttled()));
             }
         }
         for (t, reset) in self.rt.closes.drain(..) {
@@ -351,7 +359,7 @@ impl<H: Handler> Worker<H> {
                 ws.close(CloseCode::INTERNAL_ERROR, "handler panicked")
             });
         } else if let Some(slot) = self.slots.get_mut(idx) {
-            slot.flags.close_after_flush = true;
+            slot.flags.set_close_after_flush(true);
             mark_dirty(slot, &mut self.rt.dirty, idx);
         }
     }
@@ -377,7 +385,7 @@ impl<H: Handler> Worker<H> {
             self.rt.topics.remove_member(t, idx);
         }
         let id = ConnId::new(self.rt.index, slot.seq, idx);
-        if slot.flags.backpressured {
+        if slot.flags.backpressured() {
             self.rt.shared.set_congested(id, false);
         }
         if let Some(mut data) = slot.data.take() {
@@ -406,7 +414,7 @@ impl<H: Handler> Worker<H> {
         self.rt.pool.put(std::mem::take(&mut cold.carry));
         self.rt.pool.put(std::mem::take(&mut cold.assembly));
         slot.out.clear(&mut self.rt.pool);
-        self.rt.closes.push((slot.token, slot.flags.reset));
+        self.rt.closes.push((slot.token, slot.flags.reset()));
     }
 
     /// After bytes went out: backpressure relief (`on_drain`), read throttling.
@@ -419,12 +427,12 @@ impl<H: Handler> Worker<H> {
         if slot.buffered() > limit {
             return;
         }
-        if slot.flags.throttled {
-            slot.flags.throttled = false;
+        if slot.flags.throttled() {
+            slot.flags.set_throttled(false);
             self.rt.reading_changed.push(idx);
         }
-        if slot.flags.backpressured {
-            slot.flags.backpressured = false;
+        if slot.flags.backpressured() {
+            slot.flags.set_backpressured(false);
             let id = ConnId::new(self.rt.index, slot.seq, idx);
             self.rt.shared.set_congested(id, false);
             if slot.phase == Phase::Open && !slot.proto.close_sent() {
@@ -439,8 +447,8 @@ impl<H: Handler> Worker<H> {
     fn throttle(&mut self, idx: usize) {
         let limit = self.rt.cfg.backpressure_limit;
         if let Some(slot) = self.slots.get_mut(idx) {
-            if !slot.flags.throttled && slot.buffered() > limit {
-                slot.flags.throttled = true;
+            if !slot.flags.throttled() && slot.buffered() > limit {
+                slot.flags.set_throttled(true);
                 self.rt.reading_changed.push(idx);
             }
         }
@@ -451,7 +459,7 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.slots.get_mut(idx) else {
             return;
         };
-        let Some(layer) = slot.layer.as_mut() else {
+        let Some(layer) = slot.cold.as_mut().and_then(|c| c.layer.as_mut()) else {
             self.on_read(idx, data);
             return;
         };
@@ -469,7 +477,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
             Err(e) => {
-                slot.flags.reset = true;
+                slot.flags.set_reset(true);
                 self.finish(idx, Some(ConnError::Layer(e)));
             }
         }
@@ -504,7 +512,7 @@ impl<H: Handler> Sink for Worker<H> {
         match result {
             Ok(()) => {
                 slot.phase = Phase::Handshake;
-                slot.last_read = self.rt.timers.now_ms();
+                slot.last_read = self.rt.timers.now_ms() as u32;
                 mark_dirty(slot, &mut self.rt.dirty, idx);
             }
             Err(e) => self.finish(idx, Some(ConnError::Connect(e))),
@@ -523,7 +531,7 @@ impl<H: Handler> Sink for Worker<H> {
 
     fn carry(&mut self, token: Token) -> Option<&mut Vec<u8>> {
         let slot = self.slots.by_token(token)?;
-        if slot.layer.is_some() {
+        if slot.cold.as_ref().is_some_and(|c| c.layer.is_some()) {
             return None;
         }
         let cold = slot.cold.as_mut()?;
@@ -533,8 +541,8 @@ impl<H: Handler> Sink for Worker<H> {
     fn received_in_carry(&mut self, token: Token) {
         let idx = token.index();
         if let Some(slot) = self.slots.by_token(token) {
-            slot.last_read = self.rt.timers.now_ms();
-            slot.flags.ping_sent = false;
+            slot.last_read = self.rt.timers.now_ms() as u32;
+            slot.flags.set_ping_sent(false);
             self.process_carry(idx);
             self.throttle(idx);
         }
@@ -543,7 +551,7 @@ impl<H: Handler> Sink for Worker<H> {
     fn wants_read(&mut self, token: Token) -> bool {
         self.slots
             .by_token(token)
-            .is_some_and(|s| !(s.flags.paused || s.flags.throttled))
+            .is_some_and(|s| !(s.flags.paused() || s.flags.throttled()))
     }
 
     fn sent(&mut self, token: Token, n: usize) {
@@ -556,11 +564,10 @@ impl<H: Handler> Sink for Worker<H> {
         let Some(slot) = self.slots.by_token(token) else {
             return;
         };
-        slot.flags.ended = true;
         let idx = token.index();
         let err = match error {
             Some(e) => {
-                slot.flags.reset = true;
+                slot.flags.set_reset(true);
                 Some(ConnError::Io(e))
             }
             None => None,

@@ -34,8 +34,8 @@ pub(crate) fn serialize(msg: Message<'_>) -> Vec<u8> {
 }
 
 pub(crate) fn mark_dirty<D>(slot: &mut Slot<D>, dirty: &mut Vec<usize>, idx: usize) {
-    if !slot.flags.dirty {
-        slot.flags.dirty = true;
+    if !slot.flags.dirty() {
+        slot.flags.set_dirty(true);
         dirty.push(idx);
     }
 }
@@ -68,7 +68,7 @@ impl<D> ConnCtx<'_, D> {
         len: usize,
         fill: impl FnOnce(&mut Vec<u8>),
     ) -> SendStatus {
-        if self.slot.flags.reset || self.slot.phase != Phase::Open {
+        if self.slot.flags.reset() || self.slot.phase != Phase::Open {
             return SendStatus::Dropped;
         }
         let slot = &mut *self.slot;
@@ -99,12 +99,12 @@ impl<D> ConnCtx<'_, D> {
         self.mark_dirty();
         let buffered = self.slot.buffered();
         if buffered > self.rt.cfg.max_buffered {
-            self.slot.flags.reset = true;
+            self.slot.flags.set_reset(true);
             return SendStatus::Dropped;
         }
         if buffered > self.rt.cfg.backpressure_limit {
-            if !self.slot.flags.backpressured {
-                self.slot.flags.backpressured = true;
+            if !self.slot.flags.backpressured() {
+                self.slot.flags.set_backpressured(true);
                 self.rt.shared.set_congested(self.id, true);
             }
             SendStatus::Backpressure
@@ -139,19 +139,21 @@ impl<D> ConnCtx<'_, D> {
         self.slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
         self.mark_dirty();
         let at = self.rt.timers.after(self.rt.cfg.close_timeout);
-        self.slot.timer = at;
-        self.rt.timers.push(at, self.idx, self.slot.seq);
+        let slot = &mut *self.slot;
+        self.rt
+            .timers
+            .arm(&mut slot.timer, &mut slot.sched, at, self.idx, slot.seq);
     }
 
     pub(crate) fn terminate(&mut self) {
-        self.slot.flags.reset = true;
-        self.slot.flags.close_after_flush = true;
+        self.slot.flags.set_reset(true);
+        self.slot.flags.set_close_after_flush(true);
         self.mark_dirty();
     }
 
     pub(crate) fn set_paused(&mut self, paused: bool) {
-        if self.slot.flags.paused != paused {
-            self.slot.flags.paused = paused;
+        if self.slot.flags.paused() != paused {
+            self.slot.flags.set_paused(paused);
             self.rt.reading_changed.push(self.idx);
         }
     }
