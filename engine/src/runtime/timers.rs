@@ -209,6 +209,6 @@ mod tests {
         t.arm(&mut timer, &mut sched, 5_000, 3, 9);
         assert_eq!(t.heap.len(), 2);
         assert_eq!((timer, sched), (5_000, 5_000));
-        assert_eq!(std::mem::size_of::<Reverse<(u64, u32, u32)>>(), 16);
+        assert_eq!(size_of::<Reverse<(u64, u32, u32)>>(), 16);
     }
 }
