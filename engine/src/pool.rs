@@ -1,6 +1,6 @@
 //! Buffers recycled within one worker ([`Pool`]), the chunks that writes are made of
 //! ([`Chunk`]: owned bytes or a shared broadcast frame) and the ordered queue of them
-//! ([`OutQueue`]) that both a connection (what the application sent, before the
+//! (`OutQueue`) that both a connection (what the application sent, before the
 //! layer) and the driver (wire bytes, some of them in flight) keep.
 
 use std::collections::VecDeque;

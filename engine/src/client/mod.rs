@@ -35,14 +35,14 @@ use std::time::Duration;
 
 use crate::layer::LayerFactory;
 use crate::proto::conn::{Limits, Message};
-use crate::runtime::connect::Pending;
 use crate::runtime::mailbox::{Command, Shared};
+use crate::runtime::request::Pending;
 use crate::runtime::Remote;
+use crate::runtime::{Backend, Config};
 pub use crate::runtime::{
     CloseInfo, ConnError, ConnId, ConnectRequest, Handler, SendStatus, UrlError, WebSocket,
     WorkerCtx,
 };
-use crate::server::{Backend, Config};
 
 /// Entry point: [`Client::builder`].
 #[derive(Debug)]

@@ -4,14 +4,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::handler::{ConnError, Handler};
-use super::slot::Phase;
-use super::worker::Worker;
-use super::ws::ConnCtx;
-use crate::driver::Driver;
-use crate::proto::close::CloseCode;
-use crate::proto::conn::Role;
-
 use super::id::ConnId;
 use crate::driver::Waker;
 
@@ -19,7 +11,7 @@ use crate::driver::Waker;
 pub(crate) enum Command {
     Publish { topic: Arc<str>, frame: Arc<[u8]> },
     Send { id: ConnId, frame: Arc<[u8]> },
-    Connect(Box<super::connect::Pending>),
+    Connect(Box<super::request::Pending>),
     Shutdown { deadline: Instant },
 }
 
@@ -113,84 +105,5 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(&id)
-    }
-}
-
-impl<H: Handler> Worker<H> {
-    /// Runs commands from other threads.
-    pub(crate) fn on_commands(&mut self, driver: &mut Driver) {
-        let mut cmds = std::mem::take(&mut self.commands);
-        let mailbox = self.rt.shared.mailboxes[self.rt.index].clone();
-        mailbox.take(&mut cmds);
-        for c in cmds.drain(..) {
-            match c {
-                Command::Publish { topic, frame } => self.publish_local(&topic, &frame),
-                Command::Send { id, frame } => {
-                    mailbox.sub_pending(frame.len());
-                    self.send_shared(id, frame);
-                }
-                Command::Connect(p) => self.start_connect(driver, *p),
-                Command::Shutdown { deadline } => self.begin_shutdown(deadline),
-            }
-        }
-        self.commands = cmds;
-        self.run_publishes();
-    }
-
-    /// A frame for one connection from another thread: the same limits as `send`.
-    fn send_shared(&mut self, id: ConnId, frame: Arc<[u8]>) {
-        let idx = id.idx();
-        let Some(slot) = self.slots.get_mut(idx) else {
-            return;
-        };
-        if slot.seq != id.seq() || slot.phase != Phase::Open || slot.proto.close_sent() {
-            return;
-        }
-        slot.out.push_shared(&mut self.rt.pool, frame);
-        let mut ctx = ConnCtx {
-            id,
-            idx,
-            slot,
-            rt: &mut self.rt,
-        };
-        ctx.after_queue();
-    }
-
-    fn begin_shutdown(&mut self, deadline: Instant) {
-        self.shutdown = Some(deadline);
-        for idx in self.slots.indexes() {
-            match self.slots.get(idx).map(|s| (s.phase, s.proto.role())) {
-                Some((Phase::Open, _)) => {
-                    self.call(idx, |_, ws| {
-                        ws.close(CloseCode::GOING_AWAY, "server shutdown")
-                    });
-                }
-                Some((Phase::Handshake, Role::Server)) => {
-                    self.http_error(idx, 503, "server shutting down");
-                }
-                Some((Phase::Connecting | Phase::Handshake, Role::Client)) => {
-                    self.finish(idx, Some(ConnError::Timeout));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// During shutdown: whether every connection is gone or the deadline passed (then
-    /// the rest are dropped).
-    pub(crate) fn shutdown_done(&mut self) -> bool {
-        let Some(deadline) = self.shutdown else {
-            return false;
-        };
-        if self.slots.is_empty() {
-            return true;
-        }
-        if self.rt.timers.now() >= deadline {
-            for idx in self.slots.indexes() {
-                self.finish(idx, None);
-            }
-            return true;
-        }
-        false
     }
 }

@@ -1,27 +1,27 @@
 //! What the server and the client share: worker threads, each running one loop over
 //! its own [`Driver`](crate::driver::Driver) for connections of either role.
 //!
-//! | module | holds |
-//! | --- | --- |
-//! | `worker` | the loop, the driver's [`Sink`](crate::driver::Sink), flushing, timers, commands |
-//! | `slot` | the connection table and one connection's state |
-//! | `conn` | bytes in, frames to callbacks |
-//! | `upgrade` | the server's opening handshake |
-//! | `connect` | the client's opening handshake, [`ConnectRequest`] |
-//! | `ws` | [`WebSocket`], the handle callbacks get |
-//! | `handler` | the [`Handler`] trait and its plain types |
-//! | `mailbox` | commands from other threads |
-//! | `topics`, `timers`, `id` | topics, deadlines, [`ConnId`] |
+//! Modules depend downwards only:
+//!
+//! | layer | module | holds |
+//! | --- | --- | --- |
+//! | data | `id`, `config`, `error`, `request` | [`ConnId`], [`Config`], [`ConnError`], [`ConnectRequest`] |
+//! | data | `slot`, `timers`, `topics`, `mailbox` | one connection's state and the table; deadlines; topic membership; commands from other threads |
+//! | state | `rt` | what callbacks may touch besides their connection (pool, flush lists, topics, timers) |
+//! | API | `ws`, `ctx`, `handler` | [`WebSocket`], [`WorkerCtx`], the [`Handler`] trait |
+//! | loop | `worker` (`read`, `upgrade`, `connect`, `timeouts`, `commands`, `publish`) | the loop, the driver's [`Sink`](crate::driver::Sink), flushing; bytes to frames to callbacks; both handshakes; what deadlines do; commands; publishing |
 
-mod conn;
-pub(crate) mod connect;
+pub(crate) mod config;
+pub(crate) mod ctx;
+pub(crate) mod error;
 pub(crate) mod handler;
 pub(crate) mod id;
 pub(crate) mod mailbox;
-mod slot;
-mod timers;
-mod topics;
-mod upgrade;
+pub(crate) mod request;
+pub(crate) mod rt;
+pub(crate) mod slot;
+pub(crate) mod timers;
+pub(crate) mod topics;
 pub(crate) mod worker;
 pub(crate) mod ws;
 
@@ -31,14 +31,15 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-pub use connect::{ConnectRequest, UrlError};
-pub use handler::{CloseInfo, ConnError, Handler, HttpResponse, Reject, UpgradeRequest};
+pub use config::{Backend, Config};
+pub use ctx::WorkerCtx;
+pub use error::ConnError;
+pub use handler::{CloseInfo, Handler, HttpResponse, Reject, UpgradeRequest};
 pub use id::ConnId;
-pub use worker::WorkerCtx;
+pub use request::{ConnectRequest, UrlError};
 pub use ws::{SendStatus, WebSocket};
 
-use crate::driver::{Backend, Driver, DriverConfig};
-use crate::server::Config;
+use crate::driver::{Driver, DriverConfig};
 use mailbox::Shared;
 
 /// The driver settings of a runtime configuration.

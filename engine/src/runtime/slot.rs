@@ -86,9 +86,9 @@ pub(crate) struct Cold {
     /// The subprotocol agreed (handshake and `on_open` only).
     pub(crate) protocol: Option<Box<str>>,
     /// Client role: what the handshake response is checked against.
-    pub(crate) client: Option<Box<super::connect::ClientHandshake>>,
+    pub(crate) client: Option<Box<super::request::ClientHandshake>>,
     /// Why the connection failed, for `on_error` when it is finished.
-    pub(crate) error: Option<super::handler::ConnError>,
+    pub(crate) error: Option<super::error::ConnError>,
     /// The connection's layer (TLS, ...): a connection with one keeps its `Cold`.
     pub(crate) layer: Option<Box<dyn Layer>>,
 }

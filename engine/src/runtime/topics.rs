@@ -3,13 +3,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::handler::Handler;
-use super::id::ConnId;
-use super::mailbox::Command;
-use super::slot::Phase;
-use super::worker::{Rt, Worker};
-use super::ws::mark_dirty;
-
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
     by_name: HashMap<Arc<str>, u32>,
@@ -61,52 +54,6 @@ impl Topics {
             .and_then(|id| self.members.get(&id))
             .into_iter()
             .flat_map(|m| m.iter().copied())
-    }
-}
-
-impl<H: Handler> Worker<H> {
-    /// Delivers publishes queued by handlers: one shared frame for every receiver.
-    pub(crate) fn run_publishes(&mut self) {
-        while let Some((topic, frame)) = self.rt.publishes.pop() {
-            for (i, mb) in self.rt.shared.mailboxes.iter().enumerate() {
-                if i != self.rt.index {
-                    mb.post(Command::Publish {
-                        topic: topic.clone(),
-                        frame: frame.clone(),
-                    });
-                }
-            }
-            self.publish_local(&topic, &frame);
-        }
-    }
-
-    pub(crate) fn publish_local(&mut self, topic: &str, frame: &Arc<[u8]>) {
-        let Rt {
-            topics,
-            pool,
-            dirty,
-            cfg,
-            shared,
-            index,
-            ..
-        } = &mut self.rt;
-        for idx in topics.members(topic) {
-            let Some(slot) = self.slots.get_mut(idx) else {
-                continue;
-            };
-            if slot.proto.close_sent() || slot.flags.reset() || slot.phase != Phase::Open {
-                continue;
-            }
-            slot.out.push_shared(pool, frame.clone());
-            mark_dirty(slot, dirty, idx);
-            let b = slot.buffered();
-            if b > cfg.max_buffered {
-                slot.flags.set_reset(true);
-            } else if b > cfg.backpressure_limit && !slot.flags.backpressured() {
-                slot.flags.set_backpressured(true);
-                shared.set_congested(ConnId::new(*index, slot.seq, idx), true);
-            }
-        }
     }
 }
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::id::ConnId;
+use super::rt::Rt;
 use super::slot::{Phase, Slot};
-use super::worker::Rt;
 use crate::proto::close::CloseCode;
 use crate::proto::conn::{Message, ReadyState, Role};
 use crate::proto::OpCode;

@@ -23,8 +23,6 @@
 //! server.join();
 //! ```
 
-mod config;
-
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,10 +30,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use crate::runtime::{
-    CloseInfo, ConnError, ConnId, Handler, HttpResponse, Reject, SendStatus, UpgradeRequest,
-    WebSocket, WorkerCtx,
+    Backend, CloseInfo, Config, ConnError, ConnId, Handler, HttpResponse, Reject, SendStatus,
+    UpgradeRequest, WebSocket, WorkerCtx,
 };
-pub use config::{Backend, Config};
 
 use crate::driver;
 use crate::layer::LayerFactory;

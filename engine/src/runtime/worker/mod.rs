@@ -23,98 +23,31 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::handler::{CloseInfo, ConnError, Handler};
+mod commands;
+mod connect;
+mod publish;
+mod read;
+mod timeouts;
+mod upgrade;
+
+use super::config::Config;
+use super::ctx::WorkerCtx;
+use super::error::ConnError;
+use super::handler::{CloseInfo, Handler};
 use super::id::ConnId;
 use super::mailbox::{Command, Shared};
-use super::slot::{Flags, Phase, Slot, Slots};
+use super::rt::{seed, Rt};
+use super::slot::{Phase, Slots};
 use super::timers::Timers;
 use super::topics::Topics;
 use super::ws::{mark_dirty, ConnCtx, WebSocket};
 use crate::driver::{Chunk, Driver, Sink, Token};
-use crate::pool::{OutQueue, Pool};
+use crate::pool::Pool;
 use crate::proto::close::CloseCode;
-use crate::proto::conn::{Connection, Role};
-use crate::server::Config;
+use crate::proto::conn::Role;
 
 /// How long a lingering close waits for the peer's FIN at most.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// The worker state that callbacks may touch besides their own connection.
-pub(crate) struct Rt {
-    pub(crate) index: usize,
-    pub(crate) cfg: Arc<Config>,
-    pub(crate) pool: Pool,
-    pub(crate) ctl: Vec<u8>,
-    /// Connections written to since the last flush.
-    pub(crate) dirty: Vec<usize>,
-    pub(crate) topics: Topics,
-    pub(crate) publishes: Vec<(Arc<str>, Arc<[u8]>)>,
-    pub(crate) timers: Timers,
-    pub(crate) shared: Arc<Shared>,
-    /// Connections whose reading should start or stop (pause, throttle).
-    pub(crate) reading_changed: Vec<usize>,
-    /// Tokens to give back to the driver (with a reset or not).
-    pub(crate) closes: Vec<(Token, bool)>,
-    /// Tokens whose write side to shut once their queue is written.
-    pub(crate) shutdowns: Vec<Token>,
-    /// The last connection's sequence number (for ids).
-    pub(crate) seq: u64,
-    /// Randomness for client keys and masks (seeded from the OS's per-process keys).
-    pub(crate) rng: u64,
-}
-
-impl Rt {
-    /// A new slot for `token`, with its first deadline `timeout` from now.
-    pub(crate) fn new_slot<D>(
-        &mut self,
-        slots: &mut Slots<D>,
-        token: Token,
-        role: Role,
-        phase: Phase,
-        data: Option<D>,
-        timeout: Duration,
-    ) -> usize {
-        self.seq += 1;
-        let seq = self.seq;
-        let at = self.timers.after(timeout);
-        let layer = self.cfg.layer.as_ref().and_then(|f| f.make());
-        let mask_seed = super::connect::next_rand(&mut self.rng) | 1;
-        let idx = slots.insert(Slot {
-            token,
-            seq,
-            phase,
-            flags: Flags::default(),
-            close_code: None,
-            wire: 0,
-            last_read: self.timers.now_ms() as u32,
-            timer: 0,
-            sched: 0,
-            proto: Connection::new(role, self.cfg.limits, mask_seed),
-            out: OutQueue::default(),
-            cold: Some(Box::new(super::slot::Cold {
-                layer,
-                ..Default::default()
-            })),
-            data,
-        });
-        if let Some(slot) = slots.get_mut(idx) {
-            self.timers
-                .arm(&mut slot.timer, &mut slot.sched, at, idx, seq);
-        }
-        idx
-    }
-}
-
-fn seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
 
 /// One worker's state.
 pub(crate) struct Worker<H: Handler> {
@@ -577,59 +510,5 @@ impl<H: Handler> Sink for Worker<H> {
 
     fn woken(&mut self) {
         self.commands_pending = true;
-    }
-}
-
-/// A worker's context for [`Handler::on_tick`]: connections by id, new connections.
-pub struct WorkerCtx<'a, D> {
-    pub(crate) slots: &'a mut Slots<D>,
-    pub(crate) rt: &'a mut Rt,
-    pub(crate) driver: &'a mut Driver,
-}
-
-impl<D> std::fmt::Debug for WorkerCtx<'_, D> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerCtx")
-            .field("worker", &self.rt.index)
-            .finish()
-    }
-}
-
-impl<D> WorkerCtx<'_, D> {
-    /// This worker's index.
-    pub fn worker(&self) -> usize {
-        self.rt.index
-    }
-
-    /// The time this loop iteration started.
-    pub fn now(&self) -> Instant {
-        self.rt.timers.now()
-    }
-
-    /// Connections on this worker (in every state).
-    pub fn connections(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Runs `f` with the [`WebSocket`] of connection `id` if it is on this worker and
-    /// open. A panic in `f` is not caught here.
-    pub fn with<R>(&mut self, id: ConnId, f: impl FnOnce(&mut WebSocket<'_, D>) -> R) -> Option<R> {
-        if id.worker() != self.rt.index {
-            return None;
-        }
-        let idx = id.idx();
-        let slot = self.slots.get_mut(idx)?;
-        if slot.seq != id.seq() || slot.data.is_none() {
-            return None;
-        }
-        let mut ws = WebSocket {
-            ctx: ConnCtx {
-                id,
-                idx,
-                slot,
-                rt: &mut *self.rt,
-            },
-        };
-        Some(f(&mut ws))
     }
 }

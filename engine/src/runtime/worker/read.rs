@@ -2,12 +2,13 @@
 //! reads when a frame or head is partial), the opening handshake of either role, frames
 //! to handler callbacks, and what the protocol sends by itself.
 
-use super::handler::{ConnError, Handler};
-use super::slot::Phase;
-use super::worker::Worker;
-use super::ws::mark_dirty;
+use super::Worker;
 use crate::proto::close::CloseCode;
 use crate::proto::conn::{Event, Role};
+use crate::runtime::error::ConnError;
+use crate::runtime::handler::Handler;
+use crate::runtime::slot::Phase;
+use crate::runtime::ws::mark_dirty;
 
 impl<H: Handler> Worker<H> {
     /// Plain bytes received on `idx` (after its layer). `data` may be unmasked in place.

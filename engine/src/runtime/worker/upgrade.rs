@@ -3,12 +3,12 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::handler::{Handler, HttpResponse, UpgradeRequest};
-use super::slot::Phase;
-use super::worker::Worker;
-use super::ws::mark_dirty;
+use super::Worker;
 use crate::proto::frame::Status;
 use crate::proto::handshake::{self, Negotiation, Request};
+use crate::runtime::handler::{Handler, HttpResponse, UpgradeRequest};
+use crate::runtime::slot::Phase;
+use crate::runtime::ws::mark_dirty;
 
 impl<H: Handler> Worker<H> {
     /// Handles the request head; returns the head's length once the connection is

@@ -1,0 +1,130 @@
+//! [`WorkerCtx`]: what a handler's `on_tick` gets — the worker's connections by id,
+//! and new client connections.
+
+use std::time::Instant;
+
+use super::error::ConnError;
+use super::id::ConnId;
+use super::request::{next_rand, ClientHandshake, ConnectRequest};
+use super::rt::Rt;
+use super::slot::{Phase, Slots};
+use super::ws::{mark_dirty, ConnCtx, WebSocket};
+use crate::driver::Driver;
+use crate::proto::conn::Role;
+use crate::proto::handshake::{self, ClientRequest};
+
+/// A worker's context for [`Handler::on_tick`](super::Handler::on_tick): connections by id, new connections.
+pub struct WorkerCtx<'a, D> {
+    pub(crate) slots: &'a mut Slots<D>,
+    pub(crate) rt: &'a mut Rt,
+    pub(crate) driver: &'a mut Driver,
+}
+
+impl<D> std::fmt::Debug for WorkerCtx<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerCtx")
+            .field("worker", &self.rt.index)
+            .finish()
+    }
+}
+
+impl<D> WorkerCtx<'_, D> {
+    /// This worker's index.
+    pub fn worker(&self) -> usize {
+        self.rt.index
+    }
+
+    /// The time this loop iteration started.
+    pub fn now(&self) -> Instant {
+        self.rt.timers.now()
+    }
+
+    /// Connections on this worker (in every state).
+    pub fn connections(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Runs `f` with the [`WebSocket`] of connection `id` if it is on this worker and
+    /// open. A panic in `f` is not caught here.
+    pub fn with<R>(&mut self, id: ConnId, f: impl FnOnce(&mut WebSocket<'_, D>) -> R) -> Option<R> {
+        if id.worker() != self.rt.index {
+            return None;
+        }
+        let idx = id.idx();
+        let slot = self.slots.get_mut(idx)?;
+        if slot.seq != id.seq() || slot.data.is_none() {
+            return None;
+        }
+        let mut ws = WebSocket {
+            ctx: ConnCtx {
+                id,
+                idx,
+                slot,
+                rt: &mut *self.rt,
+            },
+        };
+        Some(f(&mut ws))
+    }
+}
+
+/// Starts `req` on this worker: the socket, the slot, the opening request queued (it
+/// goes out once connected). Gives the data back with the error if the socket could
+/// not even be made.
+pub(crate) fn start<D>(
+    slots: &mut Slots<D>,
+    rt: &mut Rt,
+    driver: &mut Driver,
+    req: &ConnectRequest,
+    data: D,
+) -> Result<ConnId, (ConnError, D)> {
+    let token = match driver.connect(req.addr, req.source) {
+        Ok(t) => t,
+        Err(e) => return Err((ConnError::Connect(e), data)),
+    };
+    let idx = rt.new_slot(
+        slots,
+        token,
+        Role::Client,
+        Phase::Connecting,
+        Some(data),
+        req.timeout,
+    );
+    let protocols: Vec<&str> = req.protocols.iter().map(String::as_str).collect();
+    let extra: Vec<(&str, &str)> = req
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let creq = ClientRequest {
+        host: &req.host,
+        path: &req.path,
+        protocols: &protocols,
+        extensions: None,
+        origin: req.origin.as_deref(),
+        extra: &extra,
+    };
+    let mut nonce = [0u8; 16];
+    nonce[..8].copy_from_slice(&next_rand(&mut rt.rng).to_le_bytes());
+    nonce[8..].copy_from_slice(&next_rand(&mut rt.rng).to_le_bytes());
+    rt.ctl.clear();
+    let accept = handshake::write_client_request(&mut rt.ctl, &creq, nonce);
+    let Some(slot) = slots.get_mut(idx) else {
+        unreachable!("the slot was just made");
+    };
+    slot.out.push_bytes(&mut rt.pool, &rt.ctl);
+    slot.cold().client = Some(Box::new(ClientHandshake {
+        accept,
+        protocols: req.protocols.clone(),
+    }));
+    mark_dirty(slot, &mut rt.dirty, idx);
+    Ok(ConnId::new(rt.index, slot.seq, idx))
+}
+
+impl<D> WorkerCtx<'_, D> {
+    /// Opens a client connection on this worker with `data`; its id now, `on_open` (or
+    /// `on_error` and `on_close`) later. The data comes back with the error if the
+    /// socket could not be made.
+    pub fn connect(&mut self, req: &ConnectRequest, data: D) -> Result<ConnId, (ConnError, D)> {
+        start(self.slots, self.rt, self.driver, req, data)
+    }
+}

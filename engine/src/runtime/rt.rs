@@ -1,0 +1,92 @@
+//! The per-worker state that callbacks may touch besides their own connection: the
+//! buffer pool, the lists of what to flush and tell the driver, topics, timers, the
+//! mailboxes, and the making of a connection's slot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::Config;
+use super::mailbox::Shared;
+use super::slot::{Flags, Phase, Slot, Slots};
+use super::timers::Timers;
+use super::topics::Topics;
+use crate::driver::Token;
+use crate::pool::{OutQueue, Pool};
+use crate::proto::conn::{Connection, Role};
+
+/// The worker state that callbacks may touch besides their own connection.
+pub(crate) struct Rt {
+    pub(crate) index: usize,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) pool: Pool,
+    pub(crate) ctl: Vec<u8>,
+    /// Connections written to since the last flush.
+    pub(crate) dirty: Vec<usize>,
+    pub(crate) topics: Topics,
+    pub(crate) publishes: Vec<(Arc<str>, Arc<[u8]>)>,
+    pub(crate) timers: Timers,
+    pub(crate) shared: Arc<Shared>,
+    /// Connections whose reading should start or stop (pause, throttle).
+    pub(crate) reading_changed: Vec<usize>,
+    /// Tokens to give back to the driver (with a reset or not).
+    pub(crate) closes: Vec<(Token, bool)>,
+    /// Tokens whose write side to shut once their queue is written.
+    pub(crate) shutdowns: Vec<Token>,
+    /// The last connection's sequence number (for ids).
+    pub(crate) seq: u64,
+    /// Randomness for client keys and masks (seeded from the OS's per-process keys).
+    pub(crate) rng: u64,
+}
+
+impl Rt {
+    /// A new slot for `token`, with its first deadline `timeout` from now.
+    pub(crate) fn new_slot<D>(
+        &mut self,
+        slots: &mut Slots<D>,
+        token: Token,
+        role: Role,
+        phase: Phase,
+        data: Option<D>,
+        timeout: Duration,
+    ) -> usize {
+        self.seq += 1;
+        let seq = self.seq;
+        let at = self.timers.after(timeout);
+        let layer = self.cfg.layer.as_ref().and_then(|f| f.make());
+        let mask_seed = super::request::next_rand(&mut self.rng) | 1;
+        let idx = slots.insert(Slot {
+            token,
+            seq,
+            phase,
+            flags: Flags::default(),
+            close_code: None,
+            wire: 0,
+            last_read: self.timers.now_ms() as u32,
+            timer: 0,
+            sched: 0,
+            proto: Connection::new(role, self.cfg.limits, mask_seed),
+            out: OutQueue::default(),
+            cold: Some(Box::new(super::slot::Cold {
+                layer,
+                ..Default::default()
+            })),
+            data,
+        });
+        if let Some(slot) = slots.get_mut(idx) {
+            self.timers
+                .arm(&mut slot.timer, &mut slot.sched, at, idx, seq);
+        }
+        idx
+    }
+}
+
+pub(crate) fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
