@@ -318,7 +318,7 @@ impl Epoll {
                         sink.closed(t, Some(e));
                     }
                 }
-                Done::Resume(t) => self.read(t, sink),
+                Done::Resume(t) => self.read(t, true, sink),
             }
         }
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
@@ -371,7 +371,7 @@ impl Epoll {
                         }
                     }
                     if ev.is_readable() || hup {
-                        self.read(t, sink);
+                        self.read(t, hup, sink);
                     }
                 }
             }
@@ -380,7 +380,9 @@ impl Epoll {
     }
 
     /// Reads `t` until the socket is drained, the sink stops reading it, or it ends.
-    fn read<S: Sink>(&mut self, t: Token, sink: &mut S) {
+    /// `hup`: the peer's FIN (or an error) is known to have come, so a short read does
+    /// not mean drained: read on to the end (no further edge will say so).
+    fn read<S: Sink>(&mut self, t: Token, hup: bool, sink: &mut S) {
         let chunk = self.buf.len();
         loop {
             let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen) else {
@@ -425,7 +427,7 @@ impl Epoll {
                     return;
                 }
                 // a short read drained the socket: the next arrival raises a new edge
-                Ok(n) if n < chunk => return,
+                Ok(n) if n < chunk && !hup => return,
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
