@@ -48,17 +48,39 @@ const EPOLL_BUF: usize = 256 * 1024;
 /// Longest sleep of a worker (it reads the controller's phase changes on waking).
 const MAX_WAIT: u64 = 250_000_000;
 
+/// Spreads the low 56 bits of `x` over 8 bytes, 7 bits each (little-endian: the
+/// lowest 7 bits in the first byte): the top bit of every byte stays clear.
+#[inline(always)]
+fn spread7(x: u64) -> u64 {
+    let mut y = 0;
+    let mut i = 0;
+    while i < 8 {
+        y |= (x & (0x7f << (7 * i))) << i;
+        i += 1;
+    }
+    y
+}
+
+/// The inverse of [`spread7`] (the top bit of each byte ignored).
+#[inline(always)]
+fn gather7(y: u64) -> u64 {
+    let mut x = 0;
+    let mut i = 0;
+    while i < 8 {
+        x |= (y >> i) & (0x7f << (7 * i));
+        i += 1;
+    }
+    x
+}
+
 /// Writes the stamp: time stamp (56 bits) and sequence (49 bits), 7 bits per byte so
 /// that every byte is ASCII (a text payload stays valid UTF-8), then the magic byte.
 #[inline]
 pub(crate) fn encode_stamp(ts: u64, seq: u64) -> [u8; STAMP] {
     let mut s = [0u8; STAMP];
-    for (i, b) in s[..8].iter_mut().enumerate() {
-        *b = ((ts >> (7 * i)) & 0x7f) as u8;
-    }
-    for (i, b) in s[8..15].iter_mut().enumerate() {
-        *b = ((seq >> (7 * i)) & 0x7f) as u8;
-    }
+    s[..8].copy_from_slice(&spread7(ts).to_le_bytes());
+    let q = spread7(seq & ((1 << 49) - 1)).to_le_bytes();
+    s[8..15].copy_from_slice(&q[..7]);
     s[15] = STAMP_MAGIC;
     s
 }
@@ -67,18 +89,12 @@ pub(crate) fn encode_stamp(ts: u64, seq: u64) -> [u8; STAMP] {
 #[inline]
 pub(crate) fn decode_stamp(p: &[u8]) -> Option<(u64, u64)> {
     let s: &[u8; STAMP] = p.get(..STAMP)?.try_into().ok()?;
-    if s[15] != STAMP_MAGIC || s.iter().any(|&b| b >= 0x80) {
+    let lo = u64::from_le_bytes(s[..8].try_into().ok()?);
+    let hi = u64::from_le_bytes(s[8..].try_into().ok()?);
+    if s[15] != STAMP_MAGIC || (lo | hi) & 0x8080_8080_8080_8080 != 0 {
         return None;
     }
-    let mut ts = 0u64;
-    for (i, &b) in s[..8].iter().enumerate() {
-        ts |= (b as u64) << (7 * i);
-    }
-    let mut seq = 0u64;
-    for (i, &b) in s[8..15].iter().enumerate() {
-        seq |= (b as u64) << (7 * i);
-    }
-    Some((ts, seq))
+    Some((gather7(lo), gather7(hi & 0x00ff_ffff_ffff_ffff)))
 }
 
 /// What the worker does with its connections.
@@ -149,8 +165,10 @@ pub(crate) struct Conn {
 pub(crate) struct Load {
     plan: Plan,
     stats: Stats,
-    /// Latencies for the progress line (whole run).
+    /// Latencies outside the measured window, for the progress line.
     interval: Histogram<u64>,
+    /// The window's latencies as of the last progress reading.
+    latency_seen: Histogram<u64>,
     template: Vec<u8>,
     opcode: OpCode,
     /// The connect request per source address (or one, without --source).
@@ -161,6 +179,8 @@ pub(crate) struct Load {
     /// Connections not yet open (for the close at the end).
     opening: Vec<ConnId>,
     now: u64,
+    /// The engine's instant that `now` was converted from.
+    clock: Option<Instant>,
     go: u64,
     ms: u64,
     me: u64,
@@ -213,9 +233,11 @@ impl Load {
             plan,
             stats: Stats::new(),
             interval: new_hist(),
+            latency_seen: new_hist(),
             open_ids: Vec::new(),
             opening: Vec::new(),
             now: procfs::now_ns(),
+            clock: None,
             go: NEVER,
             ms: NEVER,
             me: NEVER,
@@ -239,7 +261,7 @@ impl Load {
     }
 
     /// Queues one message stamped with `ts` on `ws`.
-    #[inline]
+    #[inline(always)]
     fn send(&mut self, ws: &mut WebSocket<'_, Conn>, ts: u64) {
         if ws.buffered_amount() > BACKLOG_CAP {
             self.stats.error(ErrKind::Backlog, 1);
@@ -448,9 +470,16 @@ impl Load {
         live.errors.store(self.stats.errors_total(), Relaxed);
         live.outstanding.store(self.outstanding, Relaxed);
         live.live.store(self.live, Relaxed);
-        if !self.interval.is_empty() {
+        let grown = self.stats.latency.len() > self.latency_seen.len();
+        if !self.interval.is_empty() || grown {
             if let Ok(mut h) = live.interval.lock() {
                 let _ = h.add(&self.interval);
+                if grown {
+                    let mut d = self.stats.latency.clone();
+                    let _ = d.subtract(&self.latency_seen);
+                    let _ = h.add(&d);
+                    self.latency_seen = self.stats.latency.clone();
+                }
             }
             self.interval.reset();
         }
@@ -582,11 +611,14 @@ impl Handler for Load {
             return;
         };
         let lat = now.saturating_sub(ts).max(1);
-        self.interval.saturating_record(lat);
+        // one record per message: the window's histogram, or the one for the rest (the
+        // progress line reads both, the window's as its growth since the last reading)
         if ts >= self.ms && ts < self.me {
             self.stats.latency.saturating_record(lat);
             self.stats.received += 1;
             self.stats.bytes_received += len as u64;
+        } else {
+            self.interval.saturating_record(lat);
         }
         if let Mode::Echo { .. } | Mode::Rate { .. } = self.plan.mode {
             if len != self.template.len() || seq != c.expect || c.outstanding == 0 {
@@ -657,6 +689,7 @@ impl Handler for Load {
         if self.finished {
             return None;
         }
+        self.clock = Some(w.now());
         self.now = ns_of(w.now());
         let now = self.now;
         let shared = self.plan.shared.clone();
@@ -683,9 +716,15 @@ impl Handler for Load {
 }
 
 impl Load {
-    /// The time of this loop iteration's events, on the process clock.
+    /// The time of this loop iteration's events, on the process clock (converted once
+    /// per iteration: every callback of one iteration gets the same instant).
+    #[inline]
     fn now_of(&mut self, ws: &WebSocket<'_, Conn>) -> u64 {
-        self.now = ns_of(ws.now());
+        let t = ws.now();
+        if self.clock != Some(t) {
+            self.clock = Some(t);
+            self.now = ns_of(t);
+        }
         self.now
     }
 
@@ -822,6 +861,25 @@ mod tests {
             assert!(std::str::from_utf8(&s).is_ok());
             assert_eq!(decode_stamp(&s), Some((ts, seq)));
         }
+        // the byte layout is the reference one: 7 bits per byte, lowest first
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (ts, seq) = (x >> 8, x & ((1 << 49) - 1));
+            let s = encode_stamp(ts, seq);
+            for i in 0..8 {
+                assert_eq!(s[i], ((ts >> (7 * i)) & 0x7f) as u8);
+            }
+            for i in 0..7 {
+                assert_eq!(s[8 + i], ((seq >> (7 * i)) & 0x7f) as u8);
+            }
+            assert_eq!(decode_stamp(&s), Some((ts, seq)));
+        }
+        let mut bad = encode_stamp(1, 2);
+        bad[3] |= 0x80;
+        assert_eq!(decode_stamp(&bad), None);
         assert_eq!(decode_stamp(b"hello world, this is not a stamp"), None);
         assert_eq!(decode_stamp(b"short"), None);
     }

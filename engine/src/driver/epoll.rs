@@ -402,12 +402,14 @@ impl Epoll {
             };
             s.read_pending = false;
             let fd: RawFd = s.fd.as_raw_fd();
+            // nothing queued for it here: what the sink writes at once goes first
+            let direct = s.q.is_empty() && !s.blocked && !s.connecting;
+            if direct {
+                sink.immediate(Some(super::Immediate { fd, token: t }));
+            }
             let res = if let Some(carry) = sink.carry(t) {
                 // a partial frame is pending: read straight in behind it, no copy
-                let old = carry.len();
-                carry.resize(old + chunk, 0);
-                let r = sys::read(fd, &mut carry[old..]);
-                carry.truncate(old + *r.as_ref().unwrap_or(&0));
+                let r = sys::read_onto(fd, carry, chunk);
                 if matches!(r, Ok(n) if n > 0) {
                     sink.received_in_carry(t);
                 }
@@ -421,6 +423,9 @@ impl Epoll {
                 }
                 r
             };
+            if direct {
+                sink.immediate(None);
+            }
             match res {
                 Ok(0) => {
                     self.end(t, None, sink);

@@ -189,6 +189,12 @@ pub trait Sink {
     fn received_in_carry(&mut self, token: Token) {
         let _ = token;
     }
+    /// The socket about to be received from may be written to at once, with `w`, until
+    /// this is called again with `None` (epoll; io_uring never offers it). A sink that
+    /// echoes a large payload writes it from the receive buffer, with no copy.
+    fn immediate(&mut self, w: Option<Immediate>) {
+        let _ = w;
+    }
     /// Whether to go on reading `token` now (epoll reads a socket until it is drained
     /// unless this says stop; io_uring's receive is cancelled by
     /// [`Driver::set_reading`]).
@@ -202,6 +208,27 @@ pub trait Sink {
     fn closed(&mut self, token: Token, error: Option<io::Error>);
     /// The [`Waker`] was woken.
     fn woken(&mut self);
+}
+
+/// A write to one socket there and then (a `writev`), lent by [`Sink::immediate`]
+/// while that socket is being received from. Valid only until the sink is told `None`.
+#[derive(Debug, Clone, Copy)]
+pub struct Immediate {
+    fd: std::os::fd::RawFd,
+    token: Token,
+}
+
+impl Immediate {
+    /// The socket it writes to.
+    pub fn token(self) -> Token {
+        self.token
+    }
+
+    /// Writes what the socket takes now of `bufs`, in order; returns how many bytes
+    /// (0 when it takes none, or fails: the next regular write finds out).
+    pub fn write(self, bufs: &[io::IoSlice<'_>]) -> usize {
+        sys::writev(self.fd, bufs).unwrap_or(0)
+    }
 }
 
 /// Wakes a driver's [`Driver::submit_and_wait`] from any thread.

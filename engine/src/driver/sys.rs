@@ -27,6 +27,22 @@ pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())).map(|n| n as usize)
 }
 
+/// Reads up to `max` bytes onto the end of `v` (growing its capacity, not zeroing the
+/// new room first); returns how many, `Ok(0)` at end of stream.
+pub(crate) fn read_onto(fd: RawFd, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    v.reserve(max);
+    let room = v.spare_capacity_mut();
+    let want = room.len().min(max);
+    // `room` is `want` writable bytes of `v`'s allocation past its length; the kernel
+    // writes at most that many.
+    let n = syscall!(read(fd, room.as_mut_ptr().cast(), want))? as usize;
+    debug_assert!(n <= want);
+    // SAFETY: the kernel initialized the first `n` bytes of the spare capacity, which
+    // lies within the allocation (`n <= want <= spare capacity`).
+    unsafe { v.set_len(v.len() + n) };
+    Ok(n)
+}
+
 /// Gathers `bufs` into one write.
 pub(crate) fn writev(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     // IoSlice is ABI-compatible with iovec; at most IOV_MAX are passed by callers.

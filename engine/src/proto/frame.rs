@@ -106,6 +106,7 @@ impl FrameHeader {
     }
 
     /// Writes the header into `out`; returns its length.
+    #[inline]
     pub fn encode(&self, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
         out[0] = (self.fin as u8) << 7 | (self.rsv & (RSV1 | RSV2 | RSV3)) | self.opcode as u8;
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };

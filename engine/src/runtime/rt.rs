@@ -36,6 +36,8 @@ pub(crate) struct Rt {
     pub(crate) seq: u64,
     /// Randomness for client keys and masks (seeded from the OS's per-process keys).
     pub(crate) rng: u64,
+    /// The socket being received from may be written to at once (epoll), with this.
+    pub(crate) direct: Option<crate::driver::Immediate>,
 }
 
 impl Rt {

@@ -85,6 +85,7 @@ impl<H: Handler> Worker<H> {
                 shutdowns: Vec::new(),
                 seq: 0,
                 rng: seed() ^ index as u64,
+                direct: None,
             },
             commands: Vec::new(),
             shutdown: None,
@@ -479,6 +480,10 @@ impl<H: Handler> Sink for Worker<H> {
             self.process_carry(idx);
             self.throttle(idx);
         }
+    }
+
+    fn immediate(&mut self, w: Option<crate::driver::Immediate>) {
+        self.rt.direct = w;
     }
 
     fn wants_read(&mut self, token: Token) -> bool {
