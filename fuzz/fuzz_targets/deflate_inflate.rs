@@ -31,8 +31,16 @@ fn inflate(pieces: &[&[u8]], max: usize) -> (Result<(), InflateError>, Vec<u8>) 
     let mut out = Vec::new();
     let r = inf.inflate_message(pieces, &mut out, max);
     // one byte over the limit is how it is found over
-    assert!(out.len() <= max + r.is_err() as usize, "{} > {max}", out.len());
-    assert!(out.capacity() <= max + 1 + INFLATE_STEP, "capacity {}", out.capacity());
+    assert!(
+        out.len() <= max + r.is_err() as usize,
+        "{} > {max}",
+        out.len()
+    );
+    assert!(
+        out.capacity() <= max + 1 + INFLATE_STEP,
+        "capacity {}",
+        out.capacity()
+    );
     (r, out)
 }
 
@@ -42,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let max = *limit as usize * 64;
     let (a, b) = {
-        let (a, b) = ((*a as usize * 7) % (wire.len() + 1), (*b as usize * 13) % (wire.len() + 1));
+        let (a, b) = (
+            (*a as usize * 7) % (wire.len() + 1),
+            (*b as usize * 13) % (wire.len() + 1),
+        );
         (a.min(b), a.max(b))
     };
     let whole = inflate(&[wire], max);
@@ -50,7 +61,13 @@ fuzz_target!(|data: &[u8]| {
     // the same verdict, whatever the cuts (a message both over the limit and corrupt
     // may be found either way first: zlib checks a match's distance before copying it
     // in its fast loop, which needs enough input and output at hand)
-    assert_eq!(whole.0.is_ok(), split.0.is_ok(), "{:?} {:?}", whole.0, split.0);
+    assert_eq!(
+        whole.0.is_ok(),
+        split.0.is_ok(),
+        "{:?} {:?}",
+        whole.0,
+        split.0
+    );
     if whole.0.is_ok() {
         assert_eq!(whole.1, split.1);
     }

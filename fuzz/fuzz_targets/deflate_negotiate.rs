@@ -43,8 +43,14 @@ fuzz_target!(|data: &[u8]| {
             .check_response(Some(a.response.as_str().as_bytes()))
             .unwrap_or_else(|e| panic!("{:?} -> {e:?}", a.response))
             .expect("an agreement");
-        assert_eq!(back.server_no_context_takeover, p.server_no_context_takeover);
-        assert_eq!(back.client_no_context_takeover, p.client_no_context_takeover);
+        assert_eq!(
+            back.server_no_context_takeover,
+            p.server_no_context_takeover
+        );
+        assert_eq!(
+            back.client_no_context_takeover,
+            p.client_no_context_takeover
+        );
         assert_eq!(back.client_max_window_bits, p.client_max_window_bits);
     }
     // the same bytes as a server's answer to a few offers
