@@ -89,7 +89,10 @@ impl ProtocolError {
     /// The close code that the connection is failed with for this error.
     pub const fn close_code(self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
+            ProtocolError::MissingInflater => CloseCode::INTERNAL_ERROR,
             ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }

@@ -26,12 +26,26 @@
 //!   (server role: header bytes, then the payload slice unchanged, ready for
 //!   `writev`) or [`Connection::write_frame`] (copies, and masks in the client role).
 //!
+//! # permessage-deflate
+//! After negotiating it ([`super::deflate`]) the runtime calls
+//! `set_allowed_rsv(RSV1)` and reads with [`Connection::poll_read_with`], passing the
+//! [`Inflater`] to use for this call (its own or the worker's shared one). RSV1 is
+//! then allowed on the first frame of a data message (on a control or continuation
+//! frame it is still 1002). Such a message is inflated into `assembly` once its last
+//! frame is in, and the event borrows the inflated bytes; its size limit applies to
+//! the inflated size (1009). Compressed messages are sent with
+//! [`Connection::write_compressed`]. [`Connection::poll_read`] is `poll_read_with`
+//! without an inflater: the uncompressed path pays one branch on the RSV bits.
+//!
 //! The connection never reads a clock: timeouts (close handshake, idle) are deadlines
 //! that the runtime keeps.
 
 use super::close::{parse_close_payload, write_close_payload, CloseCode};
+use super::deflate::{Compressed, Deflater, InflateError, Inflater};
 use super::error::ProtocolError;
-use super::frame::{DecodeRules, FrameHeader, OpCode, Status, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use super::frame::{
+    DecodeRules, FrameHeader, OpCode, Status, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, RSV1,
+};
 use super::mask::apply_mask;
 use super::utf8::{self, StreamingUtf8};
 
@@ -131,10 +145,12 @@ struct Pending {
     processed: u64,
 }
 
-/// A fragmented message in progress (its payload is in `assembly`).
+/// A fragmented message in progress (its payload is in `assembly`; still compressed
+/// for a compressed message).
 #[derive(Clone, Copy, Debug)]
 struct Fragmented {
     text: bool,
+    compressed: bool,
     len: u64,
 }
 
@@ -315,21 +331,7 @@ impl Connection {
             Role::Client => Some(self.next_mask()),
             Role::Server => None,
         };
-        let h = FrameHeader {
-            fin,
-            rsv: 0,
-            opcode,
-            mask,
-            payload_len: payload.len() as u64,
-        };
-        let mut hb = [0u8; MAX_HEADER_LEN];
-        let hl = h.encode(&mut hb);
-        out.extend_from_slice(&hb[..hl]);
-        let start = out.len();
-        out.extend_from_slice(payload);
-        if let Some(key) = mask {
-            apply_mask(&mut out[start..], key, 0);
-        }
+        push_plain_frame(opcode, fin, mask, payload, out);
     }
 
     /// Processes received bytes; see the module docs for the call order.
@@ -337,11 +339,79 @@ impl Connection {
     /// Returns the bytes consumed and the next event, or `None` when the rest of `buf`
     /// is an incomplete frame. On an error a close frame carrying the error's close code
     /// has been appended to `out`, the state is CLOSED, and later input is ignored.
+    ///
+    /// A compressed message (RSV1, allowed only after `set_allowed_rsv(RSV1)`) fails
+    /// the connection with [`ProtocolError::MissingInflater`] here: use
+    /// [`poll_read_with`](Self::poll_read_with).
     pub fn poll_read<'a>(
         &mut self,
         buf: &'a mut [u8],
         assembly: &'a mut Vec<u8>,
         out: &mut Vec<u8>,
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        self.read(buf, assembly, out, None)
+    }
+
+    /// [`poll_read`](Self::poll_read) for a connection that negotiated
+    /// permessage-deflate: `inflater` inflates the compressed messages completed in
+    /// this call (the runtime's choice: the connection's own, or a worker's shared one
+    /// that resets per message). A compressed message is inflated into `assembly` when
+    /// its last frame is in (earlier fragments wait there compressed, so each piece is
+    /// inflated exactly once, and all in this call), in steps of
+    /// [`super::deflate::INFLATE_STEP`]; its text is checked as it is inflated. Past
+    /// `max_message` inflated bytes it fails with 1009, on invalid compressed data
+    /// with 1007.
+    pub fn poll_read_with<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        assembly: &'a mut Vec<u8>,
+        out: &mut Vec<u8>,
+        inflater: Option<&mut Inflater>,
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        self.read(buf, assembly, out, inflater)
+    }
+
+    /// Inflates a compressed message: the compressed fragments in `assembly[..prefix]`,
+    /// then `last`, then the tail; the output goes after `prefix`.
+    #[cold]
+    #[inline(never)]
+    fn inflate_into(
+        &mut self,
+        inflater: Option<&mut Inflater>,
+        prefix: usize,
+        last: &[u8],
+        assembly: &mut Vec<u8>,
+        text: bool,
+    ) -> Result<(), ProtocolError> {
+        let inflater = inflater.ok_or(ProtocolError::MissingInflater)?;
+        let max = usize::try_from(self.limits.max_message).unwrap_or(usize::MAX);
+        let mut utf8 = StreamingUtf8::new();
+        let r = (|| {
+            inflater.begin();
+            if prefix > 0 {
+                inflater.feed_prefix(0, prefix, assembly, max, text.then_some(&mut utf8))?;
+            }
+            inflater.feed(last, assembly, max, text.then_some(&mut utf8))?;
+            inflater.finish(assembly, max, text.then_some(&mut utf8))
+        })();
+        r.map_err(|e| match e {
+            InflateError::TooLarge => ProtocolError::MessageTooLarge,
+            InflateError::Corrupt => ProtocolError::InvalidCompressedData,
+            InflateError::InvalidUtf8 => ProtocolError::InvalidUtf8,
+        })?;
+        if text && utf8.finish().is_err() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn read<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        assembly: &'a mut Vec<u8>,
+        out: &mut Vec<u8>,
+        mut inflater: Option<&mut Inflater>,
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
         if self.clear_assembly {
             assembly.clear();
@@ -375,11 +445,16 @@ impl Connection {
             let h = p.header;
             let start = pos + p.header_len as usize;
             let avail = (buf.len() - start) as u64;
-            let text = match h.opcode {
-                OpCode::Text => true,
-                OpCode::Continuation => self.fragmented.is_some_and(|f| f.text),
-                _ => false,
+            let (text, compressed) = match h.opcode {
+                OpCode::Text => (true, h.rsv & RSV1 != 0),
+                OpCode::Binary => (false, h.rsv & RSV1 != 0),
+                OpCode::Continuation => self
+                    .fragmented
+                    .map_or((false, false), |f| (f.text, f.compressed)),
+                _ => (false, false),
             };
+            // compressed text is checked once inflated
+            let plain_text = text && !compressed;
             let single = h.fin && h.opcode != OpCode::Continuation;
             if avail < h.payload_len {
                 // incomplete frame: unmask and check what has arrived, keep the rest
@@ -387,7 +462,7 @@ impl Connection {
                 if let Some(key) = h.mask {
                     apply_mask(seg, key, p.processed as usize);
                 }
-                if text && self.utf8.feed(seg).is_err() {
+                if plain_text && self.utf8.feed(seg).is_err() {
                     return Err(self.fail(ProtocolError::InvalidUtf8, out));
                 }
                 self.pending = Some(Pending {
@@ -404,7 +479,7 @@ impl Connection {
             }
             // a text frame that is a whole message seen whole at once is validated in one
             // pass below; anything else goes through the streaming validator
-            if text && !(single && whole_at_first_sight) && self.utf8.feed(fresh).is_err() {
+            if plain_text && !(single && whole_at_first_sight) && self.utf8.feed(fresh).is_err() {
                 return Err(self.fail(ProtocolError::InvalidUtf8, out));
             }
             pos = next;
@@ -436,6 +511,16 @@ impl Connection {
                     self.update_state();
                     return Ok((pos, Some(Event::Close { code, reason })));
                 }
+                OpCode::Text | OpCode::Binary if h.fin && compressed => {
+                    assembly.clear();
+                    let r =
+                        self.inflate_into(inflater.take(), 0, &buf[start..next], assembly, text);
+                    if let Err(e) = r {
+                        return Err(self.fail(e, out));
+                    }
+                    self.clear_assembly = true;
+                    return Ok((pos, Some(Event::Message(inflated(assembly, 0, text)))));
+                }
                 OpCode::Text | OpCode::Binary if h.fin => {
                     let payload: &'a [u8] = &buf[start..next];
                     if !text {
@@ -452,8 +537,25 @@ impl Connection {
                     assembly.extend_from_slice(&buf[start..next]);
                     self.fragmented = Some(Fragmented {
                         text,
+                        compressed,
                         len: h.payload_len,
                     });
+                }
+                OpCode::Continuation if h.fin && compressed => {
+                    self.fragmented = None;
+                    let prefix = assembly.len();
+                    let r = self.inflate_into(
+                        inflater.take(),
+                        prefix,
+                        &buf[start..next],
+                        assembly,
+                        text,
+                    );
+                    if let Err(e) = r {
+                        return Err(self.fail(e, out));
+                    }
+                    self.clear_assembly = true;
+                    return Ok((pos, Some(Event::Message(inflated(assembly, prefix, text)))));
                 }
                 OpCode::Continuation => {
                     assembly.extend_from_slice(&buf[start..next]);
@@ -479,8 +581,13 @@ impl Connection {
         }
     }
 
-    /// The rules that depend on the state: message sequence and message size.
+    /// The rules that depend on the state: message sequence and message size; and
+    /// RSV1 (permessage-deflate's "compressed" bit, RFC 7692 §6) only on the first
+    /// frame of a data message.
     fn check_sequence(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        if h.rsv & RSV1 != 0 && !matches!(h.opcode, OpCode::Text | OpCode::Binary) {
+            return Err(ProtocolError::ReservedBits);
+        }
         match (h.opcode, self.fragmented) {
             (OpCode::Text | OpCode::Binary, Some(_)) => Err(ProtocolError::ExpectedContinuation),
             (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
@@ -577,6 +684,33 @@ impl Connection {
         Ok(())
     }
 
+    /// Appends a whole data message as one frame (masked in the client role): its
+    /// payload compressed by `deflater` with RSV1 set, or as it is when the deflater
+    /// declines (below its threshold, not smaller). Returns which. A control or
+    /// continuation opcode is written uncompressed, as [`write_frame`](Self::write_frame)
+    /// does. Fails after our close frame went out.
+    pub fn write_compressed(
+        &mut self,
+        deflater: &mut Deflater,
+        opcode: OpCode,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Compressed, SendAfterClose> {
+        if !matches!(opcode, OpCode::Text | OpCode::Binary) {
+            return self
+                .write_frame(opcode, true, payload, out)
+                .map(|()| Compressed::No);
+        }
+        if self.close_sent {
+            return Err(SendAfterClose);
+        }
+        let mask = match self.role {
+            Role::Client => Some(self.next_mask()),
+            Role::Server => None,
+        };
+        Ok(write_message_frame(deflater, opcode, payload, mask, out))
+    }
+
     /// Starts the close handshake: queues a close frame (once). The code must be one
     /// that may be sent ([`CloseCode::is_sendable`]); another is sent as 1000.
     pub fn close(&mut self, code: Option<CloseCode>, reason: &str, out: &mut Vec<u8>) {
@@ -593,6 +727,87 @@ impl Connection {
         self.push_close(code, reason, out);
         self.update_state();
     }
+}
+
+/// The message event for inflated bytes in `assembly[from..]` (text already checked
+/// while it was inflated; validated again here to borrow it as `&str`).
+fn inflated(assembly: &[u8], from: usize, text: bool) -> Message<'_> {
+    let bytes = &assembly[from..];
+    if !text {
+        return Message::Binary(bytes);
+    }
+    match utf8::validate(bytes) {
+        Ok(s) => Message::Text(s),
+        // unreachable: the streaming check passed on the same bytes
+        Err(_) => Message::Binary(bytes),
+    }
+}
+
+/// Appends a frame: header, then the payload, masked with `mask` if given.
+fn push_plain_frame(
+    opcode: OpCode,
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let h = FrameHeader {
+        fin,
+        rsv: 0,
+        opcode,
+        mask,
+        payload_len: payload.len() as u64,
+    };
+    let mut hb = [0u8; MAX_HEADER_LEN];
+    let hl = h.encode(&mut hb);
+    out.extend_from_slice(&hb[..hl]);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = mask {
+        apply_mask(&mut out[start..], key, 0);
+    }
+}
+
+/// Appends one whole data frame: compressed with RSV1 when the deflater compresses it,
+/// plain otherwise. The payload is compressed straight into `out` after room for the
+/// header its uncompressed length would need (a compressed payload is shorter, so its
+/// header is no longer), and moved down only if the header turns out shorter.
+pub(crate) fn write_message_frame(
+    deflater: &mut Deflater,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+    out: &mut Vec<u8>,
+) -> Compressed {
+    let start = out.len();
+    let mut h = FrameHeader {
+        fin: true,
+        rsv: RSV1,
+        opcode,
+        mask,
+        payload_len: payload.len() as u64,
+    };
+    let room = h.encoded_len();
+    out.resize(start + room, 0);
+    if deflater.compress(payload, out) == Compressed::No {
+        out.truncate(start);
+        push_plain_frame(opcode, true, mask, payload, out);
+        return Compressed::No;
+    }
+    let n = out.len() - start - room;
+    h.payload_len = n as u64;
+    let mut hb = [0u8; MAX_HEADER_LEN];
+    let hl = h.encode(&mut hb);
+    debug_assert!(hl <= room);
+    if hl < room {
+        out.copy_within(start + room.., start + hl);
+        out.truncate(start + hl + n);
+    }
+    out[start..start + hl].copy_from_slice(&hb[..hl]);
+    if let Some(key) = mask {
+        apply_mask(&mut out[start + hl..], key, 0);
+    }
+    Compressed::Yes
 }
 
 #[cfg(test)]

@@ -43,6 +43,11 @@ pub enum ProtocolError {
     InvalidCloseCode,
     /// A frame arrived after the peer's close frame.
     DataAfterClose,
+    /// A compressed message (RSV1, permessage-deflate) is not a valid DEFLATE stream.
+    InvalidCompressedData,
+    /// A compressed message arrived but the runtime supplied no inflater although it
+    /// allowed RSV1: a runtime bug, failed with 1011 rather than a panic.
+    MissingInflater,
 }
 
 impl ProtocolError {
@@ -65,6 +70,8 @@ impl ProtocolError {
             ProtocolError::InvalidClosePayload => "close payload of 1 byte",
             ProtocolError::InvalidCloseCode => "invalid close code",
             ProtocolError::DataAfterClose => "frame after close",
+            ProtocolError::InvalidCompressedData => "invalid compressed data",
+            ProtocolError::MissingInflater => "no inflater for a compressed message",
         }
     }
 }
@@ -110,6 +117,9 @@ pub enum HandshakeError {
     AcceptMismatch,
     /// Client role: the server chose a subprotocol or extension that was not offered.
     UnrequestedNegotiation,
+    /// Client role: the server's `Sec-WebSocket-Extensions` answer is malformed (an
+    /// unknown, repeated or invalid parameter, e.g. `server_max_window_bits=16`).
+    InvalidExtensionResponse,
 }
 
 impl HandshakeError {
@@ -143,6 +153,7 @@ impl HandshakeError {
             HandshakeError::MissingUpgrade => "response lacks Upgrade/Connection",
             HandshakeError::AcceptMismatch => "Sec-WebSocket-Accept mismatch",
             HandshakeError::UnrequestedNegotiation => "server chose something not offered",
+            HandshakeError::InvalidExtensionResponse => "malformed extension response",
         }
     }
 }

@@ -697,6 +697,13 @@ impl<'a> ExtensionOffer<'a> {
         })
     }
 
+    /// The parameter text after the extension name, as received (from just after the
+    /// first `;`, untrimmed; empty when there are none), for an extension that checks its
+    /// parameters strictly (e.g. [`super::deflate`], which declines malformed offers).
+    pub fn raw_params(&self) -> &'a [u8] {
+        self.raw_params
+    }
+
     /// The parameters: `(name, Some(value))` or `(name, None)` for a bare one; quotes
     /// around a value are removed.
     pub fn params(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {

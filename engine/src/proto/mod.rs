@@ -1,5 +1,6 @@
 //! The sans-I/O protocol core: RFC 6455 framing, masking, UTF-8, close rules, the
-//! opening handshake and the per-connection state machine.
+//! opening handshake, the per-connection state machine and permessage-deflate
+//! (RFC 7692).
 //!
 //! Nothing in here touches a socket or a clock: callers own every buffer, pass bytes in
 //! and take bytes out, and keep deadlines themselves. Every runtime (io_uring, epoll,
@@ -8,6 +9,7 @@
 pub mod base64;
 pub mod close;
 pub mod conn;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
