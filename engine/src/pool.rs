@@ -132,12 +132,14 @@ impl OutQueue {
     /// cut to exactly `len`): its header goes in as a fixed-size copy of all its bytes,
     /// cut back to its length (no `memcpy` call for 2-14 bytes), then the payload is
     /// written in place, so a small echo costs one variable-length copy.
+    /// With `mask`, the payload is masked with that key once written (client frames).
     #[inline(always)]
     pub(crate) fn push_frame_with(
         &mut self,
         pool: &mut Pool,
         header: &HeaderBytes,
         len: usize,
+        mask: Option<[u8; 4]>,
         fill: impl FnOnce(&mut Vec<u8>),
     ) {
         let n = header.as_slice().len() + len;
@@ -148,25 +150,9 @@ impl OutQueue {
         let p = v.len();
         fill(v);
         v.resize(p + len, 0);
-    }
-
-    /// Appends whatever `f` appends to the vector it gets (which has room for
-    /// `reserve` more bytes), counted in the queue's length.
-    pub(crate) fn append_with<R>(
-        &mut self,
-        pool: &mut Pool,
-        reserve: usize,
-        f: impl FnOnce(&mut Vec<u8>) -> R,
-    ) -> R {
-        // `tail` counts `reserve` bytes; the count is set right once `f` is done
-        let v = self.tail(pool, reserve, 0);
-        let before = v.len();
-        let r = f(v);
-        let added = v.len() - before;
-        if let Some(q) = self.inner.as_mut() {
-            q.len = q.len - reserve + added;
+        if let Some(key) = mask {
+            crate::proto::mask::apply_mask(&mut v[p..], key, 0);
         }
-        r
     }
 
     /// The owned chunk that `n` more bytes go into, counted in the queue's length: the
@@ -359,7 +345,7 @@ mod tests {
         {
             let payload: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
             let h = HeaderBytes::unmasked(OpCode::Binary, true, len);
-            q.push_frame_with(&mut pool, &h, len, |v| v.extend_from_slice(&payload));
+            q.push_frame_with(&mut pool, &h, len, None, |v| v.extend_from_slice(&payload));
             expect.extend_from_slice(h.as_slice());
             expect.extend_from_slice(&payload);
             if i == 4 {

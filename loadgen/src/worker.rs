@@ -52,37 +52,36 @@ const MAX_WAIT: u64 = 250_000_000;
 /// lowest 7 bits in the first byte): the top bit of every byte stays clear.
 #[inline(always)]
 fn spread7(x: u64) -> u64 {
-    let mut y = 0;
-    let mut i = 0;
-    while i < 8 {
-        y |= (x & (0x7f << (7 * i))) << i;
-        i += 1;
-    }
-    y
+    (x & 0x7f)
+        | (x << 1) & 0x7f00
+        | (x << 2) & 0x7f_0000
+        | (x << 3) & 0x7f00_0000
+        | (x << 4) & 0x7f_0000_0000
+        | (x << 5) & 0x7f00_0000_0000
+        | (x << 6) & 0x7f_0000_0000_0000
+        | (x << 7) & 0x7f00_0000_0000_0000
 }
 
 /// The inverse of [`spread7`] (the top bit of each byte ignored).
 #[inline(always)]
 fn gather7(y: u64) -> u64 {
-    let mut x = 0;
-    let mut i = 0;
-    while i < 8 {
-        x |= (y >> i) & (0x7f << (7 * i));
-        i += 1;
-    }
-    x
+    (y & 0x7f)
+        | (y >> 1) & (0x7f << 7)
+        | (y >> 2) & (0x7f << 14)
+        | (y >> 3) & (0x7f << 21)
+        | (y >> 4) & (0x7f << 28)
+        | (y >> 5) & (0x7f << 35)
+        | (y >> 6) & (0x7f << 42)
+        | (y >> 7) & (0x7f << 49)
 }
 
 /// Writes the stamp: time stamp (56 bits) and sequence (49 bits), 7 bits per byte so
 /// that every byte is ASCII (a text payload stays valid UTF-8), then the magic byte.
 #[inline]
 pub(crate) fn encode_stamp(ts: u64, seq: u64) -> [u8; STAMP] {
-    let mut s = [0u8; STAMP];
-    s[..8].copy_from_slice(&spread7(ts).to_le_bytes());
-    let q = spread7(seq & ((1 << 49) - 1)).to_le_bytes();
-    s[8..15].copy_from_slice(&q[..7]);
-    s[15] = STAMP_MAGIC;
-    s
+    let lo = spread7(ts);
+    let hi = spread7(seq & ((1 << 49) - 1)) | (STAMP_MAGIC as u64) << 56;
+    (u128::from(lo) | u128::from(hi) << 64).to_le_bytes()
 }
 
 /// Reads a stamp back: (time stamp, sequence), or `None` for a payload that is not ours.
@@ -869,11 +868,11 @@ mod tests {
             x ^= x << 17;
             let (ts, seq) = (x >> 8, x & ((1 << 49) - 1));
             let s = encode_stamp(ts, seq);
-            for i in 0..8 {
-                assert_eq!(s[i], ((ts >> (7 * i)) & 0x7f) as u8);
+            for (i, b) in s[..8].iter().enumerate() {
+                assert_eq!(*b, ((ts >> (7 * i)) & 0x7f) as u8);
             }
-            for i in 0..7 {
-                assert_eq!(s[8 + i], ((seq >> (7 * i)) & 0x7f) as u8);
+            for (i, b) in s[8..15].iter().enumerate() {
+                assert_eq!(*b, ((seq >> (7 * i)) & 0x7f) as u8);
             }
             assert_eq!(decode_stamp(&s), Some((ts, seq)));
         }

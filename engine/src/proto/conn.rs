@@ -196,6 +196,23 @@ impl HeaderBytes {
         }
     }
 
+    /// The header of a masked (client) frame of `len` payload bytes, no RSV bits.
+    pub fn masked(opcode: OpCode, fin: bool, len: usize, key: [u8; 4]) -> HeaderBytes {
+        let h = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask: Some(key),
+            payload_len: len as u64,
+        };
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut bytes);
+        HeaderBytes {
+            bytes,
+            len: n as u8,
+        }
+    }
+
     /// The header bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
@@ -647,41 +664,26 @@ impl Connection {
         Ok(())
     }
 
-    /// Appends a data frame of `len` payload bytes that `fill` appends to `out` (padded
-    /// with zeros or cut to exactly `len`), masked in the client role: a payload
-    /// written in place, with no staging copy. Fails after our close frame went out.
-    pub fn write_frame_with(
+    /// The header for a data frame of `len` bytes that this side sends, and the mask key
+    /// its payload must be masked with (client role; `None` for a server): for a
+    /// caller that writes the payload itself. Fails after our close frame went out.
+    #[inline]
+    pub fn send_header(
         &mut self,
         opcode: OpCode,
         fin: bool,
         len: usize,
-        out: &mut Vec<u8>,
-        fill: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<(), SendAfterClose> {
-        if self.close_sent || opcode.is_control() {
+    ) -> Result<(HeaderBytes, Option<[u8; 4]>), SendAfterClose> {
+        if self.close_sent {
             return Err(SendAfterClose);
         }
-        let mask = match self.role {
-            Role::Client => Some(self.next_mask()),
-            Role::Server => None,
-        };
-        let h = FrameHeader {
-            fin,
-            rsv: 0,
-            opcode,
-            mask,
-            payload_len: len as u64,
-        };
-        let mut hb = [0u8; MAX_HEADER_LEN];
-        let hl = h.encode(&mut hb);
-        out.extend_from_slice(&hb[..hl]);
-        let start = out.len();
-        fill(out);
-        out.resize(start + len, 0);
-        if let Some(key) = mask {
-            apply_mask(&mut out[start..], key, 0);
-        }
-        Ok(())
+        Ok(match self.role {
+            Role::Server => (HeaderBytes::unmasked(opcode, fin, len), None),
+            Role::Client => {
+                let key = self.next_mask();
+                (HeaderBytes::masked(opcode, fin, len, key), Some(key))
+            }
+        })
     }
 
     /// Appends a whole data message as one frame (masked in the client role): its

@@ -113,26 +113,11 @@ impl<D> ConnCtx<'_, D> {
             return SendStatus::Dropped;
         }
         let slot = &mut *self.slot;
-        let ok = match slot.proto.role() {
-            Role::Server => match slot.proto.frame_header(opcode, true, len) {
-                Ok(h) => {
-                    slot.out.push_frame_with(&mut self.rt.pool, &h, len, fill);
-                    true
-                }
-                Err(_) => false,
-            },
-            Role::Client => {
-                let proto = &mut slot.proto;
-                slot.out
-                    .append_with(&mut self.rt.pool, len + 14, |v| {
-                        proto.write_frame_with(opcode, true, len, v, fill)
-                    })
-                    .is_ok()
-            }
-        };
-        if !ok {
+        let Ok((header, mask)) = slot.proto.send_header(opcode, true, len) else {
             return SendStatus::Dropped;
-        }
+        };
+        slot.out
+            .push_frame_with(&mut self.rt.pool, &header, len, mask, fill);
         self.after_queue()
     }
 
