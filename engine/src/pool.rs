@@ -155,6 +155,25 @@ impl OutQueue {
         }
     }
 
+    /// Appends whatever `f` appends to the vector it gets (which has room for `reserve`
+    /// more bytes), counted in the queue's length.
+    pub(crate) fn push_with<R>(
+        &mut self,
+        pool: &mut Pool,
+        reserve: usize,
+        f: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> R {
+        // `tail` counts `reserve` bytes; the count is set right once `f` is done
+        let v = self.tail(pool, reserve, 0);
+        let before = v.len();
+        let r = f(v);
+        let added = v.len() - before;
+        if let Some(q) = self.inner.as_mut() {
+            q.len = q.len - reserve + added;
+        }
+        r
+    }
+
     /// The owned chunk that `n` more bytes go into, counted in the queue's length: the
     /// last chunk when it is not sealed and has room, else a new one from the pool with
     /// room for `n + spare`.

@@ -6,7 +6,16 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use soliton::proto::handshake::OriginPolicy;
 use soliton::proto::{Limits, Message};
-use soliton::server::{Backend, Handler, Reject, Server, UpgradeRequest, WebSocket};
+use soliton::server::{
+    Backend, DeflateConfig, DeflateMode, Handler, Reject, Server, UpgradeRequest, WebSocket,
+};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DeflateArg {
+    Off,
+    Shared,
+    Dedicated,
+}
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
@@ -84,6 +93,27 @@ struct Args {
     /// epoll: size of the worker's receive buffer, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     recv_buffer: usize,
+    /// permessage-deflate (RFC 7692): off, shared (no context takeover: one compressor
+    /// per worker and window, nothing per connection) or dedicated (context takeover:
+    /// a compressor and decompressor per connection, within --deflate-budget).
+    #[arg(long, value_enum, default_value_t = DeflateArg::Shared)]
+    deflate: DeflateArg,
+    /// Largest window the server compresses with (9-15 bits).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u8).range(9..=15))]
+    deflate_window_bits: u8,
+    /// Largest window asked of clients that offer client_max_window_bits (9-15 bits).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u8).range(9..=15))]
+    deflate_client_window_bits: u8,
+    /// zlib memLevel of the server's compressors (1-9; lower: less memory, worse ratio).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=9))]
+    deflate_mem_level: u8,
+    /// Messages shorter than this many bytes go uncompressed.
+    #[arg(long, default_value_t = 1024)]
+    deflate_threshold: usize,
+    /// Most bytes of dedicated compression state per worker (past it, new connections
+    /// get shared compression).
+    #[arg(long, default_value_t = 64 << 20)]
+    deflate_budget: usize,
     /// Seconds to wait for close handshakes on SIGINT/SIGTERM.
     #[arg(long, default_value_t = 2.0)]
     shutdown_grace: f64,
@@ -139,7 +169,20 @@ fn main() {
         .handshake_timeout(secs(a.handshake_timeout))
         .idle_timeout((a.idle_timeout > 0.0).then(|| secs(a.idle_timeout)))
         .buffered_limits(a.backpressure, a.max_buffered);
-    b = b.nodelay(!a.no_nodelay);
+    b = b.nodelay(!a.no_nodelay).deflate(
+        DeflateConfig {
+            mode: match a.deflate {
+                DeflateArg::Off => DeflateMode::Off,
+                DeflateArg::Shared => DeflateMode::Shared,
+                DeflateArg::Dedicated => DeflateMode::Dedicated,
+            },
+            server_max_window_bits: a.deflate_window_bits,
+            client_max_window_bits: a.deflate_client_window_bits,
+            mem_level: a.deflate_mem_level,
+            threshold: a.deflate_threshold,
+        },
+        a.deflate_budget,
+    );
     b = b.receive_buffers(a.uring_buffers, a.uring_buffer_size, a.recv_buffer);
     if let Some(t) = a.threads {
         b = b.workers(t);

@@ -33,6 +33,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use crate::proto::deflate::{ClientOffer, ClientWindowOffer, DeflateConfig, DeflateMode};
+
 use crate::layer::LayerFactory;
 use crate::proto::conn::{Limits, Message};
 use crate::runtime::mailbox::{Command, Shared};
@@ -125,6 +127,14 @@ impl ClientBuilder {
         self.cfg.nodelay = on;
         self
     }
+    /// The compression policy for connections that offer permessage-deflate
+    /// (`ConnectRequest::deflate`): its memLevel and threshold, and with `Dedicated`,
+    /// context takeover where the server allows it.
+    pub fn deflate(mut self, d: DeflateConfig) -> Self {
+        self.cfg.deflate = d;
+        self
+    }
+
     /// Each connection's layer, between the socket's bytes and the protocol.
     pub fn layer(mut self, f: LayerFactory) -> Self {
         self.cfg.layer = Some(f);

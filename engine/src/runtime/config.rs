@@ -6,6 +6,7 @@ use std::time::Duration;
 pub use crate::driver::Backend;
 use crate::layer::LayerFactory;
 use crate::proto::conn::Limits;
+use crate::proto::deflate::DeflateConfig;
 use crate::proto::handshake::{HandshakePolicy, HeadLimits, OriginPolicy};
 
 /// Everything a server needs to run; built by [`crate::server::Server::builder`].
@@ -60,6 +61,16 @@ pub struct Config {
     /// Makes each connection's layer (between the socket's bytes and the protocol);
     /// `None` (the default): plain `ws://`.
     pub layer: Option<LayerFactory>,
+    /// permessage-deflate (RFC 7692): off (the default), shared (no context takeover,
+    /// no memory per connection) or dedicated (context takeover, a compressor and a
+    /// decompressor per connection), with the windows, memLevel and size threshold.
+    /// A server negotiates it with clients that offer it; a client offers it when its
+    /// `ConnectRequest` says so, and uses this policy's memLevel and threshold.
+    pub deflate: DeflateConfig,
+    /// Most bytes of dedicated compression state per worker; past it, new connections
+    /// are negotiated as in shared mode. Default 64 MiB (about 150 connections at
+    /// windows of 15 bits and memLevel 8: 380 KB to compress, 48 KB to decompress).
+    pub deflate_budget: usize,
 }
 
 impl Default for Config {
@@ -88,6 +99,8 @@ impl Default for Config {
             uring_buffer_size: 32 * 1024,
             recv_buffer_size: 64 * 1024,
             layer: None,
+            deflate: DeflateConfig::default(),
+            deflate_budget: 64 << 20,
         }
     }
 }

@@ -95,11 +95,12 @@ pub(crate) fn start<D>(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    let offer = req.deflate.map(|o| o.header_value());
     let creq = ClientRequest {
         host: &req.host,
         path: &req.path,
         protocols: &protocols,
-        extensions: None,
+        extensions: offer.as_ref().map(|o| o.as_str()),
         origin: req.origin.as_deref(),
         extra: &extra,
     };
@@ -115,6 +116,7 @@ pub(crate) fn start<D>(
     slot.cold().client = Some(Box::new(ClientHandshake {
         accept,
         protocols: req.protocols.clone(),
+        deflate: req.deflate,
     }));
     mark_dirty(slot, &mut rt.dirty, idx);
     Ok(ConnId::new(rt.index, slot.seq, idx))

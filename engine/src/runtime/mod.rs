@@ -13,6 +13,7 @@
 
 pub(crate) mod config;
 pub(crate) mod ctx;
+pub(crate) mod deflate;
 pub(crate) mod error;
 pub(crate) mod handler;
 pub(crate) mod id;

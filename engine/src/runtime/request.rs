@@ -7,6 +7,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::proto::deflate::ClientOffer;
+
 /// A bad `ws://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlError(pub String);
@@ -32,6 +34,7 @@ pub struct ConnectRequest {
     pub(crate) origin: Option<String>,
     pub(crate) timeout: Duration,
     pub(crate) source: Option<IpAddr>,
+    pub(crate) deflate: Option<ClientOffer>,
 }
 
 impl ConnectRequest {
@@ -75,6 +78,7 @@ impl ConnectRequest {
             origin: None,
             timeout: Duration::from_secs(10),
             source: None,
+            deflate: None,
         })
     }
 
@@ -106,6 +110,15 @@ impl ConnectRequest {
     /// Time for the TCP connect and the opening handshake together; default 10 s.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
+        self
+    }
+
+    /// Offers permessage-deflate (RFC 7692) with these parameters; what the server
+    /// answers decides (no answer: no compression). The client's `Config::deflate` gives
+    /// the memLevel and the threshold, and with `Dedicated` lets it keep context where
+    /// the server allows it.
+    pub fn deflate(mut self, offer: ClientOffer) -> Self {
+        self.deflate = Some(offer);
         self
     }
 
@@ -153,6 +166,7 @@ fn split_host_port(a: &str) -> Option<(&str, u16)> {
 pub(crate) struct ClientHandshake {
     pub(crate) accept: [u8; 28],
     pub(crate) protocols: Vec<String>,
+    pub(crate) deflate: Option<ClientOffer>,
 }
 
 /// A connect posted from another thread, with its data.

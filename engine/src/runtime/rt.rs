@@ -38,6 +38,10 @@ pub(crate) struct Rt {
     pub(crate) rng: u64,
     /// The socket being received from may be written to at once (epoll), with this.
     pub(crate) direct: Option<crate::driver::Immediate>,
+    /// permessage-deflate: parameter sets, shared codecs, own codecs' memory.
+    pub(crate) codecs: super::deflate::Codecs,
+    /// Scratch: the receivers of a publish.
+    pub(crate) fanout: Vec<usize>,
 }
 
 impl Rt {
@@ -68,6 +72,7 @@ impl Rt {
             sched: 0,
             proto: Connection::new(role, self.cfg.limits, mask_seed),
             out: OutQueue::default(),
+            deflate: 0,
             cold: Some(Box::new(super::slot::Cold {
                 layer,
                 ..Default::default()

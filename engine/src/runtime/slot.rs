@@ -65,6 +65,9 @@ pub(crate) struct Slot<D> {
     /// What the application sent, not yet handed to the layer and the driver.
     pub(crate) out: OutQueue,
     pub(crate) cold: Option<Box<Cold>>,
+    /// The permessage-deflate parameter set agreed (its code in the worker's
+    /// `Codecs`), 0 for none.
+    pub(crate) deflate: u8,
     pub(crate) data: Option<D>,
 }
 
@@ -91,6 +94,8 @@ pub(crate) struct Cold {
     pub(crate) error: Option<super::error::ConnError>,
     /// The connection's layer (TLS, ...): a connection with one keeps its `Cold`.
     pub(crate) layer: Option<Box<dyn Layer>>,
+    /// Its own compressor and decompressor (context takeover), once made.
+    pub(crate) codec: Option<Box<super::deflate::OwnCodec>>,
 }
 
 impl Cold {
@@ -101,6 +106,7 @@ impl Cold {
             && self.close_reason.is_empty()
             && self.error.is_none()
             && self.layer.is_none()
+            && self.codec.is_none()
     }
 }
 

@@ -4,6 +4,7 @@
 use std::io::IoSlice;
 use std::sync::Arc;
 
+use super::deflate::keeps_context;
 use super::id::ConnId;
 use super::rt::Rt;
 use super::slot::{Phase, Slot};
@@ -61,6 +62,9 @@ impl<D> ConnCtx<'_, D> {
 
     pub(crate) fn send(&mut self, msg: Message<'_>) -> SendStatus {
         let payload = msg.as_bytes();
+        if self.slot.deflate != 0 {
+            return self.send_compressed(msg.opcode(), payload);
+        }
         if payload.len() >= DIRECT_MIN {
             if let Some(s) = self.send_direct(msg.opcode(), payload) {
                 return s;
@@ -69,6 +73,38 @@ impl<D> ConnCtx<'_, D> {
         self.send_with(msg.opcode(), payload.len(), |v| {
             v.extend_from_slice(payload)
         })
+    }
+
+    /// A message on a connection that agreed to permessage-deflate: compressed (RSV1)
+    /// with the worker's or its own compressor when that makes it smaller and it is
+    /// over the threshold, as it is otherwise; either way written straight into the
+    /// queue.
+    fn send_compressed(&mut self, opcode: OpCode, payload: &[u8]) -> SendStatus {
+        if self.slot.flags.reset() || self.slot.phase != Phase::Open {
+            return SendStatus::Dropped;
+        }
+        let rt = &mut *self.rt;
+        let slot = &mut *self.slot;
+        let Some(params) = rt.codecs.params(slot.deflate) else {
+            return SendStatus::Dropped;
+        };
+        let cfg = rt.cfg.deflate;
+        let role = slot.proto.role();
+        let deflater = if keeps_context(role, params, &cfg) {
+            let own = &mut slot.cold.get_or_insert_with(Box::default).codec;
+            rt.codecs.own_deflater(own, role, params, &cfg)
+        } else {
+            rt.codecs
+                .shared_deflater(params.max_window_bits(role), &cfg)
+        };
+        let proto = &mut slot.proto;
+        let r = slot.out.push_with(&mut rt.pool, payload.len() + 64, |v| {
+            proto.write_compressed(deflater, opcode, payload, v)
+        });
+        if r.is_err() {
+            return SendStatus::Dropped;
+        }
+        self.after_queue()
     }
 
     /// A large payload to the connection being read, with nothing queued before it
@@ -111,6 +147,15 @@ impl<D> ConnCtx<'_, D> {
     ) -> SendStatus {
         if self.slot.flags.reset() || self.slot.phase != Phase::Open {
             return SendStatus::Dropped;
+        }
+        if self.slot.deflate != 0 {
+            // compression needs the whole payload first
+            let mut staged = self.rt.pool.get();
+            fill(&mut staged);
+            staged.resize(len, 0);
+            let s = self.send_compressed(opcode, &staged);
+            self.rt.pool.put(staged);
+            return s;
         }
         let slot = &mut *self.slot;
         let Ok((header, mask)) = slot.proto.send_header(opcode, true, len) else {

@@ -34,6 +34,8 @@ pub use crate::runtime::{
     UpgradeRequest, WebSocket, WorkerCtx,
 };
 
+pub use crate::proto::deflate::{DeflateConfig, DeflateMode};
+
 use crate::driver;
 use crate::layer::LayerFactory;
 use crate::proto::conn::{Limits, Message};
@@ -140,6 +142,13 @@ impl Builder {
     /// `TCP_NODELAY` on every connection; default on (see [`Config::nodelay`]).
     pub fn nodelay(mut self, on: bool) -> Self {
         self.cfg.nodelay = on;
+        self
+    }
+
+    /// permessage-deflate policy (off by default) and the budget for dedicated state.
+    pub fn deflate(mut self, d: DeflateConfig, budget: usize) -> Self {
+        self.cfg.deflate = d;
+        self.cfg.deflate_budget = budget;
         self
     }
 

@@ -4,7 +4,7 @@
 use super::Worker;
 use crate::driver::Driver;
 use crate::proto::close::CloseCode;
-use crate::proto::frame::Status;
+use crate::proto::frame::{Status, RSV1};
 use crate::proto::handshake::{self, HeadLimits, Response};
 use crate::proto::HandshakeError;
 use crate::runtime::ctx::start;
@@ -72,10 +72,27 @@ impl<H: Handler> Worker<H> {
         let verdict = handshake::check_response(&resp, &hs.accept, &offered);
         let protocol = match verdict {
             Ok(a) => {
-                if a.extensions.is_some() {
+                let deflate = match hs.deflate {
+                    Some(offer) => match offer.check_response(a.extensions) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            self.fail_handshake(idx, ConnError::Handshake(e.as_str()));
+                            return None;
+                        }
+                    },
                     // nothing was offered: any extension answered is a violation
-                    self.fail_handshake(idx, ConnError::Handshake("extension not offered"));
-                    return None;
+                    None if a.extensions.is_some() => {
+                        self.fail_handshake(idx, ConnError::Handshake("extension not offered"));
+                        return None;
+                    }
+                    None => None,
+                };
+                if let Some(p) = deflate {
+                    let code = self.rt.codecs.code(p);
+                    if let Some(slot) = self.slots.get_mut(idx) {
+                        slot.deflate = code;
+                        slot.proto.set_allowed_rsv(RSV1);
+                    }
                 }
                 a.protocol.map(Box::from)
             }

@@ -86,6 +86,8 @@ impl<H: Handler> Worker<H> {
                 seq: 0,
                 rng: seed() ^ index as u64,
                 direct: None,
+                codecs: Default::default(),
+                fanout: Vec::new(),
             },
             commands: Vec::new(),
             shutdown: None,
@@ -345,6 +347,7 @@ impl<H: Handler> Worker<H> {
                 handler.on_close(id, data, info)
             }));
         }
+        self.rt.codecs.release(cold.codec.take());
         self.rt.pool.put(std::mem::take(&mut cold.carry));
         self.rt.pool.put(std::mem::take(&mut cold.assembly));
         slot.out.clear(&mut self.rt.pool);

@@ -3,17 +3,24 @@
 use std::sync::Arc;
 
 use super::Worker;
+use crate::proto::conn::Role;
+use crate::proto::deflate::write_server_message;
+use crate::proto::OpCode;
+use crate::runtime::deflate::keeps_context;
 use crate::runtime::handler::Handler;
 use crate::runtime::id::ConnId;
 use crate::runtime::mailbox::Command;
-use crate::runtime::rt::Rt;
 use crate::runtime::slot::Phase;
-use crate::runtime::ws::mark_dirty;
+use crate::runtime::ws::ConnCtx;
 
 impl<H: Handler> Worker<H> {
-    /// Delivers publishes queued by handlers: one shared frame for every receiver.
+    /// Delivers publishes queued by handlers, in the order they were made: one shared
+    /// frame for every receiver.
     pub(crate) fn run_publishes(&mut self) {
-        while let Some((topic, frame)) = self.rt.publishes.pop() {
+        if self.rt.publishes.is_empty() {
+            return;
+        }
+        for (topic, frame) in std::mem::take(&mut self.rt.publishes) {
             for (i, mb) in self.rt.shared.mailboxes.iter().enumerate() {
                 if i != self.rt.index {
                     mb.post(Command::Publish {
@@ -26,32 +33,84 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// A publish to this worker's subscribers of `topic`: the same `frame` for every
+    /// plain receiver; for receivers that agreed to permessage-deflate, one frame
+    /// compressed once per window size and shared likewise, or (a receiver whose own
+    /// compressor keeps context) compressed by its own compressor. Client connections
+    /// get the message framed (masked) for them.
     pub(crate) fn publish_local(&mut self, topic: &str, frame: &Arc<[u8]>) {
-        let Rt {
-            topics,
-            pool,
-            dirty,
-            cfg,
-            shared,
-            index,
-            ..
-        } = &mut self.rt;
-        for idx in topics.members(topic) {
+        let Some((opcode, payload)) = split_frame(frame) else {
+            return;
+        };
+        // compressed frames made for this publish, by window bits
+        let mut compressed: Vec<(u8, Arc<[u8]>)> = Vec::new();
+        let mut members = std::mem::take(&mut self.rt.fanout);
+        members.clear();
+        members.extend(self.rt.topics.members(topic));
+        for &idx in &members {
             let Some(slot) = self.slots.get_mut(idx) else {
                 continue;
             };
             if slot.proto.close_sent() || slot.flags.reset() || slot.phase != Phase::Open {
                 continue;
             }
-            slot.out.push_shared(pool, frame.clone());
-            mark_dirty(slot, dirty, idx);
-            let b = slot.buffered();
-            if b > cfg.max_buffered {
-                slot.flags.set_reset(true);
-            } else if b > cfg.backpressure_limit && !slot.flags.backpressured() {
-                slot.flags.set_backpressured(true);
-                shared.set_congested(ConnId::new(*index, slot.seq, idx), true);
-            }
+            let role = slot.proto.role();
+            let params = self.rt.codecs.params(slot.deflate);
+            let id = ConnId::new(self.rt.index, slot.seq, idx);
+            let shared_window = match params {
+                Some(p)
+                    if role == Role::Server && !keeps_context(role, p, &self.rt.cfg.deflate) =>
+                {
+                    Some(p.max_window_bits(role))
+                }
+                None if role == Role::Server => None,
+                _ => {
+                    // its own compressor, or a client connection: framed for it alone
+                    let mut ctx = ConnCtx {
+                        id,
+                        idx,
+                        slot,
+                        rt: &mut self.rt,
+                    };
+                    ctx.send_with(opcode, payload.len(), |v| v.extend_from_slice(payload));
+                    continue;
+                }
+            };
+            let f = match shared_window {
+                None => frame.clone(),
+                Some(w) => match compressed.iter().find(|(cw, _)| *cw == w) {
+                    Some((_, f)) => f.clone(),
+                    None => {
+                        let cfg = self.rt.cfg.deflate;
+                        let d = self.rt.codecs.shared_deflater(w, &cfg);
+                        let mut v = Vec::with_capacity(payload.len() + 16);
+                        write_server_message(d, opcode, payload, &mut v);
+                        let f: Arc<[u8]> = Arc::from(v);
+                        compressed.push((w, f.clone()));
+                        f
+                    }
+                },
+            };
+            slot.out.push_shared(&mut self.rt.pool, f);
+            let mut ctx = ConnCtx {
+                id,
+                idx,
+                slot,
+                rt: &mut self.rt,
+            };
+            ctx.after_queue();
         }
+        self.rt.fanout = members;
     }
+}
+
+/// The opcode and payload of a whole unmasked frame made by `serialize`.
+fn split_frame(frame: &[u8]) -> Option<(OpCode, &[u8])> {
+    let opcode = OpCode::from_u8(*frame.first()? & 0x0f)?;
+    let header = match frame.get(1)? & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    Some((opcode, frame.get(header..)?))
 }

@@ -5,6 +5,7 @@
 use super::Worker;
 use crate::proto::close::CloseCode;
 use crate::proto::conn::{Event, Role};
+use crate::runtime::deflate::peer_resets;
 use crate::runtime::error::ConnError;
 use crate::runtime::handler::Handler;
 use crate::runtime::slot::Phase;
@@ -109,9 +110,27 @@ impl<H: Handler> Worker<H> {
                 break;
             };
             self.rt.ctl.clear();
-            let r = slot
-                .proto
-                .poll_read(&mut buf[pos..], &mut assembly, &mut self.rt.ctl);
+            let r = if slot.deflate == 0 {
+                slot.proto
+                    .poll_read(&mut buf[pos..], &mut assembly, &mut self.rt.ctl)
+            } else {
+                // compression agreed: the worker's decompressor or the connection's own
+                let role = slot.proto.role();
+                let inflater = match self.rt.codecs.params(slot.deflate) {
+                    Some(p) if peer_resets(role, p) => Some(self.rt.codecs.shared_inflater()),
+                    Some(p) => {
+                        let own = &mut slot.cold.get_or_insert_with(Box::default).codec;
+                        Some(self.rt.codecs.own_inflater(own, role, p))
+                    }
+                    None => None,
+                };
+                slot.proto.poll_read_with(
+                    &mut buf[pos..],
+                    &mut assembly,
+                    &mut self.rt.ctl,
+                    inflater,
+                )
+            };
             if !self.rt.ctl.is_empty() {
                 slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
                 mark_dirty(slot, &mut self.rt.dirty, idx);

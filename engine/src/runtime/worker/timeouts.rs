@@ -72,6 +72,11 @@ impl<H: Handler> Worker<H> {
                         self.arm_idle(idx);
                     } else if !slot.flags.ping_sent() {
                         slot.flags.set_ping_sent(true);
+                        // idle: its own compressor may go (the peer keeps its history;
+                        // a new one simply starts without)
+                        if let Some(c) = slot.cold.as_mut() {
+                            self.rt.codecs.drop_own_deflater(&mut c.codec);
+                        }
                         self.rt.ctl.clear();
                         let _ = slot
                             .proto

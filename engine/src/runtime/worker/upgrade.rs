@@ -4,7 +4,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::Worker;
-use crate::proto::frame::Status;
+use crate::proto::deflate::{negotiate_server, DeflateMode};
+use crate::proto::frame::{Status, RSV1};
 use crate::proto::handshake::{self, Negotiation, Request};
 use crate::runtime::handler::{Handler, HttpResponse, UpgradeRequest};
 use crate::runtime::slot::Phase;
@@ -82,9 +83,26 @@ impl<H: Handler> Worker<H> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        // permessage-deflate: the first acceptable offer, under the policy in force
+        let agreement = if cfg.deflate.mode == DeflateMode::Off {
+            None
+        } else {
+            let policy = self.rt.codecs.policy(&cfg.deflate, cfg.deflate_budget);
+            negotiate_server(req.extensions(), &policy)
+        };
         self.rt.ctl.clear();
-        handshake::write_accept_response(&mut self.rt.ctl, &accepted, None, &extra);
+        handshake::write_accept_response(
+            &mut self.rt.ctl,
+            &accepted,
+            agreement.as_ref().map(|a| a.response.as_str()),
+            &extra,
+        );
+        let code = agreement.map_or(0, |a| self.rt.codecs.code(a.params));
         let slot = self.slots.get_mut(idx)?;
+        if code != 0 {
+            slot.deflate = code;
+            slot.proto.set_allowed_rsv(RSV1);
+        }
         slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
         mark_dirty(slot, &mut self.rt.dirty, idx);
         slot.data = Some(data);
