@@ -132,12 +132,25 @@ struct Common {
     /// No live progress line.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Offer permessage-deflate (RFC 7692): `shared` asks for no context takeover
+    /// (both ends reset per message), `dedicated` lets both ends keep context. The
+    /// report then says how much the messages sent shrank.
+    #[arg(long, value_enum, default_value_t = DeflateArg::Off)]
+    deflate: DeflateArg,
     /// Socket I/O of the workers (Soliton's drivers, as in the server): `uring`
     /// (io_uring, Linux 6.1+: every send of a loop iteration in one system call,
     /// multishot receives into a provided buffer ring), `epoll`, or `auto`: io_uring
     /// where the kernel allows it, else epoll.
     #[arg(long, value_enum, default_value_t = IoArg::Auto)]
     io: IoArg,
+}
+
+/// `--deflate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DeflateArg {
+    Off,
+    Shared,
+    Dedicated,
 }
 
 /// `--io`.
@@ -173,6 +186,11 @@ struct MsgArgs {
     /// Send text messages (payloads are ASCII) instead of binary.
     #[arg(long)]
     text: bool,
+    /// What fills each payload after its stamp: `x` (one byte repeated), `json`
+    /// (JSON-like text of words and numbers, which compresses about 3 to 1, for
+    /// --deflate runs) or `random` (incompressible bytes; ASCII letters with --text).
+    #[arg(long, value_enum, default_value_t = worker::Payload::X)]
+    payload: worker::Payload,
 }
 
 #[derive(Debug, Args)]
@@ -341,7 +359,19 @@ fn spec(
     kind: Kind,
     msg: Option<&MsgArgs>,
 ) -> Result<Spec, String> {
-    let target = target::Target::new(&c.url, &c.protocols, &c.headers, c.origin.clone())?;
+    let mut target = target::Target::new(&c.url, &c.protocols, &c.headers, c.origin.clone())?;
+    let deflate = match c.deflate {
+        DeflateArg::Off => None,
+        DeflateArg::Shared => Some(soliton::client::ClientOffer {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..Default::default()
+        }),
+        DeflateArg::Dedicated => Some(soliton::client::ClientOffer::default()),
+    };
+    if let Some(o) = deflate {
+        target.req = target.req.deflate(o);
+    }
     let cores = c.cores.as_deref().map(target::parse_cores).transpose()?;
     let threads = c
         .threads
@@ -373,6 +403,11 @@ fn spec(
     config_entry(&mut cfg, "protocols", c.protocols.clone());
     config_entry(
         &mut cfg,
+        "deflate",
+        format!("{:?}", c.deflate).to_lowercase(),
+    );
+    config_entry(
+        &mut cfg,
         "server_pid",
         c.server_pid.map_or(Value::Null, Value::from),
     );
@@ -396,6 +431,11 @@ fn spec(
     if let Some(m) = msg {
         config_entry(&mut cfg, "size", m.size.max(worker::STAMP) as u64);
         config_entry(&mut cfg, "text", m.text);
+        config_entry(
+            &mut cfg,
+            "payload",
+            format!("{:?}", m.payload).to_lowercase(),
+        );
     }
     Ok(Spec {
         scenario: scenario.to_string(),
@@ -407,6 +447,8 @@ fn spec(
         kind,
         size: msg.map_or(worker::STAMP, |m| m.size),
         text: msg.is_some_and(|m| m.text),
+        payload: msg.map_or(worker::Payload::X, |m| m.payload),
+        dedicated: c.deflate == DeflateArg::Dedicated,
         ramp: c.ramp.max(0.0),
         max_pending: c.max_pending.max(1),
         duration: c.duration,

@@ -107,6 +107,19 @@ pub(crate) struct Messages {
     pub(crate) mb_per_s_in: f64,
     /// Offered rate (rate, fanout, slo).
     pub(crate) offered_per_s: Option<f64>,
+    /// permessage-deflate, whole run: payload bytes sent on connections that agreed to
+    /// it, and what their frames took on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deflate: Option<Deflate>,
+}
+
+/// What compression did to the messages sent.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Deflate {
+    pub(crate) payload_bytes: u64,
+    pub(crate) wire_bytes: u64,
+    /// payload / wire.
+    pub(crate) ratio: f64,
 }
 
 /// CPU use over the measured window.
@@ -364,6 +377,9 @@ impl Report {
         if let Some(io) = cfg("io") {
             line.push(format!("{io} I/O"));
         }
+        if let Some(d) = cfg("deflate").filter(|d| d != "off") {
+            line.push(format!("permessage-deflate {d}"));
+        }
         if !line.is_empty() {
             let _ = writeln!(o, "{}", line.join(", "));
         }
@@ -428,6 +444,16 @@ impl Report {
                 fmt_rate(m.sent_per_s),
                 m.mb_per_s_in,
                 m.mb_per_s_out
+            );
+        }
+        if let Some(d) = &self.messages.deflate {
+            let _ = writeln!(
+                o,
+                "{:<13}sent {} payload bytes as {} on the wire: {:.2} to 1",
+                "compression",
+                fmt_n(d.payload_bytes),
+                fmt_n(d.wire_bytes),
+                d.ratio
             );
         }
         if let Some(f) = &self.fanout {
@@ -686,6 +712,12 @@ pub(crate) fn merge(reports: Vec<Report>) -> Result<Report, String> {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
+        if let Some(rd) = &rm.deflate {
+            let d = mm.deflate.get_or_insert_with(Deflate::default);
+            d.payload_bytes += rd.payload_bytes;
+            d.wire_bytes += rd.wire_bytes;
+            d.ratio = d.payload_bytes as f64 / d.wire_bytes.max(1) as f64;
+        }
         if mm.size != rm.size {
             m.notes.push(format!(
                 "message sizes differ ({} and {})",

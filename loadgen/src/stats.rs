@@ -163,6 +163,10 @@ pub(crate) struct Stats {
     pub(crate) clean_closes: u64,
     /// Errors by kind.
     pub(crate) errors: BTreeMap<ErrKind, u64>,
+    /// permessage-deflate: payload bytes sent on compressed connections, and the
+    /// bytes their frames took.
+    pub(crate) deflate_payload: u64,
+    pub(crate) deflate_wire: u64,
 }
 
 impl Stats {
@@ -184,6 +188,8 @@ impl Stats {
             open_at_close: 0,
             clean_closes: 0,
             errors: BTreeMap::new(),
+            deflate_payload: 0,
+            deflate_wire: 0,
         }
     }
 
@@ -214,6 +220,8 @@ impl Stats {
         self.last_handshake = self.last_handshake.max(o.last_handshake);
         self.open_at_close += o.open_at_close;
         self.clean_closes += o.clean_closes;
+        self.deflate_payload += o.deflate_payload;
+        self.deflate_wire += o.deflate_wire;
         for (k, v) in &o.errors {
             self.error(*k, *v);
         }

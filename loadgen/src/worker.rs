@@ -96,6 +96,54 @@ pub(crate) fn decode_stamp(p: &[u8]) -> Option<(u64, u64)> {
     Some((gather7(lo), gather7(hi & 0x00ff_ffff_ffff_ffff)))
 }
 
+/// What fills a payload after its stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Payload {
+    /// One byte repeated.
+    X,
+    /// JSON-like text: words and numbers.
+    Json,
+    /// Incompressible (ASCII letters for text messages).
+    Random,
+}
+
+/// A payload template of `size` bytes (the stamp's 16 are overwritten per message).
+fn template(kind: Payload, size: usize, text: bool, seed: u64) -> Vec<u8> {
+    const WORDS: [&str; 12] = [
+        "user", "room", "lobby", "price", "bid", "ask", "status", "online", "message", "hello",
+        "update", "id",
+    ];
+    let mut r = seed | 1;
+    let mut next = move || {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        r
+    };
+    let mut v = Vec::with_capacity(size + 64);
+    match kind {
+        Payload::X => v.resize(size, b'x'),
+        Payload::Random => {
+            while v.len() < size {
+                let x = next();
+                v.push(if text { b'a' + (x % 26) as u8 } else { x as u8 });
+            }
+        }
+        Payload::Json => {
+            v.push(b'[');
+            while v.len() < size {
+                let x = next();
+                let w1 = WORDS[(x % 12) as usize];
+                let w2 = WORDS[((x >> 8) % 12) as usize];
+                let n = (x >> 16) % 100_000;
+                v.extend_from_slice(format!(r#"{{"{w1}":"{w2}","n":{n}}},"#).as_bytes());
+            }
+        }
+    }
+    v.truncate(size);
+    v
+}
+
 /// What the worker does with its connections.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Mode {
@@ -123,6 +171,9 @@ pub(crate) struct Plan {
     pub(crate) mode: Mode,
     pub(crate) size: usize,
     pub(crate) text: bool,
+    pub(crate) payload: Payload,
+    /// Keep compression context where the server allows it.
+    pub(crate) dedicated: bool,
     /// Connections per second for this worker (0: as fast as `max_pending` allows).
     pub(crate) ramp: f64,
     /// Most handshakes in progress at once (connect --close: most connections alive).
@@ -227,7 +278,7 @@ impl Load {
             } else {
                 OpCode::Binary
             },
-            template: vec![b'x'; size],
+            template: template(plan.payload, size, plan.text, plan.index as u64 + 7),
             requests,
             plan,
             stats: Stats::new(),
@@ -697,6 +748,9 @@ impl Handler for Load {
         self.me = shared.measure_end.load(Relaxed);
         let deadline = shared.deadline.load(Relaxed);
         if now >= deadline || (self.closing && self.live == 0) {
+            let (payload, wire) = w.compression();
+            self.stats.deflate_payload = payload;
+            self.stats.deflate_wire = wire;
             self.finish();
             return None;
         }
@@ -772,12 +826,22 @@ pub(crate) fn start(plans: Vec<Plan>, backend: Backend) -> std::io::Result<Runni
     let most = plans.iter().map(|p| p.conns).max().unwrap_or(1);
     let bufs = most.clamp(BUFS_MIN, BUFS_MAX).next_power_of_two() as u16;
     let close = plans.first().map_or(2_000_000_000, |p| p.close_timeout);
+    let dedicated = plans.first().is_some_and(|p| p.dedicated);
     let (tx, rx) = mpsc::channel();
     let out: StatsOut = Arc::new(Mutex::new(Some(tx)));
     let plans: Arc<Mutex<Vec<Option<Plan>>>> =
         Arc::new(Mutex::new(plans.into_iter().map(Some).collect()));
     let out2 = out.clone();
     let client = Client::builder()
+        .deflate(soliton::client::DeflateConfig {
+            mode: if dedicated {
+                soliton::client::DeflateMode::Dedicated
+            } else {
+                soliton::client::DeflateMode::Shared
+            },
+            threshold: 0,
+            ..Default::default()
+        })
         .workers(threads)
         .backend(backend)
         .pin(None)

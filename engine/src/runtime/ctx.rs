@@ -39,6 +39,12 @@ impl<D> WorkerCtx<'_, D> {
         self.rt.timers.now()
     }
 
+    /// permessage-deflate on this worker so far: the payload bytes of messages sent on
+    /// connections that agreed to it, and the bytes their frames took on the wire.
+    pub fn compression(&self) -> (u64, u64) {
+        (self.rt.codecs.sent_payload, self.rt.codecs.sent_wire)
+    }
+
     /// Connections on this worker (in every state).
     pub fn connections(&self) -> usize {
         self.slots.len()

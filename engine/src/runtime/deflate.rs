@@ -53,6 +53,10 @@ pub(crate) struct Codecs {
     shared_deflaters: [Option<Deflater>; 7],
     /// Memory of every connection's own codecs (estimated).
     pub(crate) own_bytes: usize,
+    /// Payload bytes of messages sent on connections with compression agreed, and the
+    /// bytes their frames took (compressed or not).
+    pub(crate) sent_payload: u64,
+    pub(crate) sent_wire: u64,
 }
 
 impl std::fmt::Debug for Codecs {

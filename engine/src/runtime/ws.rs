@@ -99,11 +99,16 @@ impl<D> ConnCtx<'_, D> {
         };
         let proto = &mut slot.proto;
         let r = slot.out.push_with(&mut rt.pool, payload.len() + 64, |v| {
-            proto.write_compressed(deflater, opcode, payload, v)
+            let at = v.len();
+            proto
+                .write_compressed(deflater, opcode, payload, v)
+                .map(|_| v.len() - at)
         });
-        if r.is_err() {
+        let Ok(wire) = r else {
             return SendStatus::Dropped;
-        }
+        };
+        rt.codecs.sent_payload += payload.len() as u64;
+        rt.codecs.sent_wire += wire as u64;
         self.after_queue()
     }
 
