@@ -72,59 +72,11 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// Replaces the whole configuration (`addr`, `backlog`, the handshake policy and
-    /// `max_connections` do not apply to clients).
-    pub fn config(mut self, cfg: Config) -> Self {
-        self.cfg = cfg;
-        self
-    }
-    /// Worker threads.
-    pub fn workers(mut self, n: usize) -> Self {
-        self.cfg.workers = n.max(1);
-        self
-    }
-    /// I/O backend.
-    pub fn backend(mut self, b: Backend) -> Self {
-        self.cfg.backend = b;
-        self
-    }
-    /// Pin workers to cores, starting at `first_core`; `None` leaves them unpinned.
-    pub fn pin(mut self, first_core: Option<usize>) -> Self {
-        self.cfg.pin_cores = first_core.is_some();
-        self.cfg.first_core = first_core.unwrap_or(0);
-        self
-    }
-    /// Frame and message size limits for what the servers send.
-    pub fn limits(mut self, l: Limits) -> Self {
-        self.cfg.limits = l;
-        self
-    }
-    /// Idle timeout (ping, then close); `None` (the default) disables it.
-    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
-        self.cfg.idle_timeout = d;
-        self
-    }
+    crate::runtime::config::common_setters!();
+
     /// Time to wait for the server's close frame after ours.
     pub fn close_timeout(mut self, d: Duration) -> Self {
         self.cfg.close_timeout = d;
-        self
-    }
-    /// Backpressure limit and hard cap on buffered outgoing bytes.
-    pub fn buffered_limits(mut self, backpressure: usize, max: usize) -> Self {
-        self.cfg.backpressure_limit = backpressure;
-        self.cfg.max_buffered = max.max(backpressure);
-        self
-    }
-    /// Receive buffers (see [`crate::server::Builder::receive_buffers`]).
-    pub fn receive_buffers(mut self, count: u16, size: usize, epoll_size: usize) -> Self {
-        self.cfg.uring_buffers = count.max(2);
-        self.cfg.uring_buffer_size = size.max(512);
-        self.cfg.recv_buffer_size = epoll_size.max(512);
-        self
-    }
-    /// `TCP_NODELAY`; default on.
-    pub fn nodelay(mut self, on: bool) -> Self {
-        self.cfg.nodelay = on;
         self
     }
     /// The compression policy for connections that offer permessage-deflate
@@ -132,12 +84,6 @@ impl ClientBuilder {
     /// context takeover where the server allows it.
     pub fn deflate(mut self, d: DeflateConfig) -> Self {
         self.cfg.deflate = d;
-        self
-    }
-
-    /// Each connection's layer, between the socket's bytes and the protocol.
-    pub fn layer(mut self, f: LayerFactory) -> Self {
-        self.cfg.layer = Some(f);
         self
     }
 

@@ -181,28 +181,20 @@ pub struct HeaderBytes {
 impl HeaderBytes {
     /// The header of an unmasked (server) frame of `len` payload bytes, no RSV bits.
     pub fn unmasked(opcode: OpCode, fin: bool, len: usize) -> HeaderBytes {
-        let h = FrameHeader {
-            fin,
-            rsv: 0,
-            opcode,
-            mask: None,
-            payload_len: len as u64,
-        };
-        let mut bytes = [0u8; MAX_HEADER_LEN];
-        let n = h.encode(&mut bytes);
-        HeaderBytes {
-            bytes,
-            len: n as u8,
-        }
+        Self::new(opcode, fin, len, None)
     }
 
     /// The header of a masked (client) frame of `len` payload bytes, no RSV bits.
     pub fn masked(opcode: OpCode, fin: bool, len: usize, key: [u8; 4]) -> HeaderBytes {
+        Self::new(opcode, fin, len, Some(key))
+    }
+
+    fn new(opcode: OpCode, fin: bool, len: usize, mask: Option<[u8; 4]>) -> HeaderBytes {
         let h = FrameHeader {
             fin,
             rsv: 0,
             opcode,
-            mask: Some(key),
+            mask,
             payload_len: len as u64,
         };
         let mut bytes = [0u8; MAX_HEADER_LEN];

@@ -104,3 +104,70 @@ impl Default for Config {
         }
     }
 }
+
+/// The setters a server's and a client's builder share (each has a `cfg: Config`).
+macro_rules! common_setters {
+    () => {
+        /// Replaces the whole configuration.
+        pub fn config(mut self, cfg: Config) -> Self {
+            self.cfg = cfg;
+            self
+        }
+        /// Worker threads.
+        pub fn workers(mut self, n: usize) -> Self {
+            self.cfg.workers = n.max(1);
+            self
+        }
+        /// The backend asked for (before [`Backend::Auto`] is resolved at start).
+        pub fn backend_asked(&self) -> Backend {
+            self.cfg.backend
+        }
+        /// I/O backend.
+        pub fn backend(mut self, b: Backend) -> Self {
+            self.cfg.backend = b;
+            self
+        }
+        /// Pin workers to cores, starting at `first_core`; `None` leaves them unpinned.
+        pub fn pin(mut self, first_core: Option<usize>) -> Self {
+            self.cfg.pin_cores = first_core.is_some();
+            self.cfg.first_core = first_core.unwrap_or(0);
+            self
+        }
+        /// Frame and message size limits for what peers send (1009 past them).
+        pub fn limits(mut self, l: Limits) -> Self {
+            self.cfg.limits = l;
+            self
+        }
+        /// Idle timeout (ping, then close); `None` disables it.
+        pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+            self.cfg.idle_timeout = d;
+            self
+        }
+        /// Backpressure limit and hard cap on buffered outgoing bytes.
+        pub fn buffered_limits(mut self, backpressure: usize, max: usize) -> Self {
+            self.cfg.backpressure_limit = backpressure;
+            self.cfg.max_buffered = max.max(backpressure);
+            self
+        }
+        /// Receive buffers: io_uring's provided ring (`count` buffers of `size` bytes
+        /// per worker) and the epoll worker's buffer (`epoll_size` bytes).
+        pub fn receive_buffers(mut self, count: u16, size: usize, epoll_size: usize) -> Self {
+            self.cfg.uring_buffers = count.max(2);
+            self.cfg.uring_buffer_size = size.max(512);
+            self.cfg.recv_buffer_size = epoll_size.max(512);
+            self
+        }
+        /// `TCP_NODELAY` on every connection; default on (see [`Config::nodelay`]).
+        pub fn nodelay(mut self, on: bool) -> Self {
+            self.cfg.nodelay = on;
+            self
+        }
+        /// Each connection's layer, between the socket's bytes and the protocol.
+        pub fn layer(mut self, f: LayerFactory) -> Self {
+            self.cfg.layer = Some(f);
+            self
+        }
+    };
+}
+
+pub(crate) use common_setters;
