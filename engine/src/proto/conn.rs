@@ -288,6 +288,19 @@ impl Connection {
         self.fragmented.is_some()
     }
 
+    /// Whether a [`poll_read_with`](Self::poll_read_with) of `buf` may need an
+    /// inflater: a compressed message is under way, or `buf` starts a frame with RSV1.
+    /// A runtime that makes decompressors on demand asks this first.
+    pub fn may_inflate(&self, buf: &[u8]) -> bool {
+        if self.fragmented.is_some_and(|f| f.compressed) {
+            return true;
+        }
+        match self.pending {
+            Some(p) => p.header.rsv & RSV1 != 0,
+            None => buf.first().is_some_and(|b| b & RSV1 != 0),
+        }
+    }
+
     fn rules(&self) -> DecodeRules {
         DecodeRules {
             expect_masked: self.role == Role::Server,

@@ -8,8 +8,11 @@
 //!   slot (which agreed parameter set it uses).
 //! * **Own** codecs belong to a connection (in its `Cold` part), made on first use: a
 //!   decompressor when the peer keeps context (it must), a compressor when this side
-//!   keeps context (dedicated mode). A worker counts their memory and stops agreeing to
-//!   context takeover past `Config::deflate_budget`.
+//!   keeps context (dedicated mode). The budget (`Config::deflate_budget`) counts the
+//!   decompressors at the agreement (a connection that agreed may need one at any time:
+//!   past the budget, new connections are agreed without context takeover) and the
+//!   compressors when made (past the budget a message is compressed with the worker's
+//!   compressor instead: this side may always forget its history).
 
 use crate::proto::conn::Role;
 use crate::proto::deflate::{DeflateConfig, DeflateMode, DeflateParams, Deflater, Inflater};
@@ -36,14 +39,6 @@ impl std::fmt::Debug for OwnCodec {
     }
 }
 
-impl OwnCodec {
-    /// The memory its codecs hold (estimated).
-    pub(crate) fn bytes(&self) -> usize {
-        self.inflater.as_ref().map_or(0, |_| OWN_INFLATER_BYTES)
-            + self.deflater.as_ref().map_or(0, |_| OWN_DEFLATER_BYTES)
-    }
-}
-
 /// A worker's compression state.
 #[derive(Default)]
 pub(crate) struct Codecs {
@@ -51,7 +46,8 @@ pub(crate) struct Codecs {
     sets: Vec<DeflateParams>,
     shared_inflater: Option<Inflater>,
     shared_deflaters: [Option<Deflater>; 7],
-    /// Memory of every connection's own codecs (estimated).
+    /// Memory of own codecs (estimated): decompressors reserved at agreement, and the
+    /// compressors made.
     pub(crate) own_bytes: usize,
     /// Payload bytes of messages sent on connections with compression agreed, and the
     /// bytes their frames took (compressed or not).
@@ -105,7 +101,7 @@ impl Codecs {
 
     /// The policy to negotiate with now: dedicated falls back to shared past the budget.
     pub(crate) fn policy(&self, cfg: &DeflateConfig, budget: usize) -> DeflateConfig {
-        if cfg.mode == DeflateMode::Dedicated && self.own_bytes >= budget {
+        if cfg.mode == DeflateMode::Dedicated && self.own_bytes + OWN_INFLATER_BYTES > budget {
             DeflateConfig {
                 mode: DeflateMode::Shared,
                 ..*cfg
@@ -121,18 +117,24 @@ impl Codecs {
             .get_or_insert_with(|| Inflater::new(true))
     }
 
-    /// The connection's own decompressor, made now if need be.
+    /// A connection of `role` agreed to `params`: reserves its own decompressor's
+    /// memory when its peer keeps context (whether or not it is made).
+    pub(crate) fn agreed(&mut self, role: Role, params: DeflateParams) {
+        if !peer_resets(role, params) {
+            self.own_bytes += OWN_INFLATER_BYTES;
+        }
+    }
+
+    /// The connection's own decompressor (its memory reserved at the agreement), made
+    /// now if need be.
     pub(crate) fn own_inflater<'a>(
-        &mut self,
         own: &'a mut Option<Box<OwnCodec>>,
         role: Role,
         params: DeflateParams,
     ) -> &'a mut Inflater {
-        let own = own.get_or_insert_with(Box::default);
-        if own.inflater.is_none() {
-            self.own_bytes += OWN_INFLATER_BYTES;
-        }
-        own.inflater.get_or_insert_with(|| params.inflater(role))
+        own.get_or_insert_with(Box::default)
+            .inflater
+            .get_or_insert_with(|| params.inflater(role))
     }
 
     /// The worker's compressor for `window` bits (reset per message): for every
@@ -145,20 +147,27 @@ impl Codecs {
         })
     }
 
-    /// The connection's own compressor, made now if need be.
+    /// The connection's own compressor, made now if need be and the budget allows;
+    /// `None`: use the worker's for this message.
     pub(crate) fn own_deflater<'a>(
         &mut self,
         own: &'a mut Option<Box<OwnCodec>>,
         role: Role,
         params: DeflateParams,
         cfg: &DeflateConfig,
-    ) -> &'a mut Deflater {
+        budget: usize,
+    ) -> Option<&'a mut Deflater> {
         let own = own.get_or_insert_with(Box::default);
         if own.deflater.is_none() {
+            if self.own_bytes + OWN_DEFLATER_BYTES > budget {
+                return None;
+            }
             self.own_bytes += OWN_DEFLATER_BYTES;
         }
-        own.deflater
-            .get_or_insert_with(|| params.deflater(role, cfg.mem_level, cfg.threshold))
+        Some(
+            own.deflater
+                .get_or_insert_with(|| params.deflater(role, cfg.mem_level, cfg.threshold)),
+        )
     }
 
     /// Drops a connection's own compressor (it may: the peer does not depend on this
@@ -170,10 +179,80 @@ impl Codecs {
         }
     }
 
-    /// A connection's own codecs are gone: their memory is free again.
-    pub(crate) fn release(&mut self, own: Option<Box<OwnCodec>>) {
-        if let Some(o) = own {
-            self.own_bytes = self.own_bytes.saturating_sub(o.bytes());
+    /// A connection that agreed to `params` is gone with its own codecs: their memory
+    /// (and its reservation) is free again.
+    pub(crate) fn release(
+        &mut self,
+        own: Option<Box<OwnCodec>>,
+        role: Role,
+        params: DeflateParams,
+    ) {
+        let mut n = 0;
+        if !peer_resets(role, params) {
+            n += OWN_INFLATER_BYTES;
         }
+        if own.is_some_and(|o| o.deflater.is_some()) {
+            n += OWN_DEFLATER_BYTES;
+        }
+        self.own_bytes = self.own_bytes.saturating_sub(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(takeover: bool) -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover: !takeover,
+            client_no_context_takeover: !takeover,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }
+    }
+
+    /// Decompressors are counted at the agreement, compressors when made; past the
+    /// budget the policy falls back to shared and no compressor is made; everything
+    /// is given back when the connections go.
+    #[test]
+    fn the_budget_counts_what_connections_may_and_do_hold() {
+        let cfg = DeflateConfig {
+            mode: DeflateMode::Dedicated,
+            ..DeflateConfig::default()
+        };
+        let budget = 2 * OWN_INFLATER_BYTES + OWN_DEFLATER_BYTES;
+        let mut c = Codecs::default();
+        let p = params(true);
+        assert_eq!(c.policy(&cfg, budget).mode, DeflateMode::Dedicated);
+        c.agreed(Role::Server, p);
+        c.agreed(Role::Server, p);
+        assert_eq!(c.own_bytes, 2 * OWN_INFLATER_BYTES);
+        let (mut a, mut b) = (None, None);
+        assert!(c
+            .own_deflater(&mut a, Role::Server, p, &cfg, budget)
+            .is_some());
+        assert!(
+            c.own_deflater(&mut b, Role::Server, p, &cfg, budget)
+                .is_none(),
+            "over the budget: the worker's compressor serves"
+        );
+        assert_eq!(c.policy(&cfg, budget).mode, DeflateMode::Shared);
+        // a shared agreement reserves nothing
+        c.agreed(Role::Server, params(false));
+        c.release(a, Role::Server, p);
+        c.release(b, Role::Server, p);
+        c.release(None, Role::Server, params(false));
+        assert_eq!(c.own_bytes, 0);
+        assert_eq!(c.policy(&cfg, budget).mode, DeflateMode::Dedicated);
+    }
+
+    #[test]
+    fn parameter_sets_are_interned() {
+        let mut c = Codecs::default();
+        let a = c.code(params(true));
+        let b = c.code(params(false));
+        assert_eq!((a, b, c.code(params(true))), (1, 2, 1));
+        assert_eq!(c.params(2), Some(params(false)));
+        assert_eq!(c.params(0), None);
     }
 }

@@ -90,12 +90,18 @@ impl<D> ConnCtx<'_, D> {
         };
         let cfg = rt.cfg.deflate;
         let role = slot.proto.role();
-        let deflater = if keeps_context(role, params, &cfg) {
+        let own = if keeps_context(role, params, &cfg) {
             let own = &mut slot.cold.get_or_insert_with(Box::default).codec;
-            rt.codecs.own_deflater(own, role, params, &cfg)
-        } else {
             rt.codecs
-                .shared_deflater(params.max_window_bits(role), &cfg)
+                .own_deflater(own, role, params, &cfg, rt.cfg.deflate_budget)
+        } else {
+            None
+        };
+        let deflater = match own {
+            Some(d) => d,
+            None => rt
+                .codecs
+                .shared_deflater(params.max_window_bits(role), &cfg),
         };
         let proto = &mut slot.proto;
         let r = slot.out.push_with(&mut rt.pool, payload.len() + 64, |v| {

@@ -4,6 +4,7 @@
 use super::Worker;
 use crate::driver::Driver;
 use crate::proto::close::CloseCode;
+use crate::proto::conn::Role;
 use crate::proto::frame::{Status, RSV1};
 use crate::proto::handshake::{self, HeadLimits, Response};
 use crate::proto::HandshakeError;
@@ -88,6 +89,7 @@ impl<H: Handler> Worker<H> {
                     None => None,
                 };
                 if let Some(p) = deflate {
+                    self.rt.codecs.agreed(Role::Client, p);
                     let code = self.rt.codecs.code(p);
                     if let Some(slot) = self.slots.get_mut(idx) {
                         slot.deflate = code;

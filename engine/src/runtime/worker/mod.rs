@@ -347,7 +347,11 @@ impl<H: Handler> Worker<H> {
                 handler.on_close(id, data, info)
             }));
         }
-        self.rt.codecs.release(cold.codec.take());
+        if let Some(p) = self.rt.codecs.params(slot.deflate) {
+            self.rt
+                .codecs
+                .release(cold.codec.take(), slot.proto.role(), p);
+        }
         self.rt.pool.put(std::mem::take(&mut cold.carry));
         self.rt.pool.put(std::mem::take(&mut cold.assembly));
         slot.out.clear(&mut self.rt.pool);

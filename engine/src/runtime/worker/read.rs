@@ -5,7 +5,7 @@
 use super::Worker;
 use crate::proto::close::CloseCode;
 use crate::proto::conn::{Event, Role};
-use crate::runtime::deflate::peer_resets;
+use crate::runtime::deflate::{peer_resets, Codecs};
 use crate::runtime::error::ConnError;
 use crate::runtime::handler::Handler;
 use crate::runtime::slot::Phase;
@@ -110,7 +110,7 @@ impl<H: Handler> Worker<H> {
                 break;
             };
             self.rt.ctl.clear();
-            let r = if slot.deflate == 0 {
+            let r = if slot.deflate == 0 || !slot.proto.may_inflate(&buf[pos..]) {
                 slot.proto
                     .poll_read(&mut buf[pos..], &mut assembly, &mut self.rt.ctl)
             } else {
@@ -120,7 +120,7 @@ impl<H: Handler> Worker<H> {
                     Some(p) if peer_resets(role, p) => Some(self.rt.codecs.shared_inflater()),
                     Some(p) => {
                         let own = &mut slot.cold.get_or_insert_with(Box::default).codec;
-                        Some(self.rt.codecs.own_inflater(own, role, p))
+                        Some(Codecs::own_inflater(own, role, p))
                     }
                     None => None,
                 };

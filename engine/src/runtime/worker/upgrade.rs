@@ -4,6 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::Worker;
+use crate::proto::conn::Role;
 use crate::proto::deflate::{negotiate_server, DeflateMode};
 use crate::proto::frame::{Status, RSV1};
 use crate::proto::handshake::{self, Negotiation, Request};
@@ -97,7 +98,10 @@ impl<H: Handler> Worker<H> {
             agreement.as_ref().map(|a| a.response.as_str()),
             &extra,
         );
-        let code = agreement.map_or(0, |a| self.rt.codecs.code(a.params));
+        let code = agreement.map_or(0, |a| {
+            self.rt.codecs.agreed(Role::Server, a.params);
+            self.rt.codecs.code(a.params)
+        });
         let slot = self.slots.get_mut(idx)?;
         if code != 0 {
             slot.deflate = code;

@@ -449,3 +449,14 @@ proptest! {
         prop_assert!(h.carry.is_empty());
     }
 }
+
+#[test]
+fn may_inflate_says_when_a_decompressor_is_needed() {
+    let mut h = Harness::new(Role::Server, Limits::default());
+    h.conn.set_allowed_rsv(RSV1);
+    assert!(!h.conn.may_inflate(&[]));
+    assert!(!h.conn.may_inflate(&cframe(1, true, b"plain")));
+    let mut f = cframe(1, true, b"x");
+    f[0] |= RSV1;
+    assert!(h.conn.may_inflate(&f));
+}
