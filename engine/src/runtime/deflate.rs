@@ -127,11 +127,11 @@ impl Codecs {
 
     /// The connection's own decompressor (its memory reserved at the agreement), made
     /// now if need be.
-    pub(crate) fn own_inflater<'a>(
-        own: &'a mut Option<Box<OwnCodec>>,
+    pub(crate) fn own_inflater(
+        own: &mut Option<Box<OwnCodec>>,
         role: Role,
         params: DeflateParams,
-    ) -> &'a mut Inflater {
+    ) -> &mut Inflater {
         own.get_or_insert_with(Box::default)
             .inflater
             .get_or_insert_with(|| params.inflater(role))
