@@ -95,6 +95,15 @@ pub fn config(backend: Backend) -> Config {
     }
 }
 
+/// A client builder on `backend`, with the test layer when the servers have it.
+pub fn client_builder(backend: Backend) -> soliton::client::ClientBuilder {
+    let b = soliton::client::Client::builder().backend(backend);
+    match config(backend).layer {
+        Some(l) => b.layer(l),
+        None => b,
+    }
+}
+
 /// A builder with [`config`] (callers add what the test needs).
 pub fn builder(backend: Backend) -> Builder {
     Server::builder()

@@ -7,12 +7,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use soliton::client::{Client, ClientHandle, ConnectRequest};
+use soliton::client::{ClientHandle, ConnectRequest};
 use soliton::proto::{CloseCode, Message, ReadyState};
 use soliton::server::{
     Backend, CloseInfo, ConnError, ConnId, Handler, Reject, UpgradeRequest, WebSocket,
 };
-use soliton_tests::{builder, for_each_backend, TestServer, IO_TIMEOUT};
+use soliton_tests::{builder, client_builder, for_each_backend, TestServer, IO_TIMEOUT};
 
 #[derive(Debug, PartialEq)]
 enum Ev {
@@ -93,15 +93,6 @@ fn client(backend: Backend) -> (ClientHandle<Script>, Receiver<Ev>) {
         .expect("client starts");
     assert_eq!(c.backend(), backend);
     (c, rx)
-}
-
-/// A client on `backend`, with the test layer when the servers have it.
-fn client_builder(backend: Backend) -> soliton::client::ClientBuilder {
-    let b = Client::builder().backend(backend);
-    match soliton_tests::config(backend).layer {
-        Some(l) => b.layer(l),
-        None => b,
-    }
 }
 
 fn script(tag: u32, send: Vec<Message<'static>>, close_after: usize) -> Script {

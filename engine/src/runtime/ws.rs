@@ -118,8 +118,8 @@ impl<D> ConnCtx<'_, D> {
         self.after_queue()
     }
 
-    /// A large payload to the connection being read, with nothing queued before it
-    /// (epoll): written at once from where it lies (the receive buffer, for an echo),
+    /// A large payload to the connection being read, with nothing queued before it and
+    /// no layer to go through (epoll): written at once from where it lies (the receive buffer, for an echo),
     /// header and payload in one `writev`; only what the socket does not take is copied
     /// into the queue. `None`: not possible here, send as usual.
     fn send_direct(&mut self, opcode: OpCode, payload: &[u8]) -> Option<SendStatus> {
@@ -127,6 +127,7 @@ impl<D> ConnCtx<'_, D> {
         let slot = &mut *self.slot;
         if w.token() != slot.token
             || slot.proto.role() != Role::Server
+            || slot.cold.as_ref().is_some_and(|c| c.layer.is_some())
             || !slot.out.is_empty()
             || slot.wire != 0
             || slot.flags.reset()
