@@ -135,6 +135,7 @@ impl TestServer {
             "soliton-tests: server on {addr}, backend running: {:?}",
             handle.backend()
         );
+        record_backend(handle.backend());
         if asked != Backend::Auto {
             assert_eq!(
                 handle.backend(),
