@@ -132,6 +132,7 @@ impl FrameHeader {
     /// Parses a header from the start of `buf`, checking every rule that the header
     /// alone decides. An error is reported as soon as the bytes that prove it are in,
     /// even if the header is incomplete. Returns the header and its length.
+    #[inline]
     pub fn decode(
         buf: &[u8],
         rules: &DecodeRules,

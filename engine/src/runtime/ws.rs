@@ -178,6 +178,7 @@ impl<D> ConnCtx<'_, D> {
         self.after_queue()
     }
 
+    #[inline]
     pub(crate) fn after_queue(&mut self) -> SendStatus {
         self.mark_dirty();
         let buffered = self.slot.buffered();
