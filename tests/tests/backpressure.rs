@@ -186,3 +186,142 @@ fn on_drain_fires_when_a_slow_reader_catches_up() {
         );
     });
 }
+
+/// Echoes every message and keeps the highest buffered amount it saw after a send.
+struct EchoWatch {
+    max: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Handler for EchoWatch {
+    type Data = ();
+    fn on_upgrade(&mut self, _req: &UpgradeRequest<'_, '_>) -> Result<(), Reject> {
+        Ok(())
+    }
+    fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, msg: Message<'_>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if ws.send(msg) == SendStatus::Dropped {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+        self.max.fetch_max(ws.buffered_amount(), Relaxed);
+    }
+}
+
+/// Read-side flow control: a client that writes echo requests as fast as the socket
+/// takes them and reads nothing. Without it the server would read on, queue the echoes
+/// until `max_buffered` and drop the connection; with it the server stops reading the
+/// connection once its queue is past the backpressure limit, the client's writes block
+/// (TCP's window), and when the client reads again every echo comes back, in order.
+#[test]
+fn a_client_that_floods_without_reading_is_slowed_by_tcp_not_dropped() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    const FRAME: usize = 16 * 1024;
+    const LIMIT: usize = 64 * 1024;
+    const MAX: usize = 2 * MIB;
+    /// Far more than every socket buffer on the path together: reaching it means the
+    /// server never stopped reading.
+    const CAP: usize = 512 * MIB;
+    for_each_backend(|backend| {
+        let max = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (m, d) = (max.clone(), dropped.clone());
+        let b = builder(backend).buffered_limits(LIMIT, MAX);
+        let server = TestServer::start(b, move |_| EchoWatch {
+            max: m.clone(),
+            dropped: d.clone(),
+        });
+        let mut ws = RawWs::connect(server.addr());
+        let payload: Vec<u8> = (0..FRAME).map(|i| (i * 7 % 251) as u8).collect();
+        let frame = ws.masked_frame(true, op::BINARY, &payload);
+        ws.stream.set_nonblocking(true).expect("nonblocking");
+        // flood until the writes have blocked for half a second
+        let (mut frames, mut at, mut written) = (0usize, 0usize, 0usize);
+        let mut blocked_since: Option<Instant> = None;
+        loop {
+            assert!(
+                written < CAP,
+                "{written} bytes taken: the server never stopped reading"
+            );
+            match ws.stream.write(&frame[at..]) {
+                Ok(n) => {
+                    blocked_since = None;
+                    written += n;
+                    at += n;
+                    if at == frame.len() {
+                        at = 0;
+                        frames += 1;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(500) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!(
+                    "write failed after {written} bytes: {e} (sends dropped: {}, highest queue {} B)",
+                    dropped.load(Relaxed),
+                    max.load(Relaxed)
+                ),
+            }
+        }
+        if at > 0 {
+            frames += 1; // its rest is written below, while reading
+        }
+        eprintln!(
+            "  writes blocked after {written} bytes ({frames} frames); highest queue {} B",
+            max.load(Relaxed)
+        );
+        assert_eq!(dropped.load(Relaxed), 0, "the server dropped the flooder");
+        assert!(
+            max.load(Relaxed) < MAX,
+            "the queue reached {} B",
+            max.load(Relaxed)
+        );
+        // now read every echo back (finishing the last frame as the window opens)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut got, mut buf, mut tmp) = (0usize, Vec::new(), vec![0u8; 256 * 1024]);
+        while got < frames {
+            assert!(
+                Instant::now() < deadline,
+                "{got} of {frames} echoes came back"
+            );
+            if at > 0 {
+                match ws.stream.write(&frame[at..]) {
+                    Ok(n) => at = (at + n) % frame.len(),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("write failed: {e}"),
+                }
+            }
+            match ws.stream.read(&mut tmp) {
+                Ok(0) => panic!("the server closed after {got} of {frames} echoes"),
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("read failed after {got} echoes: {e}"),
+            }
+            let mut used = 0;
+            while let Some((f, n)) = soliton_tests::decode_frame(&buf[used..]) {
+                assert_eq!(f.opcode, op::BINARY, "echo {got}");
+                assert!(f.payload == payload, "echo {got} differs");
+                got += 1;
+                used += n;
+            }
+            buf.drain(..used);
+        }
+        assert!(buf.is_empty(), "bytes past the last echo");
+        // and the connection is still fine
+        ws.stream.set_nonblocking(false).expect("blocking");
+        ws.send_frame(true, op::PING, b"alive");
+        let pong = ws.read_frame().expect("pong");
+        assert_eq!(
+            (pong.opcode, pong.payload.as_slice()),
+            (op::PONG, &b"alive"[..])
+        );
+    });
+}

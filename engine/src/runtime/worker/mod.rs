@@ -169,6 +169,22 @@ impl<H: Handler> Worker<H> {
 
     /// Hands every written-to connection's queue to the driver, then the other requests.
     fn flush(&mut self, driver: &mut Driver) {
+        // connections that may read again: what arrived while they were stopped is
+        // processed now (before the writes below, which then carry its answers)
+        let mut i = 0;
+        while i < self.rt.reading_changed.len() {
+            let idx = self.rt.reading_changed[i];
+            i += 1;
+            let resumed = self.slots.get(idx).is_some_and(|s| {
+                s.phase == Phase::Open
+                    && !(s.flags.paused() || s.flags.throttled())
+                    && s.has_carry()
+            });
+            if resumed {
+                self.process_carry(idx);
+                self.throttle(idx);
+            }
+        }
         let mut dirty = std::mem::take(&mut self.rt.dirty);
         for &idx in &dirty {
             let Some(slot) = self.slots.get_mut(idx) else {

@@ -22,6 +22,16 @@ impl<H: Handler> Worker<H> {
         if slot.phase == Phase::Lingering || slot.phase == Phase::HttpThenClose {
             return;
         }
+        if slot.phase == Phase::Open && (slot.flags.throttled() || slot.flags.paused()) {
+            // reading is stopped, but io_uring's receives already under way still
+            // complete: keep their bytes, unprocessed, until reading resumes
+            let cold = slot.cold();
+            if cold.carry.capacity() == 0 {
+                cold.carry = self.rt.pool.get();
+            }
+            cold.carry.extend_from_slice(data);
+            return;
+        }
         if slot.has_carry() || slot.phase == Phase::Handshake {
             let cold = slot.cold();
             if cold.carry.capacity() == 0 {
@@ -159,6 +169,15 @@ impl<H: Handler> Worker<H> {
                     };
                     if alive.is_none() || closing {
                         pos = buf.len();
+                        break;
+                    }
+                    if self
+                        .slots
+                        .get(idx)
+                        .is_some_and(|s| s.buffered() > self.rt.cfg.backpressure_limit)
+                    {
+                        // over the limit: the rest waits in the carry until the queue
+                        // drains (read-side flow control; the caller stops reading)
                         break;
                     }
                 }
