@@ -178,6 +178,13 @@ impl<D> ConnCtx<'_, D> {
         self.after_queue()
     }
 
+    /// Queues a serialized frame shared with other receivers (a publish, or a send from
+    /// another thread), under the same limits as `send`.
+    pub(crate) fn send_shared(&mut self, frame: Arc<[u8]>) -> SendStatus {
+        self.slot.out.push_shared(&mut self.rt.pool, frame);
+        self.after_queue()
+    }
+
     #[inline]
     pub(crate) fn after_queue(&mut self) -> SendStatus {
         self.mark_dirty();

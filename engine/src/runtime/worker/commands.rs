@@ -45,14 +45,13 @@ impl<H: Handler> Worker<H> {
         if slot.seq != id.seq() || slot.phase != Phase::Open || slot.proto.close_sent() {
             return;
         }
-        slot.out.push_shared(&mut self.rt.pool, frame);
-        let mut ctx = ConnCtx {
+        ConnCtx {
             id,
             idx,
             slot,
             rt: &mut self.rt,
-        };
-        ctx.after_queue();
+        }
+        .send_shared(frame);
     }
 
     fn begin_shutdown(&mut self, deadline: Instant) {

@@ -91,14 +91,13 @@ impl<H: Handler> Worker<H> {
                     }
                 },
             };
-            slot.out.push_shared(&mut self.rt.pool, f);
-            let mut ctx = ConnCtx {
+            ConnCtx {
                 id,
                 idx,
                 slot,
                 rt: &mut self.rt,
-            };
-            ctx.after_queue();
+            }
+            .send_shared(f);
         }
         self.rt.fanout = members;
     }

@@ -22,23 +22,18 @@ impl<H: Handler> Worker<H> {
         if slot.phase == Phase::Lingering || slot.phase == Phase::HttpThenClose {
             return;
         }
-        if slot.phase == Phase::Open && (slot.flags.throttled() || slot.flags.paused()) {
-            // reading is stopped, but io_uring's receives already under way still
-            // complete: keep their bytes, unprocessed, until reading resumes
+        // reading is stopped, but io_uring's receives already under way still complete:
+        // their bytes wait in the carry, unprocessed, until reading resumes
+        let stopped = slot.phase == Phase::Open && (slot.flags.throttled() || slot.flags.paused());
+        if stopped || slot.has_carry() || slot.phase == Phase::Handshake {
             let cold = slot.cold();
             if cold.carry.capacity() == 0 {
                 cold.carry = self.rt.pool.get();
             }
             cold.carry.extend_from_slice(data);
-            return;
-        }
-        if slot.has_carry() || slot.phase == Phase::Handshake {
-            let cold = slot.cold();
-            if cold.carry.capacity() == 0 {
-                cold.carry = self.rt.pool.get();
+            if !stopped {
+                self.process_carry(idx);
             }
-            cold.carry.extend_from_slice(data);
-            self.process_carry(idx);
         } else {
             let used = self.process(idx, data);
             if let Some(slot) = self.slots.get_mut(idx) {
