@@ -55,6 +55,33 @@ pub trait Layer: 'static {
     /// The connection is closing: queue what the layer sends at the end (a TLS
     /// `close_notify`), for the next [`flush`](Layer::flush).
     fn close(&mut self) {}
+
+    /// The peer ended its stream inside the layer (a TLS `close_notify`): nothing more
+    /// comes, as after a TCP FIN.
+    fn peer_closed(&self) -> bool {
+        false
+    }
+
+    /// What the connection's TLS agreed, for a TLS layer.
+    fn tls(&self) -> Option<TlsInfo> {
+        None
+    }
+}
+
+/// What a TLS connection agreed in its handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1_3` or `TLSv1_2` (empty while handshaking).
+    pub version: &'static str,
+    /// The cipher suite's name (empty while handshaking).
+    pub cipher: &'static str,
+    /// The handshake resumed an earlier session (no certificate, no key exchange
+    /// signature).
+    pub resumed: bool,
+    /// The host name the client asked for (SNI), on the server side.
+    pub server_name: Option<Box<str>>,
+    /// The application protocol agreed by ALPN (`http/1.1`), if any.
+    pub alpn: Option<Box<str>>,
 }
 
 impl fmt::Debug for dyn Layer {

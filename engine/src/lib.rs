@@ -26,6 +26,7 @@
 //! * [`driver`]: the only code that touches sockets; io_uring and epoll behind one
 //!   interface, with its contract in the module docs.
 //! * [`layer`]: the per-connection slot between the driver's bytes and the protocol.
+//! * `tls` (feature `tls`, on by default): `wss://` with rustls as a layer.
 //! * [`server`] and [`client`]: the two roles, on the same workers, drivers and
 //!   [`server::Handler`].
 #![warn(missing_docs)]
@@ -38,6 +39,8 @@ pub mod pool;
 pub mod proto;
 mod runtime;
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// The README's embedding example, compiled as a doctest.
 #[cfg(doctest)]

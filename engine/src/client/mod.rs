@@ -87,6 +87,15 @@ impl ClientBuilder {
         self
     }
 
+    /// `wss://`: whom to trust, and the session cache, for requests that bring no
+    /// [`TlsConnector`](crate::tls::TlsConnector) of their own (default: the system's
+    /// roots).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, c: crate::tls::TlsConnector) -> Self {
+        self.cfg.tls_client = Some(c);
+        self
+    }
+
     /// Starts the workers; returns once each runs (or the first set-up error).
     /// `factory(i)` makes worker `i`'s handler on its thread.
     pub fn start<H, F>(self, factory: F) -> io::Result<ClientHandle<H::Data>>

@@ -71,6 +71,10 @@ pub struct Config {
     /// are negotiated as in shared mode. Default 64 MiB (about 150 connections at
     /// windows of 15 bits and memLevel 8: 380 KB to compress, 48 KB to decompress).
     pub deflate_budget: usize,
+    /// Client role: the TLS trust and session cache for `wss://` requests that bring
+    /// none of their own; `None`: the system's roots.
+    #[cfg(feature = "tls")]
+    pub tls_client: Option<crate::tls::TlsConnector>,
 }
 
 impl Default for Config {
@@ -101,6 +105,8 @@ impl Default for Config {
             layer: None,
             deflate: DeflateConfig::default(),
             deflate_budget: 64 << 20,
+            #[cfg(feature = "tls")]
+            tls_client: None,
         }
     }
 }

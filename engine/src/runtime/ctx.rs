@@ -118,6 +118,26 @@ pub(crate) fn start<D>(
     let Some(slot) = slots.get_mut(idx) else {
         unreachable!("the slot was just made");
     };
+    if let Some(host) = &req.tls_host {
+        #[cfg(feature = "tls")]
+        {
+            let layer = match req.tls.as_ref().or(rt.cfg.tls_client.as_ref()) {
+                Some(c) => c.layer(host),
+                None => crate::tls::TlsConnector::system().and_then(|c| c.layer(host)),
+            };
+            match layer {
+                Ok(l) => slot.cold().layer = Some(Box::new(l)),
+                Err(e) => {
+                    // the socket is made: fail the connection through the worker
+                    slot.flags.set_reset(true);
+                    slot.cold().error =
+                        Some(ConnError::Layer(crate::layer::LayerError(e.to_string())));
+                }
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        let _ = host;
+    }
     slot.out.push_bytes(&mut rt.pool, &rt.ctl);
     slot.cold().client = Some(Box::new(ClientHandshake {
         accept,

@@ -35,20 +35,32 @@ pub struct ConnectRequest {
     pub(crate) timeout: Duration,
     pub(crate) source: Option<IpAddr>,
     pub(crate) deflate: Option<ClientOffer>,
+    /// `wss://`: the host name for SNI and certificate checks.
+    pub(crate) tls_host: Option<String>,
+    /// `wss://`: the trust and session cache to use (default: the system's roots).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsConnector>,
 }
 
 impl ConnectRequest {
-    /// A request for `url` (`ws://host[:port][/path]`; the port defaults to 80). A
-    /// host name is resolved here, blocking; an IP address is not. `wss://` is refused
-    /// until TLS lands.
+    /// A request for `url` (`ws://host[:port][/path]`, port 80 by default, or
+    /// `wss://...`, port 443 by default, TLS with the system's roots unless
+    /// [`tls`](ConnectRequest::tls) says otherwise). A host name is resolved here,
+    /// blocking; an IP address is not.
     pub fn new(url: &str) -> Result<ConnectRequest, UrlError> {
-        let rest = if let Some(r) = url.strip_prefix("ws://") {
-            r
-        } else if url.starts_with("wss://") {
-            return Err(UrlError("wss:// is not supported yet (no TLS)".into()));
+        let (rest, secure) = if let Some(r) = url.strip_prefix("ws://") {
+            (r, false)
+        } else if let Some(r) = url.strip_prefix("wss://") {
+            if cfg!(not(feature = "tls")) {
+                return Err(UrlError(
+                    "wss:// needs TLS: soliton was built without its `tls` feature".into(),
+                ));
+            }
+            (r, true)
         } else {
-            return Err(UrlError(format!("{url:?}: not a ws:// URL")));
+            return Err(UrlError(format!("{url:?}: not a ws:// or wss:// URL")));
         };
+        let default_port = if secure { 443 } else { 80 };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -59,7 +71,7 @@ impl ConnectRequest {
                 "{url:?}: no host (or user info, unsupported)"
             )));
         }
-        let (host, port) = split_host_port(authority)
+        let (host, port) = split_host_port(authority, default_port)
             .ok_or_else(|| UrlError(format!("{url:?}: bad host or port")))?;
         let addr = match host.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, port),
@@ -79,7 +91,23 @@ impl ConnectRequest {
             timeout: Duration::from_secs(10),
             source: None,
             deflate: None,
+            tls_host: secure.then(|| host.to_owned()),
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// `wss://`: whom to trust, and the session cache (see
+    /// [`TlsConnector`](crate::tls::TlsConnector)); the default is the system's roots.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, c: crate::tls::TlsConnector) -> Self {
+        self.tls = Some(c);
+        self
+    }
+
+    /// The URL was `wss://`.
+    pub fn is_secure(&self) -> bool {
+        self.tls_host.is_some()
     }
 
     /// Connects to `addr` instead of the URL's address (the URL still gives `Host`
@@ -144,12 +172,12 @@ impl ConnectRequest {
     }
 }
 
-fn split_host_port(a: &str) -> Option<(&str, u16)> {
+fn split_host_port(a: &str, default_port: u16) -> Option<(&str, u16)> {
     if let Some(rest) = a.strip_prefix('[') {
         let end = rest.find(']')?;
         let host = &rest[..end];
         let port = match &rest[end + 1..] {
-            "" => 80,
+            "" => default_port,
             p => p.strip_prefix(':')?.parse().ok()?,
         };
         return Some((host, port));
@@ -157,7 +185,7 @@ fn split_host_port(a: &str) -> Option<(&str, u16)> {
     match a.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() => Some((h, p.parse().ok()?)),
         Some(_) => None,
-        None => Some((a, 80)),
+        None => Some((a, default_port)),
     }
 }
 
@@ -206,10 +234,10 @@ mod tests {
             ConnectRequest::new("ws://127.0.0.1").unwrap().remote(),
             "127.0.0.1:80".parse().unwrap()
         );
-        assert!(ConnectRequest::new("wss://x/")
-            .unwrap_err()
-            .0
-            .contains("TLS"));
+        let r = ConnectRequest::new("wss://127.0.0.1/x").unwrap();
+        assert_eq!(r.remote(), "127.0.0.1:443".parse().unwrap());
+        assert!(r.is_secure());
+        assert!(!ConnectRequest::new("ws://127.0.0.1/x").unwrap().is_secure());
         for bad in [
             "http://x/",
             "ws://127.0.0.1:99999/",

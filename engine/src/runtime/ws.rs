@@ -311,6 +311,12 @@ impl<D> WebSocket<'_, D> {
         self.ctx.slot.cold.as_ref()?.protocol.as_deref()
     }
 
+    /// What the connection's TLS agreed (`wss://`): version, cipher suite, whether the
+    /// session was resumed, the SNI host name; `None` on a plain connection.
+    pub fn tls(&self) -> Option<crate::layer::TlsInfo> {
+        self.ctx.slot.cold.as_ref()?.layer.as_ref()?.tls()
+    }
+
     /// Sends a text message.
     pub fn send_text(&mut self, text: &str) -> SendStatus {
         self.ctx.send(Message::Text(text))

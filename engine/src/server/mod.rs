@@ -91,6 +91,15 @@ impl Builder {
         self
     }
 
+    /// Serves `wss://`: every connection goes through TLS with these settings (see
+    /// [`TlsAcceptor`](crate::tls::TlsAcceptor)); its handshake is covered by the
+    /// handshake timeout.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, t: &crate::tls::TlsAcceptor) -> Self {
+        self.cfg.layer = Some(t.factory());
+        self
+    }
+
     /// permessage-deflate policy (off by default) and the budget for dedicated state.
     pub fn deflate(mut self, d: DeflateConfig, budget: usize) -> Self {
         self.cfg.deflate = d;

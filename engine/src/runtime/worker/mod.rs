@@ -424,6 +424,7 @@ impl<H: Handler> Worker<H> {
         plain.clear();
         let r = layer.decode(data, &mut plain);
         let wants = layer.wants_write();
+        let peer_closed = layer.peer_closed();
         if wants {
             mark_dirty(slot, &mut self.rt.dirty, idx);
         }
@@ -432,8 +433,26 @@ impl<H: Handler> Worker<H> {
                 if !plain.is_empty() {
                     self.on_read(idx, &mut plain);
                 }
+                let ends = self
+                    .slots
+                    .get(idx)
+                    .is_some_and(|s| s.phase != Phase::Lingering && !s.flags.close_after_flush());
+                if peer_closed && ends {
+                    // a TLS close_notify: the peer's stream ended, as with a TCP FIN
+                    tracing::debug!(conn = idx, "the peer closed its TLS stream (close_notify)");
+                    self.finish(idx, None);
+                }
+            }
+            Err(e) if wants => {
+                // the layer has an alert (or a plain answer) to send first: it goes
+                // out, the write side is shut, and the connection ends at the peer's
+                // FIN or the linger timeout, with this error
+                tracing::debug!(conn = idx, peer = ?slot.cold.as_ref().and_then(|c| c.peer), error = %e, "layer failed; alert sent");
+                slot.flags.set_close_after_flush(true);
+                slot.cold().error = Some(ConnError::Layer(e));
             }
             Err(e) => {
+                tracing::debug!(conn = idx, error = %e, "layer failed");
                 slot.flags.set_reset(true);
                 self.finish(idx, Some(ConnError::Layer(e)));
             }
@@ -457,7 +476,21 @@ impl<H: Handler> Sink for Worker<H> {
             slot.cold().peer = peer;
         }
         if self.slots.len() > cfg.max_connections || self.shutdown.is_some() {
-            self.http_error(idx, 503, "too many connections");
+            let layered = self
+                .slots
+                .get(idx)
+                .is_some_and(|s| s.cold.as_ref().is_some_and(|c| c.layer.is_some()));
+            if layered {
+                // a 503 through TLS would cost a full handshake first: on a connection
+                // refused for load, closing it is the cheaper answer
+                tracing::debug!(
+                    conn = idx,
+                    "over max_connections (or shutting down): closed before TLS"
+                );
+                self.finish(idx, None);
+            } else {
+                self.http_error(idx, 503, "too many connections");
+            }
         }
     }
 
