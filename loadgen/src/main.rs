@@ -24,11 +24,12 @@ use crate::run::{Kind, Spec};
 
 const ABOUT: &str = "A WebSocket load generator for capacity planning: closed-loop echo, \
 open-loop rate (coordinated omission corrected), connection storms, idle holds, \
-broadcast fan-out and capacity search, against any ws:// server.";
+broadcast fan-out and capacity search, against any ws:// or wss:// server.";
 
 const AFTER: &str = "\
-URLs: ws://HOST[:PORT][/PATH][?QUERY]. wss:// is not supported yet: TLS has not landed in \
-Soliton; until it does, test a TLS server through a TLS-terminating proxy or on its plain port.
+URLs: ws://HOST[:PORT][/PATH][?QUERY] or wss://... (TLS 1.3/1.2 with rustls; the system's roots \
+unless --ca FILE or --insecure; connect counts full and resumed TLS handshakes, \
+--no-tls-resume makes every one full).
 
 Every report shows the load generator's own CPU use (µs per message) and, with --server-pid, \
 the server's, and flags a run as LOAD-BOUND when the load generator's threads were the busier \
@@ -74,8 +75,20 @@ enum Cmd {
 /// Options every scenario shares.
 #[derive(Debug, Args, Clone)]
 struct Common {
-    /// Server URL: ws://HOST[:PORT][/PATH][?QUERY] (wss:// not supported yet: no TLS).
+    /// Server URL: ws://HOST[:PORT][/PATH][?QUERY] or wss://HOST[:PORT][/PATH][?QUERY].
     url: String,
+    /// wss://: trust the certificates in this PEM file (a test CA or a self-signed
+    /// server certificate) instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// wss://: accept any server certificate (test certificates only: no protection
+    /// against an attacker).
+    #[arg(long)]
+    insecure: bool,
+    /// wss://: no TLS session resumption (every handshake a full one; with it, every
+    /// connection after the first resumes a session).
+    #[arg(long)]
+    no_tls_resume: bool,
     /// Worker threads (one event loop each). Default: 1, or one per --cores entry.
     #[arg(long, short = 't')]
     threads: Option<usize>,
@@ -359,7 +372,11 @@ fn spec(
     kind: Kind,
     msg: Option<&MsgArgs>,
 ) -> Result<Spec, String> {
-    let mut target = target::Target::new(&c.url, &c.protocols, &c.headers, c.origin.clone())?;
+    let mut target = target::Target::new(&c.url, &c.protocols, &c.headers, c.origin.clone())?.tls(
+        c.ca.as_deref(),
+        c.insecure,
+        !c.no_tls_resume,
+    )?;
     let deflate = match c.deflate {
         DeflateArg::Off => None,
         DeflateArg::Shared => Some(soliton::client::ClientOffer {

@@ -74,6 +74,12 @@ pub(crate) struct Conns {
     pub(crate) handshakes: u64,
     /// Completed handshakes within the measured window.
     pub(crate) handshakes_in_window: u64,
+    /// wss://: handshakes that resumed a TLS session (the rest were full ones).
+    #[serde(default)]
+    pub(crate) tls_resumed: u64,
+    /// The connections were wss://.
+    #[serde(default)]
+    pub(crate) tls: bool,
     /// Handshakes per second over the connect phase (connect scenario).
     pub(crate) handshakes_per_s: f64,
     /// Connections open when the run began closing.
@@ -404,6 +410,15 @@ impl Report {
             fmt_n(c.target),
             fmt_n(c.open_at_end)
         );
+        if c.tls {
+            let _ = writeln!(
+                o,
+                "{:<13}wss://: {} full TLS handshakes, {} resumed",
+                "tls",
+                fmt_n(c.handshakes.saturating_sub(c.tls_resumed)),
+                fmt_n(c.tls_resumed)
+            );
+        }
         if self.scenario == "connect" {
             let _ = writeln!(
                 o,
@@ -693,6 +708,8 @@ pub(crate) fn merge(reports: Vec<Report>) -> Result<Report, String> {
         c.attempts += rc.attempts;
         c.handshakes += rc.handshakes;
         c.handshakes_in_window += rc.handshakes_in_window;
+        c.tls_resumed += rc.tls_resumed;
+        c.tls |= rc.tls;
         c.handshakes_per_s += rc.handshakes_per_s;
         c.open_at_end += rc.open_at_end;
         c.clean_closes += rc.clean_closes;

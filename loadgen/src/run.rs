@@ -607,6 +607,8 @@ fn build_report(
             attempts: s.attempts,
             handshakes: s.handshakes,
             handshakes_in_window: s.handshakes_window,
+            tls_resumed: s.tls_resumed,
+            tls: spec.target.req.is_secure(),
             handshakes_per_s,
             open_at_end: s.open_at_close,
             clean_closes: s.clean_closes,

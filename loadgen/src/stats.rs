@@ -151,6 +151,8 @@ pub(crate) struct Stats {
     pub(crate) handshakes: u64,
     /// Completed handshakes in the window.
     pub(crate) handshakes_window: u64,
+    /// Completed handshakes whose TLS session was resumed (wss://).
+    pub(crate) tls_resumed: u64,
     /// Connection attempts.
     pub(crate) attempts: u64,
     /// First connection attempt and last completed handshake (process clock, ns).
@@ -182,6 +184,7 @@ impl Stats {
             received_total: 0,
             handshakes: 0,
             handshakes_window: 0,
+            tls_resumed: 0,
             attempts: 0,
             first_attempt: NEVER,
             last_handshake: 0,
@@ -215,6 +218,7 @@ impl Stats {
         self.received_total += o.received_total;
         self.handshakes += o.handshakes;
         self.handshakes_window += o.handshakes_window;
+        self.tls_resumed += o.tls_resumed;
         self.attempts += o.attempts;
         self.first_attempt = self.first_attempt.min(o.first_attempt);
         self.last_handshake = self.last_handshake.max(o.last_handshake);

@@ -1,6 +1,6 @@
-//! The server under test: a `ws://` URL, resolved once, plus what the opening
-//! handshake should carry (subprotocols, extra header fields, Origin), as the engine's
-//! [`ConnectRequest`].
+//! The server under test: a `ws://` or `wss://` URL, resolved once, plus what the
+//! opening handshake should carry (subprotocols, extra header fields, Origin) and, for
+//! `wss://`, whom to trust, as the engine's [`ConnectRequest`].
 
 use std::net::IpAddr;
 
@@ -23,16 +23,7 @@ impl Target {
         origin: Option<String>,
     ) -> Result<Target, String> {
         let mut req = ConnectRequest::new(url)
-            .map_err(|e| {
-                if url.starts_with("wss://") {
-                    format!(
-                        "{url}: wss:// needs TLS, which soliton-load does not support yet \
-                         (use ws://, or put a TLS-terminating proxy in front of the load generator)"
-                    )
-                } else {
-                    format!("{url}: {e}")
-                }
-            })?
+            .map_err(|e| format!("{url}: {e}"))?
             .protocols(protocols.to_vec());
         for h in headers {
             let (k, v) = h
@@ -51,6 +42,40 @@ impl Target {
             url: url.to_string(),
             req,
         })
+    }
+
+    /// `wss://`: trust `ca` (a PEM file), or nothing at all (`insecure`), or the system's
+    /// roots; `resume: false` makes every handshake a full one.
+    pub(crate) fn tls(
+        mut self,
+        ca: Option<&std::path::Path>,
+        insecure: bool,
+        resume: bool,
+    ) -> Result<Target, String> {
+        use soliton::tls::TlsConnector;
+        if !self.req.is_secure() {
+            if ca.is_some() || insecure {
+                return Err(format!(
+                    "{}: --ca and --insecure are for wss:// URLs",
+                    self.url
+                ));
+            }
+            return Ok(self);
+        }
+        let c = match (ca, insecure) {
+            (Some(_), true) => return Err("--ca and --insecure exclude each other".into()),
+            (Some(f), false) => TlsConnector::with_ca_file(f).map_err(|e| e.to_string())?,
+            (None, true) => TlsConnector::insecure(),
+            (None, false) => TlsConnector::system().map_err(|e| e.to_string())?,
+        };
+        // many connections at once each resume a session of their own
+        let c = if resume {
+            c.with_ticket_pool(1 << 16)
+        } else {
+            c.without_resumption()
+        };
+        self.req = self.req.tls(c);
+        Ok(self)
     }
 }
 
@@ -126,9 +151,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.req.remote(), "127.0.0.1:9001".parse().unwrap());
-        assert!(Target::new("wss://x/", &[], &[], None)
+        let t = Target::new("wss://127.0.0.1/", &[], &[], None).unwrap();
+        assert_eq!(t.req.remote(), "127.0.0.1:443".parse().unwrap());
+        assert!(t.clone().tls(None, true, true).is_ok());
+        assert!(t
+            .tls(Some(std::path::Path::new("/nonexistent.pem")), false, true)
             .unwrap_err()
-            .contains("TLS"));
+            .contains("nonexistent"));
+        assert!(Target::new("ws://127.0.0.1/", &[], &[], None)
+            .unwrap()
+            .tls(None, true, true)
+            .is_err());
         assert!(Target::new("http://x/", &[], &[], None).is_err());
         assert!(Target::new("ws://127.0.0.1/", &[], &["nocolon".into()], None).is_err());
     }

@@ -609,6 +609,9 @@ impl Handler for Load {
         if !close_mode {
             self.open_ids.push(id);
         }
+        if ws.tls().is_some_and(|t| t.resumed) {
+            self.stats.tls_resumed += 1;
+        }
         self.pending -= 1;
         self.open += 1;
         self.stats.handshakes += 1;

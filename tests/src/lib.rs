@@ -15,11 +15,16 @@
 //! the [`soliton::layer::Xor`] test layer on each connection and every client stream
 //! ([`TestStream`]) XORs its bytes likewise: the whole suite then runs through the
 //! engine's per-connection layer slot, on both backends.
+//!
+//! With `SOLITON_TEST_LAYER=tls`, every server serves `wss://` (rustls, a self-signed
+//! certificate made for the run), every [`TestStream`] speaks TLS to it (rustls, blocking,
+//! trusting that certificate), and the engine's clients connect with `wss://` through
+//! [`client_builder`]: the whole suite then runs over TLS.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::ops::Deref;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use soliton::proto::Message;
@@ -86,11 +91,13 @@ pub fn config(backend: Backend) -> Config {
         workers: 1,
         backend,
         pin_cores: false,
-        layer: test_layer_key().map(|k| {
-            soliton::layer::LayerFactory::new(move || {
+        layer: match test_layer() {
+            Some(TestLayer::Xor(k)) => Some(soliton::layer::LayerFactory::new(move || {
                 Some(Box::new(soliton::layer::Xor(k)) as Box<dyn soliton::layer::Layer>)
-            })
-        }),
+            })),
+            Some(TestLayer::Tls) => Some(test_tls().acceptor.factory()),
+            None => None,
+        },
         ..Config::default()
     }
 }
@@ -98,8 +105,9 @@ pub fn config(backend: Backend) -> Config {
 /// A client builder on `backend`, with the test layer when the servers have it.
 pub fn client_builder(backend: Backend) -> soliton::client::ClientBuilder {
     let b = soliton::client::Client::builder().backend(backend);
-    match config(backend).layer {
-        Some(l) => b.layer(l),
+    match test_layer() {
+        Some(TestLayer::Tls) => b.tls(test_tls().connector.clone()),
+        Some(TestLayer::Xor(_)) => b.layer(config(backend).layer.expect("the xor layer")),
         None => b,
     }
 }
@@ -154,9 +162,14 @@ impl TestServer {
         self.addr
     }
 
-    /// The `ws://` URL of `path`.
+    /// The `ws://` URL of `path` (`wss://` when the suite runs over TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
+        let scheme = if test_layer() == Some(TestLayer::Tls) {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Graceful shutdown with this grace period; returns once the workers stopped.
@@ -201,26 +214,110 @@ impl Handler for Echo {
     }
 }
 
-/// The key of the XOR test layer, when `SOLITON_TEST_LAYER=xor` asks for it.
-pub fn test_layer_key() -> Option<u8> {
-    static KEY: OnceLock<Option<u8>> = OnceLock::new();
-    *KEY.get_or_init(|| match std::env::var("SOLITON_TEST_LAYER").as_deref() {
+/// The layer every connection of the suite goes through, from `SOLITON_TEST_LAYER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestLayer {
+    /// The XOR test layer, with this key.
+    Xor(u8),
+    /// TLS (rustls on both sides, a self-signed certificate).
+    Tls,
+}
+
+/// The layer `SOLITON_TEST_LAYER` asks for (`xor` or `tls`), if any.
+pub fn test_layer() -> Option<TestLayer> {
+    static L: OnceLock<Option<TestLayer>> = OnceLock::new();
+    *L.get_or_init(|| match std::env::var("SOLITON_TEST_LAYER").as_deref() {
         Ok("xor") => {
             eprintln!("soliton-tests: every connection goes through the XOR test layer");
-            Some(0xa5)
+            Some(TestLayer::Xor(0xa5))
+        }
+        Ok("tls") => {
+            eprintln!("soliton-tests: every connection goes through TLS (wss://)");
+            Some(TestLayer::Tls)
         }
         Ok("") | Err(_) => None,
-        Ok(other) => panic!("SOLITON_TEST_LAYER={other}: only 'xor' is known"),
+        Ok(other) => panic!("SOLITON_TEST_LAYER={other}: only 'xor' and 'tls' are known"),
     })
 }
 
+/// The key of the XOR test layer, when `SOLITON_TEST_LAYER=xor` asks for it.
+pub fn test_layer_key() -> Option<u8> {
+    match test_layer() {
+        Some(TestLayer::Xor(k)) => Some(k),
+        _ => None,
+    }
+}
+
+/// The suite's TLS: a self-signed certificate for `localhost` and `127.0.0.1`, the
+/// server's acceptor, and clients (engine and blocking) that trust it.
+#[derive(Debug)]
+pub struct TestTls {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// Its key, PEM.
+    pub key_pem: String,
+    /// The server side.
+    pub acceptor: soliton::tls::TlsAcceptor,
+    /// The engine's client side, trusting the certificate.
+    pub connector: soliton::tls::TlsConnector,
+}
+
+/// The suite's TLS set-up, made once per test binary.
+pub fn test_tls() -> &'static TestTls {
+    static T: OnceLock<TestTls> = OnceLock::new();
+    T.get_or_init(|| {
+        let (cert_pem, key_pem) = soliton::tls::self_signed(&["localhost", "127.0.0.1"]);
+        let ck = soliton::tls::CertKey::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+            .expect("the test certificate loads");
+        let acceptor = soliton::tls::TlsAcceptor::new(ck, Vec::new()).expect("acceptor");
+        let ca = rustls::pki_types::pem::PemObject::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("the test certificate parses");
+        let connector = soliton::tls::TlsConnector::with_ca_certs(ca).expect("connector");
+        TestTls {
+            cert_pem,
+            key_pem,
+            acceptor,
+            connector,
+        }
+    })
+}
+
+/// Environment for a peer program (Python, Node) that connects to the suite's servers:
+/// with TLS on, `SSL_CERT_FILE` and `NODE_EXTRA_CA_CERTS` name a file holding the
+/// suite's certificate, so that their default TLS settings trust it.
+pub fn peer_env() -> Vec<(String, String)> {
+    if test_layer() != Some(TestLayer::Tls) {
+        return Vec::new();
+    }
+    static FILE: OnceLock<String> = OnceLock::new();
+    let f = FILE.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("soliton-test-ca-{}.pem", std::process::id()));
+        std::fs::write(&p, &test_tls().cert_pem).expect("write the test certificate");
+        p.to_string_lossy().into_owned()
+    });
+    vec![
+        ("SSL_CERT_FILE".into(), f.clone()),
+        ("NODE_EXTRA_CA_CERTS".into(), f.clone()),
+    ]
+}
+
+/// A blocking rustls client connection to `127.0.0.1` trusting the suite's certificate.
+pub fn tls_client_conn() -> rustls::ClientConnection {
+    let cfg: Arc<rustls::ClientConfig> = test_tls().connector.config().clone();
+    rustls::ClientConnection::new(cfg, "127.0.0.1".try_into().expect("an IP address"))
+        .expect("client connection")
+}
+
 /// A blocking client socket; with the XOR test layer on (see the crate docs), its
-/// bytes are XORed both ways, as the server's layer does. Derefs to the socket for
-/// its options (timeouts, shutdown); reads and writes go through [`Read`]/[`Write`].
+/// bytes are XORed both ways, as the server's layer does; with TLS on, it speaks TLS.
+/// Derefs to the socket for its options (timeouts, shutdown); reads and writes go
+/// through [`Read`]/[`Write`].
 #[derive(Debug)]
 pub struct TestStream {
     s: TcpStream,
     xor: Option<u8>,
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl Deref for TestStream {
@@ -232,6 +329,13 @@ impl Deref for TestStream {
 
 impl Read for TestStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(c) = &mut self.tls {
+            return match rustls::Stream::new(&mut **c, &mut self.s).read(buf) {
+                // a TCP FIN without close_notify: the end of the stream all the same
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                r => r,
+            };
+        }
         let n = self.s.read(buf)?;
         if let Some(k) = self.xor {
             soliton::layer::xor_in_place(&mut buf[..n], k);
@@ -242,6 +346,17 @@ impl Read for TestStream {
 
 impl Write for TestStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(c) = &mut self.tls {
+            let mut st = rustls::Stream::new(&mut **c, &mut self.s);
+            let n = st.write(buf)?;
+            // `n` bytes are taken (encrypted, some perhaps still in rustls): a socket
+            // that would block now is flushed by the next read or write
+            match st.flush() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => r?,
+            }
+            return Ok(n);
+        }
         match self.xor {
             None => self.s.write(buf),
             Some(k) => {
@@ -252,6 +367,9 @@ impl Write for TestStream {
         }
     }
     fn flush(&mut self) -> io::Result<()> {
+        if let Some(c) = &mut self.tls {
+            return rustls::Stream::new(&mut **c, &mut self.s).flush();
+        }
         self.s.flush()
     }
 }
@@ -266,6 +384,7 @@ pub fn connect(addr: SocketAddr) -> TestStream {
     TestStream {
         s,
         xor: test_layer_key(),
+        tls: (test_layer() == Some(TestLayer::Tls)).then(|| Box::new(tls_client_conn())),
     }
 }
 

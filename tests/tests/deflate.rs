@@ -311,7 +311,11 @@ fn peer(cmd: &str, args: &[&str]) -> Option<String> {
         eprintln!("SKIPPED interop: a peer cannot go through the XOR test layer");
         return None;
     }
-    let out = match Command::new(cmd).args(args).output() {
+    let out = match Command::new(cmd)
+        .args(args)
+        .envs(soliton_tests::peer_env())
+        .output()
+    {
         Ok(o) => o,
         Err(e) => {
             missing(&format!("{cmd}: {e}"));

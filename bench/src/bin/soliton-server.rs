@@ -28,9 +28,17 @@ enum Mode {
     RawTcp,
 }
 
-/// A Soliton WebSocket server: echo or broadcast, on io_uring or epoll.
+/// A Soliton WebSocket server: echo or broadcast, on io_uring or epoll, ws:// or wss://.
 #[derive(Debug, Parser)]
-#[command(name = "soliton-server", version)]
+#[command(
+    name = "soliton-server",
+    version,
+    after_help = "wss:// (TLS): give --tls-cert and --tls-key, or --tls-self-signed for a test.\n\
+A test certificate with openssl (then point clients at cert.pem, e.g. soliton-load --ca cert.pem):\n  \
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \\\n    \
+-keyout key.pem -out cert.pem -subj /CN=localhost \\\n    \
+-addext subjectAltName=DNS:localhost,IP:127.0.0.1"
+)]
 struct Args {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
@@ -114,6 +122,29 @@ struct Args {
     /// get shared compression).
     #[arg(long, default_value_t = 64 << 20)]
     deflate_budget: usize,
+    /// wss://: the certificate chain, PEM (leaf first). Needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// wss://: the certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// wss://: another certificate, chosen when the client asks for NAME by SNI
+    /// (repeatable): NAME=CERT.pem,KEY.pem. --tls-cert's serves every other name.
+    #[arg(long = "tls-sni", value_name = "NAME=CERT,KEY", requires = "tls_cert")]
+    tls_sni: Vec<String>,
+    /// wss:// with a self-signed certificate for localhost and 127.0.0.1 made at start
+    /// (tests and benchmarks only: clients must skip verification, e.g. soliton-load
+    /// --insecure, or trust the PEM written by --tls-self-signed-out).
+    #[arg(long, conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
+    /// With --tls-self-signed: write the certificate made (PEM) to this file.
+    #[arg(long, requires = "tls_self_signed")]
+    tls_self_signed_out: Option<std::path::PathBuf>,
+    /// Log level of the engine's events on standard error: error, warn, info, debug
+    /// (each failed handshake, TLS failure and dropped connection, with the reason) or
+    /// trace.
+    #[arg(long, default_value = "warn")]
+    log: tracing::Level,
     /// Seconds to wait for close handshakes on SIGINT/SIGTERM.
     #[arg(long, default_value_t = 2.0)]
     shutdown_grace: f64,
@@ -150,8 +181,42 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
+/// The TLS settings the flags ask for, if any.
+fn tls(a: &Args) -> Result<Option<soliton::tls::TlsAcceptor>, String> {
+    use soliton::tls::{CertKey, TlsAcceptor};
+    if a.tls_self_signed {
+        let (cert, key) = soliton::tls::self_signed(&["localhost", "127.0.0.1"]);
+        if let Some(out) = &a.tls_self_signed_out {
+            std::fs::write(out, &cert).map_err(|e| format!("{}: {e}", out.display()))?;
+        }
+        let ck = CertKey::from_pem(cert.as_bytes(), key.as_bytes()).map_err(|e| e.0)?;
+        return TlsAcceptor::new(ck, Vec::new()).map(Some).map_err(|e| e.0);
+    }
+    let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) else {
+        return Ok(None);
+    };
+    let default = CertKey::from_pem_files(cert, key).map_err(|e| e.0)?;
+    let mut sni = Vec::new();
+    for entry in &a.tls_sni {
+        let parsed = entry
+            .split_once('=')
+            .and_then(|(name, files)| Some((name, files.split_once(',')?)));
+        let Some((name, (c, k))) = parsed else {
+            return Err(format!("--tls-sni {entry:?}: expected NAME=CERT,KEY"));
+        };
+        let ck = CertKey::from_pem_files(c.as_ref(), k.as_ref()).map_err(|e| e.0)?;
+        sni.push((name.to_owned(), ck));
+    }
+    TlsAcceptor::new(default, sni).map(Some).map_err(|e| e.0)
+}
+
 fn main() {
     let a = Args::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(a.log)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     if let Mode::RawTcp = a.mode {
         raw_tcp(&a);
         return;
@@ -190,6 +255,16 @@ fn main() {
     if !a.origins.is_empty() {
         b = b.origins(OriginPolicy::AllowList(a.origins.clone()));
     }
+    let tls = match tls(&a) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("soliton-server: TLS: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(t) = &tls {
+        b = b.tls(t);
+    }
     let mode = a.mode;
     let server = match b.start(move |_| App { mode }) {
         Ok(s) => s,
@@ -199,7 +274,8 @@ fn main() {
         }
     };
     eprintln!(
-        "soliton-server: listening on ws://{} ({:?}, {:?} mode)",
+        "soliton-server: listening on {}://{} ({:?}, {:?} mode)",
+        if tls.is_some() { "wss" } else { "ws" },
         server.local_addr(),
         server.backend(),
         a.mode
