@@ -355,7 +355,8 @@ impl<H: Handler> Worker<H> {
                 was_clean: clean,
             };
             let handler = &mut self.handler;
-            let err = err.or(cold.error.take());
+            // the first failure recorded is the cause (a socket error may follow it)
+            let err = cold.error.take().or(err);
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 if let Some(e) = &err {
                     handler.on_error(id, &mut data, e);
