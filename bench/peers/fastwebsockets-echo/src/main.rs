@@ -40,7 +40,11 @@ async fn server_upgrade(
 }
 
 fn main() {
-    let (peer_common::Opts { addr, nodelay }, rt) = peer_common::start();
+    let (peer_common::Opts { addr, nodelay, tls }, rt) = peer_common::start();
+    if tls.is_some() {
+        eprintln!("fastwebsockets-echo: no wss:// mode; --tls-cert/--tls-key are not supported");
+        std::process::exit(2);
+    }
     rt.block_on(async move {
         let listener = TcpListener::bind(&addr).await.expect("bind");
         eprintln!("fastwebsockets-echo: listening on ws://{addr}");
