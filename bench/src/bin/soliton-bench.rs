@@ -1,6 +1,8 @@
 //! `soliton-bench`: the main job. Starts `soliton-server` (built beside this binary)
 //! on each backend, pinned to one core, drives it with `soliton-load echo` (closed
-//! loop) pinned to the other core, and prints a results table.
+//! loop) pinned to the other core, and prints a results table: `ws://` rows, then
+//! `wss://` rows against the same server binary serving TLS with a self-signed
+//! certificate made at its start (`--tls-self-signed`; the load skips verification).
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,7 +28,7 @@ struct Args {
     /// Backends to run (comma-separated: uring, epoll).
     #[arg(long, default_value = "uring,epoll")]
     backends: String,
-    /// First port to use (one per backend).
+    /// First port to use (two per backend: ws:// and wss://).
     #[arg(long, default_value_t = 19001)]
     port: u16,
 }
@@ -40,9 +42,10 @@ impl Drop for Server {
     }
 }
 
-fn start_server(backend: &str, port: u16, core: usize) -> Result<Server, String> {
+fn start_server(backend: &str, port: u16, core: usize, tls: bool) -> Result<Server, String> {
     let bin = sibling("soliton-server")?;
     let child = Command::new(&bin)
+        .args(tls.then_some("--tls-self-signed"))
         .args([
             "--backend",
             backend,
@@ -97,13 +100,15 @@ fn load(
     a: &Args,
     port: u16,
     server_pid: u32,
-    (conns, size, inflight): (usize, usize, usize),
+    (conns, size, inflight, tls): (usize, usize, usize, bool),
     json: &Path,
 ) -> Result<Value, String> {
     let _ = std::fs::remove_file(json);
+    let scheme = if tls { "wss" } else { "ws" };
     let out = Command::new(sibling("soliton-load")?)
         .arg("echo")
-        .arg(format!("ws://127.0.0.1:{port}/"))
+        .arg(format!("{scheme}://127.0.0.1:{port}/"))
+        .args(tls.then_some("--insecure"))
         .args(["-c", &conns.to_string(), "-s", &size.to_string()])
         .args(["--inflight", &inflight.to_string()])
         .args(["-d", &format!("{}s", a.duration), "--warmup", "0.5s"])
@@ -123,12 +128,42 @@ fn load(
     serde_json::from_str(&text).map_err(|e| format!("soliton-load report: {e}"))
 }
 
+/// Prints one row of the table; true when the run failed (errors, nothing measured, or
+/// a message not answered).
+fn print_row(backend: &str, name: &str, r: &Value) -> bool {
+    let rate = num(r, &["messages", "received_per_s"]);
+    let errors = r["errors_total"].as_u64().unwrap_or(0);
+    let sent = r["messages"]["sent_total"].as_u64();
+    let received = r["messages"]["received_total"].as_u64();
+    println!(
+        "{:<8} {:<32} {:>10.0} {:>8.1} {:>9.1} {:>9.1} {:>10.2} {:>10.2} {:>6}{}",
+        backend,
+        name,
+        rate,
+        num(r, &["messages", "mb_per_s_in"]),
+        num(r, &["latency_us", "p50"]),
+        num(r, &["latency_us", "p99"]),
+        num(r, &["cpu", "server_us_per_msg"]),
+        num(r, &["cpu", "load_us_per_msg"]),
+        errors,
+        if r["cpu"]["load_bound"].as_bool() == Some(true) {
+            "  load-bound"
+        } else {
+            ""
+        }
+    );
+    // every message sent came back, and something was measured
+    errors > 0 || rate.is_nan() || rate <= 0.0 || sent != received
+}
+
 fn main() {
     let a = Args::parse();
     let rows = [
-        ("100 conns x 20 B", (100, 20, 1)),
-        ("10 conns x 16 KiB", (10, 16 * 1024, 1)),
-        ("100 conns x 20 B, 1024 in flight", (100, 20, 1024)),
+        ("100 conns x 20 B", (100, 20, 1, false)),
+        ("10 conns x 16 KiB", (10, 16 * 1024, 1, false)),
+        ("100 conns x 20 B, 1024 in flight", (100, 20, 1024, false)),
+        ("wss: 100 conns x 20 B", (100, 20, 1, true)),
+        ("wss: 10 conns x 16 KiB", (10, 16 * 1024, 1, true)),
     ];
     let json = std::env::temp_dir().join(format!("soliton-bench-{}.json", std::process::id()));
     println!(
@@ -138,49 +173,27 @@ fn main() {
     println!("{:<86} {:>10} {:>10}", "", "us/msg", "us/msg");
     let mut failed = false;
     for (bi, backend) in a.backends.split(',').map(str::trim).enumerate() {
-        let port = a.port + bi as u16;
-        let server = match start_server(backend, port, a.server_core) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("soliton-bench: {e}");
-                failed = true;
-                continue;
-            }
-        };
-        for (name, row) in rows {
-            match load(&a, port, server.0.id(), row, &json) {
-                Ok(r) => {
-                    let rate = num(&r, &["messages", "received_per_s"]);
-                    let errors = r["errors_total"].as_u64().unwrap_or(0);
-                    let sent = r["messages"]["sent_total"].as_u64();
-                    let received = r["messages"]["received_total"].as_u64();
-                    println!(
-                        "{:<8} {:<32} {:>10.0} {:>8.1} {:>9.1} {:>9.1} {:>10.2} {:>10.2} {:>6}{}",
-                        backend,
-                        name,
-                        rate,
-                        num(&r, &["messages", "mb_per_s_in"]),
-                        num(&r, &["latency_us", "p50"]),
-                        num(&r, &["latency_us", "p99"]),
-                        num(&r, &["cpu", "server_us_per_msg"]),
-                        num(&r, &["cpu", "load_us_per_msg"]),
-                        errors,
-                        if r["cpu"]["load_bound"].as_bool() == Some(true) {
-                            "  load-bound"
-                        } else {
-                            ""
-                        }
-                    );
-                    // every message sent came back, and something was measured
-                    failed |= errors > 0 || rate.is_nan() || rate <= 0.0 || sent != received;
-                }
+        for tls in [false, true] {
+            let port = a.port + 2 * bi as u16 + u16::from(tls);
+            let server = match start_server(backend, port, a.server_core, tls) {
+                Ok(s) => s,
                 Err(e) => {
-                    eprintln!("soliton-bench: {backend} {name}: {e}");
+                    eprintln!("soliton-bench: {e}");
                     failed = true;
+                    continue;
+                }
+            };
+            for (name, row) in rows.iter().filter(|(_, r)| r.3 == tls) {
+                match load(&a, port, server.0.id(), *row, &json) {
+                    Ok(r) => failed |= print_row(backend, name, &r),
+                    Err(e) => {
+                        eprintln!("soliton-bench: {backend} {name}: {e}");
+                        failed = true;
+                    }
                 }
             }
+            drop(server);
         }
-        drop(server);
     }
     let _ = std::fs::remove_file(&json);
     println!(
