@@ -38,10 +38,13 @@ pub trait Layer: 'static {
     /// protocol should see to `plain`.
     fn decode(&mut self, wire: &mut [u8], plain: &mut Vec<u8>) -> Result<(), LayerError>;
 
-    /// Bytes to send; appends what goes on the wire to `wire`.
+    /// Bytes to send: appends what goes on the wire to `wire`, or keeps them for the
+    /// next [`flush`](Layer::flush) (a TLS layer gathers a loop iteration's frames into
+    /// full records), saying so through [`wants_write`](Layer::wants_write).
     fn encode(&mut self, plain: &[u8], wire: &mut Vec<u8>) -> Result<(), LayerError>;
 
-    /// The layer has bytes of its own to send.
+    /// The layer has bytes to send: its own (a handshake message, an alert) or kept
+    /// from [`encode`](Layer::encode).
     fn wants_write(&self) -> bool {
         false
     }

@@ -65,6 +65,9 @@ pub(crate) struct Worker<H: Handler> {
     commands_pending: bool,
 }
 
+/// Size past which a layer's output is handed to the driver as a chunk of its own.
+const WIRE_CHUNK: usize = 64 * 1024;
+
 impl<H: Handler> Worker<H> {
     pub(crate) fn new(index: usize, cfg: Arc<Config>, handler: H, shared: Arc<Shared>) -> Self {
         Worker {
@@ -217,6 +220,15 @@ impl<H: Handler> Worker<H> {
                         if let Chunk::Owned(v) = c {
                             pool.put(v);
                         }
+                        // the driver reports progress a chunk at a time (on_drain,
+                        // throttling): a long queue goes out as chunks of about 64 KiB
+                        if wire.len() >= WIRE_CHUNK {
+                            moved += wire.len();
+                            driver.write(
+                                token,
+                                Chunk::Owned(std::mem::replace(&mut wire, pool.get())),
+                            );
+                        }
                     });
                     if slot.flags.close_after_flush() && slot.phase != Phase::Lingering {
                         layer.close();
@@ -226,8 +238,8 @@ impl<H: Handler> Worker<H> {
                             failed = Some(e);
                         }
                     }
-                    moved = wire.len();
-                    if moved > 0 {
+                    moved += wire.len();
+                    if !wire.is_empty() {
                         driver.write(token, Chunk::Owned(wire));
                     } else {
                         pool.put(wire);

@@ -1,10 +1,10 @@
-//! `wss://`: TLS as a connection [layer](crate::layer), with rustls (buffered
-//! connections over byte slices) and the aws-lc-rs crypto provider, for both roles and
-//! both backends.
+//! `wss://`: TLS as a connection [layer](crate::layer), with rustls (its unbuffered
+//! connections, over buffers the layer owns: see [`TlsLayer`]) and the aws-lc-rs crypto
+//! provider, for both roles and both backends.
 //!
 //! ```text
-//!  driver's receive buffer ──read_tls──► rustls (decrypt) ──reader──► plain bytes ──► proto
-//!  proto's frames ──writer──► rustls (encrypt) ──write_tls──► one owned chunk ──► driver
+//!  driver's receive buffer ──decrypt in place──► plain bytes ──► proto
+//!  proto's frames ──staged, one encrypt per flush──► one owned chunk ──► driver
 //! ```
 //!
 //! * Server: [`TlsAcceptor`] — a certificate chain and key from PEM files, more for
@@ -21,19 +21,26 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::io::{self, BufRead, Write};
+use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::UnbufferedServerConnection;
 use rustls::server::{ClientHello, ResolvesServerCert, ResolvesServerCertUsingSni};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, ServerConfig};
-use rustls::{ServerConnection, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 
 use crate::layer::{Layer, LayerError, LayerFactory};
+
+mod layer;
+mod sni;
+
+use layer::Conn;
+pub use layer::TlsLayer;
 
 pub use rustls;
 
@@ -232,8 +239,9 @@ impl TlsAcceptor {
 
     /// A server-side TLS layer for a new connection.
     pub fn layer(&self) -> Result<TlsLayer, TlsError> {
-        let c = ServerConnection::new(self.config.clone()).map_err(|e| TlsError(e.to_string()))?;
-        Ok(TlsLayer::new(rustls::Connection::Server(c), true))
+        let c = UnbufferedServerConnection::new(self.config.clone())
+            .map_err(|e| TlsError(e.to_string()))?;
+        Ok(TlsLayer::new(Conn::Server(c)))
     }
 
     /// The [`LayerFactory`] that gives every accepted connection its TLS layer (a
@@ -373,9 +381,9 @@ impl TlsConnector {
     pub fn layer(&self, host: &str) -> Result<TlsLayer, TlsError> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| TlsError(format!("{host:?}: not a server name: {e}")))?;
-        let c = ClientConnection::new(self.config.clone(), name)
+        let c = UnbufferedClientConnection::new(self.config.clone(), name)
             .map_err(|e| TlsError(format!("{host}: {e}")))?;
-        Ok(TlsLayer::new(rustls::Connection::Client(c), false))
+        Ok(TlsLayer::new(Conn::Client(c)))
     }
 }
 
@@ -516,172 +524,6 @@ impl Layer for Refused {
     }
 }
 
-/// What a server answers, in plain text, to a plain HTTP request on its TLS port.
-const PLAIN_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
-Content-Length: 61\r\nConnection: close\r\n\r\n\
-This port speaks TLS: connect with wss:// (or https://).\r\n\r\n";
-
-/// One connection's TLS: a rustls connection behind the [`Layer`] interface.
-pub struct TlsLayer {
-    conn: rustls::Connection,
-    server: bool,
-    /// Nothing received yet (a server checks the first bytes for plain HTTP).
-    first: bool,
-    /// Failed: nothing more is read or sent but the alert (or `raw`).
-    failed: bool,
-    /// The peer sent `close_notify`.
-    peer_closed: bool,
-    /// Plain bytes to send instead of TLS (the answer to plain HTTP).
-    raw: Option<&'static [u8]>,
-}
-
-impl fmt::Debug for TlsLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsLayer")
-            .field("server", &self.server)
-            .field("handshaking", &self.conn.is_handshaking())
-            .field("failed", &self.failed)
-            .finish()
-    }
-}
-
-impl TlsLayer {
-    fn new(mut conn: rustls::Connection, server: bool) -> TlsLayer {
-        // the engine bounds what is queued (backpressure); rustls must not refuse bytes
-        conn.set_buffer_limit(None);
-        TlsLayer {
-            conn,
-            server,
-            first: true,
-            failed: false,
-            peer_closed: false,
-            raw: None,
-        }
-    }
-
-    /// The rustls connection (for what this layer does not expose).
-    pub fn connection(&self) -> &rustls::Connection {
-        &self.conn
-    }
-
-    fn fail(&mut self, why: String) -> LayerError {
-        self.failed = true;
-        LayerError(why)
-    }
-}
-
-/// The first bytes of a plain HTTP request: an upper-case method and a space.
-fn looks_like_http(b: &[u8]) -> bool {
-    let n = b
-        .iter()
-        .take(8)
-        .take_while(|c| c.is_ascii_uppercase())
-        .count();
-    n >= 3 && b.get(n) == Some(&b' ')
-}
-
-impl Layer for TlsLayer {
-    fn decode(&mut self, wire: &mut [u8], plain: &mut Vec<u8>) -> Result<(), LayerError> {
-        if self.failed || self.peer_closed {
-            return Ok(());
-        }
-        if self.first && !wire.is_empty() {
-            self.first = false;
-            if self.server && looks_like_http(wire) {
-                self.raw = Some(PLAIN_ON_TLS);
-                return Err(self.fail("plain HTTP on the TLS port".into()));
-            }
-        }
-        let mut rd: &[u8] = wire;
-        while !rd.is_empty() {
-            match self.conn.read_tls(&mut rd) {
-                Ok(0) => break, // close_notify came: nothing after it counts
-                Ok(_) => {}
-                Err(e) => return Err(self.fail(format!("TLS: {e}"))),
-            }
-            let st = match self.conn.process_new_packets() {
-                Ok(st) => st,
-                Err(e) => return Err(self.fail(format!("TLS: {e}"))),
-            };
-            if st.plaintext_bytes_to_read() > 0 {
-                plain.reserve(st.plaintext_bytes_to_read());
-                let mut r = self.conn.reader();
-                loop {
-                    let n = match r.fill_buf() {
-                        Ok(c) if !c.is_empty() => {
-                            plain.extend_from_slice(c);
-                            c.len()
-                        }
-                        _ => break,
-                    };
-                    r.consume(n);
-                }
-            }
-            if st.peer_has_closed() {
-                self.peer_closed = true;
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn encode(&mut self, plain: &[u8], wire: &mut Vec<u8>) -> Result<(), LayerError> {
-        if self.failed {
-            return Ok(());
-        }
-        if let Err(e) = self.conn.writer().write_all(plain) {
-            return Err(self.fail(format!("TLS: {e}")));
-        }
-        self.flush(wire)
-    }
-
-    fn wants_write(&self) -> bool {
-        self.raw.is_some() || self.conn.wants_write()
-    }
-
-    fn flush(&mut self, wire: &mut Vec<u8>) -> Result<(), LayerError> {
-        if let Some(raw) = self.raw.take() {
-            wire.extend_from_slice(raw);
-            return Ok(());
-        }
-        while self.conn.wants_write() {
-            if let Err(e) = self.conn.write_tls(wire) {
-                return Err(self.fail(format!("TLS: {e}")));
-            }
-        }
-        Ok(())
-    }
-
-    fn close(&mut self) {
-        if !self.failed {
-            self.conn.send_close_notify();
-        }
-    }
-
-    fn peer_closed(&self) -> bool {
-        self.peer_closed
-    }
-
-    fn tls(&self) -> Option<crate::layer::TlsInfo> {
-        let c = &self.conn;
-        Some(crate::layer::TlsInfo {
-            version: c.protocol_version().and_then(|v| v.as_str()).unwrap_or(""),
-            cipher: c
-                .negotiated_cipher_suite()
-                .and_then(|s| s.suite().as_str())
-                .unwrap_or(""),
-            resumed: matches!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
-            server_name: match c {
-                rustls::Connection::Server(s) => s.server_name().map(Box::from),
-                rustls::Connection::Client(_) => None,
-            },
-            alpn: c
-                .alpn_protocol()
-                .map(|p| String::from_utf8_lossy(p).into_owned().into_boxed_str()),
-        })
-    }
-}
-
 /// A self-signed certificate for `names` (tests, benchmarks, the README's job), made
 /// with `rcgen`; PEM text of the certificate and of its key.
 #[cfg(any(test, feature = "testcert"))]
@@ -738,8 +580,23 @@ mod tests {
         let big = vec![7u8; 100_000];
         let mut w = Vec::new();
         s.encode(&big, &mut w).unwrap();
+        // a piece of a record or more goes to the wire at once, nothing is kept
+        assert!(!s.wants_write());
+        // 16 KiB records: 7 of them, each with its 22 bytes of framing
+        assert_eq!(w.len(), big.len() + 7 * 22);
         c.decode(&mut w, &mut pc).unwrap();
         assert_eq!(pc, big);
+        // small pieces are gathered into one record at the flush
+        let mut w = Vec::new();
+        for piece in [&b"ab"[..], b"cd", b"ef"] {
+            s.encode(piece, &mut w).unwrap();
+        }
+        assert!(w.is_empty() && s.wants_write());
+        s.flush(&mut w).unwrap();
+        assert_eq!(w.len(), 6 + 22, "one record");
+        pc.clear();
+        c.decode(&mut w, &mut pc).unwrap();
+        assert_eq!(pc, b"abcdef");
         let info = s.tls().unwrap();
         assert_eq!(info.server_name.as_deref(), Some("localhost"));
         assert_eq!(info.alpn.as_deref(), Some("http/1.1"));
@@ -780,6 +637,7 @@ mod tests {
 
     #[test]
     fn http_detection() {
+        use super::layer::looks_like_http;
         assert!(looks_like_http(b"GET / HTTP/1.1"));
         assert!(looks_like_http(b"OPTIONS * HTTP/1.1"));
         assert!(!looks_like_http(&[0x16, 3, 1, 0, 200]));
