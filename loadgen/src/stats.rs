@@ -40,6 +40,8 @@ pub(crate) enum ErrKind {
     HandshakeEof,
     /// The server broke the protocol (garbage, masked frames, bad UTF-8, ...).
     Protocol,
+    /// TLS failed (a certificate not trusted, a handshake refused, a bad record).
+    Tls,
     /// The server closed with this code before we asked to close.
     Close(u16),
     /// The server closed TCP without a close frame.
@@ -76,6 +78,7 @@ impl ErrKind {
             ErrKind::HandshakeTimeout => "handshake-timeout".into(),
             ErrKind::HandshakeEof => "handshake-eof".into(),
             ErrKind::Protocol => "protocol".into(),
+            ErrKind::Tls => "tls".into(),
             ErrKind::Close(c) => format!("close-{c}"),
             ErrKind::Eof => "eof".into(),
             ErrKind::Reset => "reset".into(),
@@ -121,6 +124,7 @@ pub(crate) fn describe(name: &str) -> &'static str {
         "backlog" => "send skipped: 4 MiB already queued (server not reading)",
         "unsent" => "scheduled send with no open connection",
         "close-timeout" => "close handshake not finished within --close-timeout",
+        "tls" => "TLS failed (the first failure is printed on standard error)",
         "io" => "other I/O error",
         n if n.starts_with("handshake-status-") => "upgrade answered with this HTTP status",
         n if n.starts_with("close-") => "server closed with this code before the run ended",

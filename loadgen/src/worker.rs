@@ -588,6 +588,14 @@ fn err_kind(e: &ConnError) -> ErrKind {
             _ => ErrKind::Io,
         },
         ConnError::Overflow => ErrKind::Backlog,
+        ConnError::Layer(why) => {
+            // the count says how many; the first one says why (a certificate not trusted...)
+            static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !TOLD.swap(true, Relaxed) {
+                eprintln!("soliton-load: first TLS failure: {why}");
+            }
+            ErrKind::Tls
+        }
         _ => ErrKind::Io,
     }
 }

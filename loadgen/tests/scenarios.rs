@@ -580,16 +580,92 @@ fn handshake_status_and_timeout_are_named() {
 }
 
 #[test]
-fn wss_and_bad_urls_are_refused_clearly() {
-    let r = load_raw(&["echo", "wss://127.0.0.1:1/"], Duration::from_secs(10));
-    assert_eq!(r.status, 2);
-    assert!(r.stderr.contains("TLS"), "{}", r.stderr);
+fn bad_urls_and_tls_options_are_refused_clearly() {
     let r = load_raw(&["echo", "http://127.0.0.1:1/"], Duration::from_secs(10));
     assert_eq!(r.status, 2);
+    let r = load_raw(
+        &["echo", "ws://127.0.0.1:1/", "--insecure"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.status, 2);
+    assert!(r.stderr.contains("wss://"), "{}", r.stderr);
+    let r = load_raw(
+        &["echo", "wss://127.0.0.1:1/", "--ca", "/nonexistent/ca.pem"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.status, 2);
+    assert!(r.stderr.contains("/nonexistent/ca.pem"), "{}", r.stderr);
     let r = load_raw(&["--help"], Duration::from_secs(10));
     assert!(r.stdout.contains("wss://"), "{}", r.stdout);
     let r = load_raw(&["echo", "--help"], Duration::from_secs(10));
     assert!(r.stdout.contains("[default: 100]"), "{}", r.stdout);
+}
+
+#[test]
+fn echo_and_connect_over_wss_count_full_and_resumed_handshakes() {
+    let s = Ours::start_tls();
+    let ca = s.ca.clone().unwrap();
+    let ca = ca.to_str().unwrap();
+    let r = load(
+        &args(&["echo", "--connections", "4", "--ca", ca], &s.url(), &[]),
+        Duration::from_secs(30),
+    );
+    let j = r.json.unwrap();
+    assert_eq!(j["errors_total"], 0, "{}", r.stdout);
+    assert!(j["messages"]["received"].as_u64().unwrap() > 0);
+    assert_eq!(
+        j["messages"]["sent_total"], j["messages"]["received_total"],
+        "every message answered over wss"
+    );
+    // resumption on (the default): the first connections are full handshakes, the
+    // rest resume the sessions their tickets name
+    let r = load(
+        &args(
+            &["connect", "--connections", "200", "--close", "--ca", ca],
+            &s.url(),
+            &[],
+        ),
+        Duration::from_secs(30),
+    );
+    let j = r.json.unwrap();
+    let c = &j["connections"];
+    assert_eq!(c["handshakes"], 200, "{}", r.stdout);
+    assert_eq!(c["tls"], true);
+    let resumed = c["tls_resumed"].as_u64().unwrap();
+    assert!(
+        (100..200).contains(&resumed),
+        "{resumed} of 200 resumed: {}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("resumed"), "{}", r.stdout);
+    // --no-tls-resume: every one full
+    let r = load(
+        &args(
+            &[
+                "connect",
+                "--connections",
+                "50",
+                "--close",
+                "--no-tls-resume",
+                "--insecure",
+            ],
+            &s.url(),
+            &[],
+        ),
+        Duration::from_secs(30),
+    );
+    let j = r.json.unwrap();
+    assert_eq!(j["connections"]["handshakes"], 50, "{}", r.stdout);
+    assert_eq!(j["connections"]["tls_resumed"], 0, "{}", r.stdout);
+    // a certificate it does not trust (the system's roots): every connection fails
+    // as "tls", and the first failure says why
+    let r = load(
+        &args(&["echo", "--connections", "2"], &s.url(), &[]),
+        Duration::from_secs(30),
+    );
+    let j = r.json.unwrap();
+    assert_eq!(err(&j, "tls"), 2, "{}", r.stdout);
+    assert!(r.stderr.contains("certificate"), "{}", r.stderr);
 }
 
 #[test]

@@ -37,7 +37,8 @@ enum Mode {
 A test certificate with openssl (then point clients at cert.pem, e.g. soliton-load --ca cert.pem):\n  \
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \\\n    \
 -keyout key.pem -out cert.pem -subj /CN=localhost \\\n    \
--addext subjectAltName=DNS:localhost,IP:127.0.0.1"
+-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE\n\
+(rustls refuses a CA certificate as a server's: without CA:FALSE, openssl makes one)"
 )]
 struct Args {
     /// Address to bind.

@@ -47,25 +47,49 @@ impl Handler for App {
 pub struct Ours {
     handle: Option<ServerHandle>,
     pub addr: SocketAddr,
+    /// wss://: the certificate's PEM file (the server's certificate is self-signed).
+    pub ca: Option<PathBuf>,
 }
 
 impl Ours {
     pub fn start(broadcast: bool) -> Ours {
-        let handle = Server::builder()
+        Ours::start_with(broadcast, false)
+    }
+
+    /// An echo server on wss:// with a self-signed certificate for 127.0.0.1, written
+    /// to a PEM file for --ca.
+    pub fn start_tls() -> Ours {
+        Ours::start_with(false, true)
+    }
+
+    fn start_with(broadcast: bool, tls: bool) -> Ours {
+        let mut b = Server::builder()
             .addr("127.0.0.1:0".parse().unwrap())
             .workers(1)
-            .pin(None)
+            .pin(None);
+        let mut ca = None;
+        if tls {
+            let (cert, key) = soliton::tls::self_signed(&["127.0.0.1", "localhost"]);
+            let ck = soliton::tls::CertKey::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+            b = b.tls(&soliton::tls::TlsAcceptor::new(ck, Vec::new()).unwrap());
+            let f = temp("ca.pem");
+            std::fs::write(&f, cert).unwrap();
+            ca = Some(f);
+        }
+        let handle = b
             .start(move |_| App { broadcast })
             .expect("start the soliton server");
         let addr = handle.local_addr();
         Ours {
             handle: Some(handle),
             addr,
+            ca,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        let scheme = if self.ca.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/", self.addr)
     }
 }
 
