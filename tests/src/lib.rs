@@ -302,6 +302,45 @@ pub fn peer_env() -> Vec<(String, String)> {
     ]
 }
 
+/// Runs an interop peer's client script (`tests/peers/NAME` through `cmd`: python3,
+/// node) with `args` and [`peer_env`]; its standard output, or `None` when its runtime or
+/// library is missing (the test is then skipped, unless `SOLITON_REQUIRE_PEER=1`, as in
+/// CI). Fails the test if the script fails.
+pub fn peer(cmd: &str, script: &str, args: &[&str]) -> Option<String> {
+    let path = format!("{}/peers/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = match std::process::Command::new(cmd)
+        .arg(&path)
+        .args(args)
+        .envs(peer_env())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            peer_missing(&format!("{cmd}: {e}"));
+            return None;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No module named 'websockets") || stderr.contains("Cannot find module 'ws'")
+    {
+        peer_missing(&stderr);
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "{cmd} {script} failed: {stdout} {stderr}"
+    );
+    Some(stdout)
+}
+
+fn peer_missing(why: &str) {
+    if std::env::var("SOLITON_REQUIRE_PEER").as_deref() == Ok("1") {
+        panic!("interop peer missing: {why}");
+    }
+    eprintln!("SKIPPED interop: {why}");
+}
+
 /// A blocking rustls client connection to `127.0.0.1` trusting the suite's certificate.
 pub fn tls_client_conn() -> rustls::ClientConnection {
     let cfg: Arc<rustls::ClientConfig> = test_tls().connector.config().clone();

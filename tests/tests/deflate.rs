@@ -3,7 +3,6 @@
 //! ends in 1009, RSV1 where it may not be, a publish to receivers with and without
 //! compression, the engine's client, and interop with Python `websockets` and Node `ws`.
 
-use std::process::Command;
 use std::sync::mpsc::{channel, Sender};
 use std::time::Duration;
 
@@ -304,44 +303,14 @@ fn the_engine_client_compresses_with_the_engine_server() {
     });
 }
 
-/// Runs a peer's client script; `None` if its runtime or library is missing (then the
-/// test is skipped, unless SOLITON_REQUIRE_PEER=1).
-fn peer(cmd: &str, args: &[&str]) -> Option<String> {
+/// A peer cannot go through the XOR test layer (over TLS it trusts the suite's
+/// certificate through `peer_env`).
+fn peer(cmd: &str, script: &str, args: &[&str]) -> Option<String> {
     if soliton_tests::test_layer_key().is_some() {
         eprintln!("SKIPPED interop: a peer cannot go through the XOR test layer");
         return None;
     }
-    let out = match Command::new(cmd)
-        .args(args)
-        .envs(soliton_tests::peer_env())
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) => {
-            missing(&format!("{cmd}: {e}"));
-            return None;
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("No module named 'websockets'") || stderr.contains("Cannot find module 'ws'")
-    {
-        missing(&stderr);
-        return None;
-    }
-    assert!(out.status.success(), "{cmd} failed: {stdout} {stderr}");
-    Some(stdout)
-}
-
-fn missing(why: &str) {
-    if std::env::var("SOLITON_REQUIRE_PEER").as_deref() == Ok("1") {
-        panic!("interop peer missing: {why}");
-    }
-    eprintln!("SKIPPED interop: {why}");
-}
-
-fn script(name: &str) -> String {
-    format!("{}/peers/{name}", env!("CARGO_MANIFEST_DIR"))
+    soliton_tests::peer(cmd, script, args)
 }
 
 #[test]
@@ -353,10 +322,7 @@ fn python_websockets_interop_with_and_without_context_takeover() {
             (DeflateMode::Dedicated, "no-takeover"),
         ] {
             let srv = server(backend, mode);
-            let Some(out) = peer(
-                "python3",
-                &[&script("deflate_client.py"), &srv.url("/"), arg],
-            ) else {
+            let Some(out) = peer("python3", "deflate_client.py", &[&srv.url("/"), arg]) else {
                 return;
             };
             assert!(
@@ -376,8 +342,7 @@ fn node_ws_interop_with_and_without_context_takeover() {
             (DeflateMode::Dedicated, "no-takeover"),
         ] {
             let srv = server(backend, mode);
-            let Some(out) = peer("node", &[&script("deflate_client.js"), &srv.url("/"), arg])
-            else {
+            let Some(out) = peer("node", "deflate_client.js", &[&srv.url("/"), arg]) else {
                 return;
             };
             assert!(

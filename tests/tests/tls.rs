@@ -11,7 +11,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -1037,38 +1036,6 @@ fn a_client_that_vanishes_mid_record_is_cleaned_up() {
 // ---------------------------------------------------------------------------------
 // 5. Interop.
 
-/// Runs a peer's client script; `None` if its runtime or library is missing (then the
-/// test is skipped, unless SOLITON_REQUIRE_PEER=1).
-fn peer(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = match Command::new(cmd).args(args).output() {
-        Ok(o) => o,
-        Err(e) => {
-            missing(&format!("{cmd}: {e}"));
-            return None;
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("No module named 'websockets") || stderr.contains("Cannot find module 'ws'")
-    {
-        missing(&stderr);
-        return None;
-    }
-    assert!(out.status.success(), "{cmd} failed: {stdout} {stderr}");
-    Some(stdout)
-}
-
-fn missing(why: &str) {
-    if std::env::var("SOLITON_REQUIRE_PEER").as_deref() == Ok("1") {
-        panic!("interop peer missing: {why}");
-    }
-    eprintln!("SKIPPED interop: {why}");
-}
-
-fn peer_script(name: &str) -> String {
-    format!("{}/peers/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The suite's certificate in a PEM file, removed when dropped.
 struct CaFile(std::path::PathBuf);
 
@@ -1098,7 +1065,7 @@ fn interop(runtime: &str, script: &str) {
     let ca = CaFile::new(runtime);
     for_each_backend(|backend| {
         let srv = TlsServer::suite(backend);
-        let Some(out) = peer(runtime, &[&peer_script(script), &srv.url(), ca.path()]) else {
+        let Some(out) = soliton_tests::peer(runtime, script, &[&srv.url(), ca.path()]) else {
             return;
         };
         assert!(out.starts_with("OK TLSv1."), "{runtime}: {out}");

@@ -489,11 +489,13 @@ impl<H: Handler> Sink for Worker<H> {
             slot.cold().peer = peer;
         }
         if self.slots.len() > cfg.max_connections || self.shutdown.is_some() {
-            let layered = self
-                .slots
-                .get(idx)
-                .is_some_and(|s| s.cold.as_ref().is_some_and(|c| c.layer.is_some()));
-            if layered {
+            let tls = self.slots.get(idx).is_some_and(|s| {
+                s.cold
+                    .as_ref()
+                    .and_then(|c| c.layer.as_ref())
+                    .is_some_and(|l| l.tls().is_some())
+            });
+            if tls {
                 // a 503 through TLS would cost a full handshake first: on a connection
                 // refused for load, closing it is the cheaper answer
                 tracing::debug!(
