@@ -427,6 +427,17 @@ pub fn connect(addr: SocketAddr) -> TestStream {
     }
 }
 
+/// The next masking key of a test client (xorshift32 over `seed`, which must not be 0):
+/// masks vary between frames and connections.
+pub fn next_mask(seed: &mut u32) -> [u8; 4] {
+    let mut x = *seed;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *seed = x;
+    x.to_le_bytes()
+}
+
 /// A request head from lines (the request line first), CRLF-terminated, with the
 /// empty line that ends it.
 pub fn head(lines: &[&str]) -> String {
@@ -796,13 +807,7 @@ impl RawWs {
     }
 
     fn next_mask(&mut self) -> [u8; 4] {
-        // xorshift32: masks vary between frames and connections
-        let mut x = self.seed;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.seed = x;
-        x.to_le_bytes()
+        next_mask(&mut self.seed)
     }
 
     /// Writes raw bytes.

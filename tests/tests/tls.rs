@@ -309,18 +309,9 @@ impl TlsWs {
         TlsWs { s, buf, seed }
     }
 
-    fn mask(&mut self) -> [u8; 4] {
-        let mut x = self.seed;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.seed = x;
-        x.to_le_bytes()
-    }
-
     /// A masked frame's bytes.
     fn frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let k = self.mask();
+        let k = soliton_tests::next_mask(&mut self.seed);
         encode_frame(fin, opcode, payload, Some(k))
     }
 

@@ -35,6 +35,21 @@ pub(crate) enum Conn {
     Client(UnbufferedClientConnection),
 }
 
+impl Conn {
+    /// One call into rustls over `buf`, handled by [`step`].
+    fn step(
+        &mut self,
+        buf: &mut [u8],
+        at: &mut usize,
+        io: &mut Io<'_>,
+    ) -> Result<Step, LayerError> {
+        match self {
+            Conn::Server(c) => step(c.process_tls_records(buf), at, io),
+            Conn::Client(c) => step(c.process_tls_records(buf), at, io),
+        }
+    }
+}
+
 /// One connection's TLS: a rustls unbuffered connection behind the [`Layer`] interface.
 pub struct TlsLayer {
     conn: Conn,
@@ -267,13 +282,8 @@ impl TlsLayer {
             peer_closed: self.peer_closed,
             closing: self.closing,
         };
-        let mut r = loop {
-            let rest = &mut buf[at..];
-            let s = match &mut self.conn {
-                Conn::Server(c) => step(c.process_tls_records(rest), &mut at, &mut io),
-                Conn::Client(c) => step(c.process_tls_records(rest), &mut at, &mut io),
-            };
-            match s {
+        let r = loop {
+            match self.conn.step(&mut buf[at..], &mut at, &mut io) {
                 Ok(Step::More) => {}
                 Ok(Step::Done) => break Ok(at),
                 Err(e) => break Err(e),
@@ -285,22 +295,26 @@ impl TlsLayer {
             // in them), which hands over the queued alert before it reads anything
             io.dst = None;
             let from = at.min(buf.len());
-            let rest = &mut buf[from..];
-            let mut at = 0;
-            let _ = match &mut self.conn {
-                Conn::Server(c) => step(c.process_tls_records(rest), &mut at, &mut io),
-                Conn::Client(c) => step(c.process_tls_records(rest), &mut at, &mut io),
-            };
+            let _ = self.conn.step(&mut buf[from..], &mut 0, &mut io);
         } else if let Some(d) = io.dst.as_deref_mut() {
             d.append(io.out);
         }
         let app_sent = io.app_sent;
         (self.open, self.peer_closed, self.closing) = (io.open, io.peer_closed, io.closing);
-        if let Err(e) = &mut r {
-            self.failed = true;
-            return Err(std::mem::replace(e, LayerError(String::new())));
-        }
+        self.failed |= r.is_err();
         r.map(|used| (used, app_sent))
+    }
+
+    /// A server's first record, once whole (it starts `buf`): the SNI of its ClientHello.
+    fn note_client_hello(&mut self, buf: &[u8]) {
+        if !self.first || buf.len() < 5 {
+            return;
+        }
+        let len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+        if buf.len() >= 5 + len {
+            self.sni = super::sni::client_hello_sni(buf);
+            self.first = false;
+        }
     }
 
     /// Runs rustls over the bytes it has not discarded yet (its handshake joiner keeps
@@ -335,37 +349,14 @@ impl Layer for TlsLayer {
         if self.failed || self.peer_closed || wire.is_empty() {
             return Ok(());
         }
-        if self.first {
-            if self.inbuf.is_empty() && looks_like_http(wire) {
-                self.first = false;
-                self.failed = true;
-                self.raw = Some(PLAIN_ON_TLS);
-                return Err(LayerError("plain HTTP on the TLS port".into()));
-            }
-            // the ClientHello's record, once whole: its SNI
-            let head = if self.inbuf.is_empty() {
-                &wire[..]
-            } else {
-                self.inbuf.extend_from_slice(wire);
-                &self.inbuf[..]
-            };
-            if head.len() >= 5 {
-                let len = usize::from(u16::from_be_bytes([head[3], head[4]]));
-                if head.len() >= 5 + len {
-                    self.sni = super::sni::client_hello_sni(head);
-                    self.first = false;
-                }
-            }
-            if !self.inbuf.is_empty() {
-                // `wire` is in `inbuf` already
-                let mut buf = std::mem::take(&mut self.inbuf);
-                let (used, _) = self.run(&mut buf, plain, None, &[])?;
-                buf.drain(..used);
-                self.inbuf = buf;
-                return Ok(());
-            }
+        if self.first && self.inbuf.is_empty() && looks_like_http(wire) {
+            self.first = false;
+            self.failed = true;
+            self.raw = Some(PLAIN_ON_TLS);
+            return Err(LayerError("plain HTTP on the TLS port".into()));
         }
         if self.inbuf.is_empty() {
+            self.note_client_hello(wire);
             let (used, _) = self.run(wire, plain, None, &[])?;
             if used < wire.len() {
                 self.inbuf.extend_from_slice(&wire[used..]);
@@ -373,6 +364,7 @@ impl Layer for TlsLayer {
         } else {
             let mut buf = std::mem::take(&mut self.inbuf);
             buf.extend_from_slice(wire);
+            self.note_client_hello(&buf);
             let (used, _) = self.run(&mut buf, plain, None, &[])?;
             if used < buf.len() {
                 buf.drain(..used);

@@ -118,31 +118,37 @@ impl Clone for CertKey {
 impl CertKey {
     /// From PEM files: the chain (leaf first) and the key (PKCS#8, PKCS#1 or SEC1).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<CertKey, TlsError> {
-        let chain = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| TlsError(format!("{}: {e}", cert.display())))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError(format!("{}: {e}", cert.display())))?;
-        if chain.is_empty() {
-            return Err(TlsError(format!(
-                "{}: no certificate in it",
-                cert.display()
-            )));
-        }
-        let key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| TlsError(format!("{}: no private key: {e}", key.display())))?;
-        Ok(CertKey { chain, key })
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| TlsError(format!("{}: {e}", p.display())));
+        let (c, k) = (read(cert)?, read(key)?);
+        CertKey::parse(
+            &c,
+            &k,
+            &cert.display().to_string(),
+            &key.display().to_string(),
+        )
     }
 
     /// From PEM text.
     pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<CertKey, TlsError> {
+        CertKey::parse(cert, key, "certificate", "private key")
+    }
+
+    /// The chain and key in PEM text; errors name where each came from.
+    fn parse(
+        cert: &[u8],
+        key: &[u8],
+        cert_from: &str,
+        key_from: &str,
+    ) -> Result<CertKey, TlsError> {
         let chain = CertificateDer::pem_slice_iter(cert)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError(format!("certificate: {e}")))?;
+            .map_err(|e| TlsError(format!("{cert_from}: {e}")))?;
         if chain.is_empty() {
-            return Err(TlsError("no certificate in the PEM text".into()));
+            return Err(TlsError(format!("{cert_from}: no certificate in it")));
         }
         let key = PrivateKeyDer::from_pem_slice(key)
-            .map_err(|e| TlsError(format!("private key: {e}")))?;
+            .map_err(|e| TlsError(format!("{key_from}: no private key: {e}")))?;
         Ok(CertKey { chain, key })
     }
 
