@@ -68,9 +68,10 @@ impl From<TlsError> for io::Error {
 /// ChaCha20-Poly1305), for TLS 1.3 and 1.2 alike.
 ///
 /// * ring's AES-GCM runs VAES/VPCLMULQDQ code on AVX2 where aws-lc 0.47 (aws-lc-sys)
-///   takes its AES-NI/AVX path: sealing 16 KiB with AES-128-GCM took 2.07 µs with ring
-///   and 3.92 µs with aws-lc here (7.9 vs 4.2 GB/s); X25519 is on a par (65-69 µs for
-///   two key pairs and an agreement), so key exchange stays with aws-lc.
+///   takes its AES-NI/AVX path: sealing 16 KiB with AES-128-GCM takes 2.30 µs with ring
+///   and 4.01 µs with aws-lc here; an X25519 exchange (two key pairs and an agreement)
+///   takes 46 µs with aws-lc and 70 µs with ring, so key exchange stays with aws-lc
+///   (`cargo bench -p soliton-bench --bench tls_crypto`, medians).
 /// * AES-128 first: the SHA-256 suites' key schedule runs on the SHA extensions, where
 ///   aws-lc has no hardware path for SHA-384's blocks on this CPU (16% of the server's
 ///   CPU in a storm of full handshakes with rustls's default order, AES-256/SHA-384
