@@ -64,6 +64,12 @@ enum Cmd {
     /// Publishers and subscribers against a broadcast server: delivery latency over all
     /// receivers and deliveries per second.
     Fanout(FanoutArgs),
+    /// Open flood: every connection writes messages as fast as its socket takes them,
+    /// with no cap on messages in flight (as tcpkali does); the server's throughput at
+    /// saturation, echo latency under it (every message is stamped), and with
+    /// --server-pid the server's RSS: whether it stops reading a connection whose
+    /// outgoing queue is long, or lets memory and latency grow.
+    Flood(FloodArgs),
     /// Capacity search: raise the rate step by step (or double, then bisect) until a
     /// target such as p99<1ms or the error budget fails; report the highest passing rate.
     Slo(SloArgs),
@@ -133,6 +139,13 @@ struct Common {
     /// Time for the server to finish the close handshake at the end.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     close_timeout: Duration,
+    /// Open-loop schedules (rate, fanout, slo): the sends that fall due within one tick
+    /// go out together at the tick, and their latency counts from it; one wake-up of
+    /// the load generator then serves several messages, so that it costs less CPU per
+    /// message than the server at low rates. The schedule stays open-loop: a tick that
+    /// starts late still counts from its planned time. 0: every message at its own time.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    tick: Duration,
     /// The server's process id: its CPU time (µs/msg, busiest thread) and, for hold, RSS.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -232,6 +245,21 @@ struct RateArgs {
     /// Total messages per second over all connections.
     #[arg(long, short = 'r')]
     rate: f64,
+}
+
+#[derive(Debug, Args)]
+struct FloodArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    msg: MsgArgs,
+    /// Connections.
+    #[arg(long, short = 'c', default_value_t = 100)]
+    connections: usize,
+    /// Bytes each connection keeps queued in the load generator beyond what its socket
+    /// took (messages are queued again as soon as the queue falls under it).
+    #[arg(long, default_value_t = 64 * 1024)]
+    window: usize,
 }
 
 #[derive(Debug, Args)]
@@ -430,7 +458,10 @@ fn spec(
     );
     match &kind {
         Kind::Echo { inflight } => config_entry(&mut cfg, "inflight", *inflight),
-        Kind::Rate { rate } => config_entry(&mut cfg, "rate", *rate),
+        Kind::Rate { rate } => {
+            config_entry(&mut cfg, "rate", *rate);
+            config_entry(&mut cfg, "tick_us", c.tick.as_secs_f64() * 1e6);
+        }
         Kind::Connect { close, concurrency } => {
             config_entry(&mut cfg, "close", *close);
             config_entry(&mut cfg, "concurrency", *concurrency as u64);
@@ -443,7 +474,9 @@ fn spec(
         Kind::Fanout { rate, publishers } => {
             config_entry(&mut cfg, "rate", *rate);
             config_entry(&mut cfg, "publishers", *publishers as u64);
+            config_entry(&mut cfg, "tick_us", c.tick.as_secs_f64() * 1e6);
         }
+        Kind::Flood { window } => config_entry(&mut cfg, "window", *window as u64),
     }
     if let Some(m) = msg {
         config_entry(&mut cfg, "size", m.size.max(worker::STAMP) as u64);
@@ -474,6 +507,7 @@ fn spec(
         connect_timeout: c.connect_timeout,
         stall_timeout: c.timeout,
         close_timeout: c.close_timeout,
+        tick: c.tick,
         server_pid: c.server_pid,
         progress: !c.quiet,
         io,
@@ -533,6 +567,19 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 &a.common,
                 a.connections,
                 Kind::Rate { rate: a.rate },
+                Some(&a.msg),
+            )?;
+            (run::run(&s), a.common)
+        }
+        Cmd::Flood(a) => {
+            if a.window == 0 {
+                return Err("--window must be at least 1".into());
+            }
+            let s = spec(
+                "flood",
+                &a.common,
+                a.connections,
+                Kind::Flood { window: a.window },
                 Some(&a.msg),
             )?;
             (run::run(&s), a.common)

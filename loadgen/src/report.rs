@@ -149,6 +149,14 @@ pub(crate) struct Cpu {
     pub(crate) server_s: Option<f64>,
     pub(crate) server_busiest_thread: Option<f64>,
     pub(crate) server_us_per_msg: Option<f64>,
+    /// The server's RSS (bytes) when the run began, at the end of the measured window,
+    /// and the highest seen until the connections were closed (sampled every 20 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) server_rss_start: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) server_rss_end: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) server_rss_peak: Option<u64>,
     /// The load generator's threads were the busier side.
     pub(crate) load_bound: bool,
     pub(crate) verdict: String,
@@ -579,6 +587,16 @@ impl Report {
                 per(cpu.server_us_per_msg),
                 pct(cpu.server_busiest_thread.unwrap_or(0.0)),
                 cpu.server_pid.unwrap_or(0)
+            );
+        }
+        if let (Some(a), Some(p)) = (cpu.server_rss_start, cpu.server_rss_peak) {
+            let _ = writeln!(
+                o,
+                "{:<13}server RSS {} at start, {} at the end of the window, {} at most",
+                "memory",
+                bytes(a),
+                cpu.server_rss_end.map_or("-".into(), bytes),
+                bytes(p)
             );
         }
         let _ = writeln!(o, "{:<13}{}", "verdict", cpu.verdict);

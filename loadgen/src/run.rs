@@ -27,6 +27,7 @@ pub(crate) enum Kind {
     Connect { close: bool, concurrency: usize },
     Hold { steps: Vec<usize>, settle: Duration },
     Fanout { rate: f64, publishers: usize },
+    Flood { window: usize },
 }
 
 /// A run's settings.
@@ -53,6 +54,8 @@ pub(crate) struct Spec {
     pub(crate) connect_timeout: Duration,
     pub(crate) stall_timeout: Duration,
     pub(crate) close_timeout: Duration,
+    /// Open-loop sends are batched per tick (zero: each at its own time).
+    pub(crate) tick: Duration,
     pub(crate) server_pid: Option<u32>,
     pub(crate) progress: bool,
     /// The workers' socket I/O (resolved: never `Auto`).
@@ -119,6 +122,9 @@ struct Progress {
     scenario: String,
     timeline: Vec<Tick>,
     printed: bool,
+    /// The server's highest RSS seen while waiting (--server-pid).
+    server_pid: Option<u32>,
+    rss_peak: Option<u64>,
 }
 
 impl Progress {
@@ -135,6 +141,14 @@ impl Progress {
             scenario: scenario.to_string(),
             timeline: Vec::new(),
             printed: false,
+            server_pid: None,
+            rss_peak: None,
+        }
+    }
+
+    fn sample_rss(&mut self) {
+        if let Some(r) = self.server_pid.and_then(sys::rss_bytes) {
+            self.rss_peak = Some(self.rss_peak.map_or(r, |p| p.max(r)));
         }
     }
 
@@ -217,6 +231,7 @@ fn wait(
 ) {
     loop {
         p.maybe(shared, phase);
+        p.sample_rss();
         let now = now_ns();
         if now >= until || done(shared) || shared.all_done() {
             return;
@@ -277,7 +292,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
     if spec.size < STAMP
         && matches!(
             spec.kind,
-            Kind::Echo { .. } | Kind::Rate { .. } | Kind::Fanout { .. }
+            Kind::Echo { .. } | Kind::Rate { .. } | Kind::Fanout { .. } | Kind::Flood { .. }
         )
     {
         notes.push(format!(
@@ -330,6 +345,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
                 rate: rate * share(publishers, threads, w) as f64 / publishers.max(1) as f64,
                 publishers,
             },
+            Kind::Flood { .. } => Mode::Flood,
         };
         let max_pending = match spec.kind {
             Kind::Connect { concurrency, .. } => concurrency.div_ceil(threads).max(1),
@@ -351,7 +367,12 @@ pub(crate) fn run(spec: &Spec) -> Report {
             connect_timeout: ns(spec.connect_timeout),
             stall_timeout: ns(spec.stall_timeout),
             close_timeout: ns(spec.close_timeout),
+            tick: ns(spec.tick),
             conns: share(spec.conns, threads, w),
+            window: match spec.kind {
+                Kind::Flood { window } => Some(window),
+                _ => None,
+            },
             shared: shared.clone(),
         };
         plans.push(plan);
@@ -379,6 +400,8 @@ pub(crate) fn run(spec: &Spec) -> Report {
     }
 
     let mut p = Progress::new(spec.progress, &spec.scenario);
+    p.server_pid = spec.server_pid;
+    let rss_start = spec.server_pid.and_then(sys::rss_bytes);
     let ramp_time = if spec.ramp > 0.0 {
         spec.conns as f64 / spec.ramp
     } else {
@@ -387,10 +410,12 @@ pub(crate) fn run(spec: &Spec) -> Report {
     let connect_budget = ns(spec.connect_timeout) + (ramp_time * 1e9) as u64 + 1_000_000_000;
     let mut hold = None;
     let (c0, c1, window_ns, warmup_ns);
+    // the server's RSS at the end of the measured window
+    let mut rss_end = None;
     let settled =
         |n: usize| move |s: &Shared| (s.sum(|w| &w.open) + s.sum(|w| &w.failed)) as usize >= n;
     match &spec.kind {
-        Kind::Echo { .. } | Kind::Rate { .. } | Kind::Fanout { .. } => {
+        Kind::Echo { .. } | Kind::Rate { .. } | Kind::Fanout { .. } | Kind::Flood { .. } => {
             shared.target_conns.store(spec.conns, Relaxed);
             wait(
                 &mut p,
@@ -417,6 +442,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
             c0 = sample_cpu(&shared, spec.server_pid);
             wait(&mut p, &shared, "run", me, |_| false);
             c1 = sample_cpu(&shared, spec.server_pid);
+            rss_end = spec.server_pid.and_then(sys::rss_bytes);
             // drain: the answers to the last messages
             let drain_end = now_ns() + ns(spec.drain);
             if matches!(spec.kind, Kind::Fanout { .. }) {
@@ -531,7 +557,10 @@ pub(crate) fn run(spec: &Spec) -> Report {
         Some(r) => {
             // the progress line goes on while the workers close
             let mut p2 = std::mem::replace(&mut p, Progress::new(false, ""));
+            let peak = p2.rss_peak;
+            p2.server_pid = None;
             wait(&mut p2, &shared, "closing", deadline, |_| false);
+            p2.rss_peak = peak;
             p = p2;
             for s in r.finish(deadline) {
                 total.merge(&s);
@@ -549,6 +578,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
             warmup_ns,
             c0,
             c1,
+            rss: (rss_start, rss_end, p.rss_peak),
         },
         hold,
         p.timeline,
@@ -562,6 +592,9 @@ struct Window {
     warmup_ns: u64,
     c0: CpuSample,
     c1: CpuSample,
+    /// The server's RSS before the run, at the end of the window, and the highest seen
+    /// until then.
+    rss: (Option<u64>, Option<u64>, Option<u64>),
 }
 
 fn build_report(
@@ -671,6 +704,9 @@ fn build_report(
         load_busiest_thread: load_busy,
         load_us_per_msg: per(load_s),
         server_pid: spec.server_pid,
+        server_rss_start: w.rss.0,
+        server_rss_end: w.rss.1,
+        server_rss_peak: w.rss.2,
         ..Cpu::default()
     };
     if let (Some(a), Some(b)) = (w.c0.server, w.c1.server) {

@@ -33,6 +33,8 @@ pub(crate) const STAMP: usize = 16;
 const STAMP_MAGIC: u8 = b'Z';
 /// Most bytes queued on one connection before sends are skipped.
 const BACKLOG_CAP: usize = 4 << 20;
+/// Most messages one flood fill queues on a connection.
+const FILL_MAX: usize = 1 << 16;
 /// Housekeeping period (stalls, live counters, progress histograms).
 const TICK: u64 = 100_000_000;
 /// Receive buffer size: a 16 KiB message with its header fits in one.
@@ -47,6 +49,11 @@ const BUFS_MAX: usize = 1024;
 const EPOLL_BUF: usize = 256 * 1024;
 /// Longest sleep of a worker (it reads the controller's phase changes on waking).
 const MAX_WAIT: u64 = 250_000_000;
+
+/// `d` rounded down to a multiple of `tick` (unchanged when `tick` is 0).
+fn quantize(d: u64, tick: u64) -> u64 {
+    d.checked_div(tick).map_or(d, |n| n * tick)
+}
 
 /// Spreads the low 56 bits of `x` over 8 bytes, 7 bits each (little-endian: the
 /// lowest 7 bits in the first byte): the top bit of every byte stays clear.
@@ -151,6 +158,10 @@ pub(crate) enum Mode {
     /// Publishers (global index below `publishers`) send on a schedule at this worker's
     /// share of the rate; every connection receives.
     Fanout { rate: f64, publishers: usize },
+    /// Open flood: every connection sends as fast as its socket takes messages, keeping
+    /// about `window` bytes queued in user space (the engine's backpressure limit), with
+    /// no cap on messages in flight.
+    Flood,
 }
 
 /// A worker's orders.
@@ -174,8 +185,12 @@ pub(crate) struct Plan {
     pub(crate) connect_timeout: u64,
     pub(crate) stall_timeout: u64,
     pub(crate) close_timeout: u64,
+    /// Open-loop tick, ns (0: none).
+    pub(crate) tick: u64,
     /// Connections this worker opens (at most at once), to size its receive buffers.
     pub(crate) conns: usize,
+    /// Flood: bytes kept queued per connection.
+    pub(crate) window: Option<usize>,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -263,7 +278,10 @@ impl Load {
                 .map(|ip| base.clone().source(*ip))
                 .collect()
         };
-        let track = matches!(plan.mode, Mode::Echo { .. } | Mode::Rate { .. });
+        let track = matches!(
+            plan.mode,
+            Mode::Echo { .. } | Mode::Rate { .. } | Mode::Flood
+        );
         let close_grace = plan.close_timeout;
         Load {
             opcode: if plan.text {
@@ -303,12 +321,13 @@ impl Load {
         }
     }
 
-    /// Queues one message stamped with `ts` on `ws`.
+    /// Queues one message stamped with `ts` on `ws`; false once the connection's queue
+    /// is over the backpressure limit (or the message was not queued).
     #[inline(always)]
-    fn send(&mut self, ws: &mut WebSocket<'_, Conn>, ts: u64) {
+    fn send(&mut self, ws: &mut WebSocket<'_, Conn>, ts: u64) -> bool {
         if ws.buffered_amount() > BACKLOG_CAP {
             self.stats.error(ErrKind::Backlog, 1);
-            return;
+            return false;
         }
         let len = self.template.len();
         let c = ws.data();
@@ -320,7 +339,7 @@ impl Load {
         });
         if status == soliton::client::SendStatus::Dropped {
             self.stats.error(ErrKind::Unsent, 1);
-            return;
+            return false;
         }
         let now = self.now;
         let c = ws.data();
@@ -337,6 +356,22 @@ impl Load {
         if ts >= self.ms && ts < self.me {
             self.stats.sent += 1;
             self.stats.bytes_sent += len as u64;
+        }
+        status == soliton::client::SendStatus::Sent
+    }
+
+    /// Flood: queues messages on `ws` until its queue is over the window (the engine's
+    /// backpressure limit); `on_drain` calls it again once the queue is back under.
+    fn fill(&mut self, ws: &mut WebSocket<'_, Conn>) {
+        let now = self.now;
+        if self.closing || now < self.go || now >= self.me || ws.data().state != State::Open {
+            return;
+        }
+        // bounded, whatever the window: a loop iteration must end
+        for _ in 0..FILL_MAX {
+            if !self.send(ws, now) {
+                return;
+            }
         }
     }
 
@@ -426,6 +461,14 @@ impl Load {
                     }
                 }
             }
+            Mode::Flood => {
+                if !self.echo_started {
+                    self.echo_started = true;
+                    for id in self.open_ids.clone() {
+                        w.with(id, |ws| self.fill(ws));
+                    }
+                }
+            }
             Mode::Rate { rate } | Mode::Fanout { rate, .. } => {
                 if rate <= 0.0 {
                     return;
@@ -435,9 +478,11 @@ impl Load {
                 if end < self.go {
                     return;
                 }
+                // the ticks that have begun (every send due by the last one goes now)
+                let end = self.go + quantize(end - self.go, self.plan.tick);
                 let due = ((end - self.go) as f64 * rate / 1e9) as u64 + 1;
                 while self.sched < due {
-                    let intended = self.go + (self.sched as f64 * 1e9 / rate) as u64;
+                    let intended = self.go + self.due_at(self.sched, rate);
                     // next open connection (publishers only, for fanout)
                     let mut sent = false;
                     let mut tries = self.open_ids.len();
@@ -643,6 +688,7 @@ impl Handler for Load {
                     self.send(ws, now);
                 }
             }
+            Mode::Flood if self.echo_started => self.fill(ws),
             _ => {}
         }
     }
@@ -674,7 +720,7 @@ impl Handler for Load {
         } else {
             self.interval.saturating_record(lat);
         }
-        if let Mode::Echo { .. } | Mode::Rate { .. } = self.plan.mode {
+        if let Mode::Echo { .. } | Mode::Rate { .. } | Mode::Flood = self.plan.mode {
             if len != self.template.len() || seq != c.expect || c.outstanding == 0 {
                 self.stats.error(ErrKind::Payload, 1);
             }
@@ -690,6 +736,13 @@ impl Handler for Load {
             {
                 self.send(ws, now);
             }
+        }
+    }
+
+    fn on_drain(&mut self, ws: &mut WebSocket<'_, Conn>) {
+        if !self.finished && matches!(self.plan.mode, Mode::Flood) {
+            self.now_of(ws);
+            self.fill(ws);
         }
     }
 
@@ -785,6 +838,18 @@ impl Load {
         self.now
     }
 
+    /// When (ns after go) the `k`-th scheduled message goes out: its exact time,
+    /// rounded up to the tick that sends it.
+    fn due_at(&self, k: u64, rate: f64) -> u64 {
+        let exact = (k as f64 * 1e9 / rate) as u64;
+        let t = self.plan.tick;
+        if t == 0 {
+            exact
+        } else {
+            exact.div_ceil(t) * t
+        }
+    }
+
     /// When the loop must wake next at the latest.
     fn next_wake(&self, deadline: u64) -> u64 {
         let shared = &self.plan.shared;
@@ -798,7 +863,7 @@ impl Load {
         if !self.closing {
             if let Mode::Rate { rate } | Mode::Fanout { rate, .. } = self.plan.mode {
                 if self.go != NEVER && rate > 0.0 {
-                    let next = self.go + (self.sched as f64 * 1e9 / rate) as u64;
+                    let next = self.go + self.due_at(self.sched, rate);
                     if next < self.me {
                         wake = wake.min(next);
                     }
@@ -831,6 +896,9 @@ pub(crate) fn start(plans: Vec<Plan>, backend: Backend) -> std::io::Result<Runni
     let bufs = most.clamp(BUFS_MIN, BUFS_MAX).next_power_of_two() as u16;
     let close = plans.first().map_or(2_000_000_000, |p| p.close_timeout);
     let dedicated = plans.first().is_some_and(|p| p.dedicated);
+    // flood: the window is the backpressure limit (send says when to stop, on_drain
+    // when to go on); otherwise a cap that only a server not answering reaches
+    let backpressure = plans.first().and_then(|p| p.window).unwrap_or(BACKLOG_CAP);
     let (tx, rx) = mpsc::channel();
     let out: StatsOut = Arc::new(Mutex::new(Some(tx)));
     let plans: Arc<Mutex<Vec<Option<Plan>>>> =
@@ -851,7 +919,9 @@ pub(crate) fn start(plans: Vec<Plan>, backend: Backend) -> std::io::Result<Runni
         .pin(None)
         .idle_timeout(None)
         .close_timeout(std::time::Duration::from_nanos(close))
-        .buffered_limits(BACKLOG_CAP, 64 << 20)
+        .buffered_limits(backpressure, 64 << 20)
+        // the answers are read whatever the length of our own queue
+        .read_throttle(false)
         .receive_buffers(bufs, BUF_SIZE, EPOLL_BUF)
         .start(move |i| {
             let plan = plans

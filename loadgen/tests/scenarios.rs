@@ -109,24 +109,74 @@ fn echo_small_size_is_clamped_and_said() {
 fn rate_ours() {
     let s = Ours::start(false);
     let url = s.url();
+    // every message at its own time, and batched per tick (the default 1 ms, and a
+    // coarse 20 ms): the schedule sends exactly rate x window either way
+    for tick in [None, Some("0"), Some("20ms")] {
+        let mut extra = vec![];
+        if let Some(t) = tick {
+            extra.extend_from_slice(&["--tick", t]);
+        }
+        let r = load(
+            &args(
+                &["rate", "--connections", "10", "--rate", "2000"],
+                &url,
+                &extra,
+            ),
+            Duration::from_secs(30),
+        );
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let j = r.json.unwrap();
+        let sent = u(&j, "messages.sent");
+        assert!((1900..=2100).contains(&sent), "tick {tick:?}: sent {sent}");
+        assert_eq!(sent, u(&j, "messages.received"), "{}", r.stdout);
+        assert_eq!(u(&j, "errors_total"), 0, "{}", r.stdout);
+        assert_eq!(f(&j, "messages.offered_per_s"), 2000.0);
+        assert_ordered(&j, "latency_us");
+        assert!(r.stdout.contains("intended send time"), "{}", r.stdout);
+        let want_tick = match tick {
+            None => 1000.0,
+            Some("0") => 0.0,
+            _ => 20_000.0,
+        };
+        assert_eq!(f(&j, "config.tick_us"), want_tick);
+    }
+}
+
+#[test]
+fn flood_ours() {
+    let s = Ours::start(false);
+    let url = s.url();
+    let pid = std::process::id().to_string();
     let r = load(
         &args(
-            &["rate", "--connections", "10", "--rate", "2000"],
+            &["flood", "--connections", "8", "--size", "20"],
             &url,
-            &[],
+            &["--server-pid", &pid, "--window", "16384"],
         ),
         Duration::from_secs(30),
     );
     assert_eq!(r.status, 0, "{}", r.stderr);
     let j = r.json.unwrap();
+    assert_eq!(j["scenario"], "flood");
     let sent = u(&j, "messages.sent");
-    // the schedule sends exactly rate x window
-    assert!((1900..=2100).contains(&sent), "sent {sent}");
+    // no cap on messages in flight: far more than one per connection went out
+    assert!(sent > 1000, "sent {sent}: {}", r.stdout);
+    // every echo came back, in order, and nothing else went wrong
     assert_eq!(sent, u(&j, "messages.received"), "{}", r.stdout);
+    assert_eq!(
+        u(&j, "messages.sent_total"),
+        u(&j, "messages.received_total"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(u(&j, "errors_total"), 0, "{}", r.stdout);
-    assert_eq!(f(&j, "messages.offered_per_s"), 2000.0);
+    assert_eq!(u(&j, "latency_us.count"), sent);
     assert_ordered(&j, "latency_us");
-    assert!(r.stdout.contains("intended send time"), "{}", r.stdout);
+    assert_eq!(u(&j, "config.window"), 16384);
+    // the server's memory is followed through the run
+    assert!(u(&j, "cpu.server_rss_start") > 0);
+    assert!(u(&j, "cpu.server_rss_peak") >= u(&j, "cpu.server_rss_start"));
+    assert!(r.stdout.contains("server RSS"), "{}", r.stdout);
 }
 
 #[test]
@@ -778,6 +828,15 @@ fn connect_hold_rate_fanout_on_both_io_drivers() {
         let j = r.json.unwrap();
         let sent = u(&j, "messages.sent");
         assert!((950..=1050).contains(&sent), "{io}: sent {sent}");
+        assert_eq!(sent, u(&j, "messages.received"), "{io}: {}", r.stdout);
+        assert_eq!(u(&j, "errors_total"), 0, "{io}: {}", r.stdout);
+
+        let a = args(&["flood", "--connections", "4", "--size", "100"], &url, &[]);
+        let r = load_io(io, &a).unwrap();
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let j = r.json.unwrap();
+        let sent = u(&j, "messages.sent");
+        assert!(sent > 1000, "{io}: flood sent {sent}");
         assert_eq!(sent, u(&j, "messages.received"), "{io}: {}", r.stdout);
         assert_eq!(u(&j, "errors_total"), 0, "{io}: {}", r.stdout);
 

@@ -325,3 +325,71 @@ fn a_client_that_floods_without_reading_is_slowed_by_tcp_not_dropped() {
         );
     });
 }
+
+/// The same flood with read-side flow control turned off (`read_throttle(false)`, what
+/// a load generator sets): the server reads on past the backpressure limit, its queue
+/// grows until `max_buffered`, and the flooder is dropped.
+#[test]
+fn without_read_throttle_the_queue_grows_to_max_buffered_and_the_flooder_is_dropped() {
+    use std::io::{ErrorKind, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    const FRAME: usize = 16 * 1024;
+    const LIMIT: usize = 64 * 1024;
+    const MAX: usize = 2 * MIB;
+    for_each_backend(|backend| {
+        let max = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (m, d) = (max.clone(), dropped.clone());
+        let b = builder(backend)
+            .buffered_limits(LIMIT, MAX)
+            .read_throttle(false);
+        let server = TestServer::start(b, move |_| EchoWatch {
+            max: m.clone(),
+            dropped: d.clone(),
+        });
+        let mut ws = RawWs::connect(server.addr());
+        let payload = vec![7u8; FRAME];
+        let frame = ws.masked_frame(true, op::BINARY, &payload);
+        ws.stream.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut blocked_since: Option<Instant> = None;
+        let mut at = 0usize;
+        // write until the connection fails, or the writes stay blocked for 2 s
+        let failed = loop {
+            assert!(
+                Instant::now() < deadline,
+                "the flood neither failed nor blocked"
+            );
+            match ws.stream.write(&frame[at..]) {
+                Ok(n) => {
+                    blocked_since = None;
+                    at = (at + n) % frame.len();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(2) {
+                        break false;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => break true,
+            }
+        };
+        eprintln!(
+            "  failed {failed}, highest queue {} B, sends dropped {}",
+            max.load(Relaxed),
+            dropped.load(Relaxed)
+        );
+        assert!(
+            max.load(Relaxed) > MAX / 2,
+            "the queue stayed at {} B: reading stopped anyway",
+            max.load(Relaxed)
+        );
+        assert!(
+            failed || dropped.load(Relaxed) > 0,
+            "the flooder was not dropped"
+        );
+    });
+}

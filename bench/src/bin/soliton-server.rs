@@ -99,6 +99,11 @@ struct Args {
     /// on epoll, at the risk of a small message waiting for the peer's delayed ACK.
     #[arg(long)]
     no_nodelay: bool,
+    /// Keep reading a connection whose outgoing queue is over --backpressure (off by
+    /// default: such a connection is not read until it drains, so TCP slows a peer that
+    /// sends faster than it reads; this flag shows what happens without that).
+    #[arg(long)]
+    no_read_throttle: bool,
     /// epoll: size of the worker's receive buffer, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     recv_buffer: usize,
@@ -235,20 +240,23 @@ fn main() {
         .handshake_timeout(secs(a.handshake_timeout))
         .idle_timeout((a.idle_timeout > 0.0).then(|| secs(a.idle_timeout)))
         .buffered_limits(a.backpressure, a.max_buffered);
-    b = b.nodelay(!a.no_nodelay).deflate(
-        DeflateConfig {
-            mode: match a.deflate {
-                DeflateArg::Off => DeflateMode::Off,
-                DeflateArg::Shared => DeflateMode::Shared,
-                DeflateArg::Dedicated => DeflateMode::Dedicated,
+    b = b
+        .nodelay(!a.no_nodelay)
+        .read_throttle(!a.no_read_throttle)
+        .deflate(
+            DeflateConfig {
+                mode: match a.deflate {
+                    DeflateArg::Off => DeflateMode::Off,
+                    DeflateArg::Shared => DeflateMode::Shared,
+                    DeflateArg::Dedicated => DeflateMode::Dedicated,
+                },
+                server_max_window_bits: a.deflate_window_bits,
+                client_max_window_bits: a.deflate_client_window_bits,
+                mem_level: a.deflate_mem_level,
+                threshold: a.deflate_threshold,
             },
-            server_max_window_bits: a.deflate_window_bits,
-            client_max_window_bits: a.deflate_client_window_bits,
-            mem_level: a.deflate_mem_level,
-            threshold: a.deflate_threshold,
-        },
-        a.deflate_budget,
-    );
+            a.deflate_budget,
+        );
     b = b.receive_buffers(a.uring_buffers, a.uring_buffer_size, a.recv_buffer);
     if let Some(t) = a.threads {
         b = b.workers(t);

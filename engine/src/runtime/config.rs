@@ -41,6 +41,10 @@ pub struct Config {
     /// meanwhile (TCP's window then slows a peer that sends faster than it reads).
     /// Default 1 MiB.
     pub backpressure_limit: usize,
+    /// Read-side flow control (default on): a connection over `backpressure_limit` is
+    /// not read until its queue drains. A load generator that floods its peer turns
+    /// it off, since its own long queue is no reason to leave the answers unread.
+    pub read_throttle: bool,
     /// Hard cap on buffered outgoing bytes: a connection over it is dropped (TCP reset,
     /// close code 1006 to the application). Default 64 MiB.
     pub max_buffered: usize,
@@ -99,6 +103,7 @@ impl Default for Config {
             max_buffered: 64 << 20,
             backlog: 4096,
             nodelay: true,
+            read_throttle: true,
             uring_buffers: 128,
             uring_buffer_size: 32 * 1024,
             recv_buffer_size: 64 * 1024,
@@ -161,6 +166,13 @@ macro_rules! common_setters {
             self.cfg.uring_buffers = count.max(2);
             self.cfg.uring_buffer_size = size.max(512);
             self.cfg.recv_buffer_size = epoll_size.max(512);
+            self
+        }
+        /// Read-side flow control: stop reading a connection whose outgoing queue is
+        /// over the backpressure limit until it drains; default on (see
+        /// [`Config::read_throttle`]).
+        pub fn read_throttle(mut self, on: bool) -> Self {
+            self.cfg.read_throttle = on;
             self
         }
         /// `TCP_NODELAY` on every connection; default on (see [`Config::nodelay`]).

@@ -416,6 +416,9 @@ impl<H: Handler> Worker<H> {
     /// backpressure limit (TCP's window then slows the peer) until it drains.
     fn throttle(&mut self, idx: usize) {
         let limit = self.rt.cfg.backpressure_limit;
+        if !self.rt.cfg.read_throttle {
+            return;
+        }
         if let Some(slot) = self.slots.get_mut(idx) {
             if !slot.flags.throttled() && slot.buffered() > limit {
                 slot.flags.set_throttled(true);

@@ -166,10 +166,11 @@ impl<H: Handler> Worker<H> {
                         pos = buf.len();
                         break;
                     }
-                    if self
-                        .slots
-                        .get(idx)
-                        .is_some_and(|s| s.buffered() > self.rt.cfg.backpressure_limit)
+                    if self.rt.cfg.read_throttle
+                        && self
+                            .slots
+                            .get(idx)
+                            .is_some_and(|s| s.buffered() > self.rt.cfg.backpressure_limit)
                     {
                         // over the limit: the rest waits in the carry until the queue
                         // drains (read-side flow control; the caller stops reading)
