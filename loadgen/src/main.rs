@@ -72,6 +72,13 @@ enum Cmd {
     Merge(MergeArgs),
 }
 
+/// `slo --plot`, which draws something else than the other scenarios' plot.
+const SLO_PLOT_HELP: &str = "Draw the capacity curve to this SVG file: p50, p99 and p99.9 \
+(and any percentile a target names) against the offered rate over every step, sorted by \
+rate, latency on a log axis, the targets as horizontal lines, the highest passing rate as \
+a vertical line, failing steps as hollow markers; below it achieved against offered \
+rate, each step's percentile distribution and the step table";
+
 /// Options every scenario shares.
 #[derive(Debug, Args, Clone)]
 struct Common {
@@ -139,7 +146,8 @@ struct Common {
     /// Write every figure, with histograms in a mergeable encoding, to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Draw the latency percentile distribution and throughput over time to this SVG file.
+    /// Draw the latency percentile distribution and throughput over time to this SVG file
+    /// (slo: the capacity curve).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// No live progress line.
@@ -284,6 +292,7 @@ struct FanoutArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("plot", |a| a.help(SLO_PLOT_HELP)))]
 struct SloArgs {
     #[command(flatten)]
     common: Common,
