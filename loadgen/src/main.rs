@@ -36,7 +36,7 @@ the server's, and flags a run as LOAD-BOUND when the load generator's threads we
 side. Examples:
   soliton-load echo ws://127.0.0.1:9001/ --connections 100 --size 20 --cores 0
   soliton-load rate ws://127.0.0.1:9001/ --rate 50000 --duration 30s --json run.json
-  soliton-load slo ws://127.0.0.1:9001/ --target 'p99<1ms' --start 20000 --step 20000
+  soliton-load slo ws://127.0.0.1:9001/ --target 'p99<1ms' --start 20000 --step 20000 --plot slo.svg
   soliton-load merge a.json b.json --json all.json --plot all.svg";
 
 /// soliton-load: WebSocket load generator.

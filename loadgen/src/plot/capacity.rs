@@ -159,7 +159,8 @@ struct LogAxis {
 }
 
 impl LogAxis {
-    /// Whole decades around the positive finite values; 10 µs to 10 ms when none.
+    /// Whole decades around the positive finite values, none of them on the frame;
+    /// 10 µs to 10 ms when there are none.
     fn over(values: impl IntoIterator<Item = f64>, y0: f64, h: f64) -> LogAxis {
         let (mut mn, mut mx) = (f64::INFINITY, 0.0f64);
         for v in values {
@@ -169,9 +170,18 @@ impl LogAxis {
             }
         }
         let (lo, hi) = if mx > 0.0 {
-            let lo = (mn.log10() + 1e-9).floor();
-            let hi = (mx.log10() - 1e-9).ceil();
-            (lo, hi.max(lo + 1.0))
+            // a value on (or within a twentieth of a decade of) the frame gets a decade
+            // more room: targets are round numbers, and a 1 ms line on the frame is lost
+            let (a, b) = (mn.log10(), mx.log10());
+            let mut lo = a.floor();
+            if a - lo < 0.05 {
+                lo -= 1.0;
+            }
+            let mut hi = b.ceil();
+            if hi - b < 0.05 {
+                hi += 1.0;
+            }
+            (lo, hi)
         } else {
             (1.0, 4.0)
         };
@@ -1074,8 +1084,14 @@ mod tests {
         assert_eq!(fmt_latency_tick(2e6), "2 s");
         let a = LogAxis::over([150.0, 2500.0], 0.0, 300.0);
         assert_eq!((a.lo, a.hi), (2.0, 4.0));
-        let a = LogAxis::over([1000.0], 0.0, 300.0);
-        assert_eq!((a.lo, a.hi), (3.0, 4.0));
-        assert_eq!(a.y(1000.0), 300.0);
+        assert!(a.y(150.0) < 300.0 && a.y(2500.0) > 0.0);
+        // a round target is not drawn on the frame
+        let a = LogAxis::over([1000.0, 5000.0], 0.0, 300.0);
+        assert_eq!((a.lo, a.hi), (2.0, 4.0));
+        assert_eq!(a.y(1000.0), 150.0);
+        let a = LogAxis::over([99.0, 1010.0], 0.0, 300.0);
+        assert_eq!((a.lo, a.hi), (1.0, 4.0));
+        let a = LogAxis::over([], 0.0, 300.0);
+        assert_eq!((a.lo, a.hi), (1.0, 4.0));
     }
 }
