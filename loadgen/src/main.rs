@@ -36,7 +36,7 @@ the server's, and flags a run as LOAD-BOUND when the load generator's threads we
 side. Examples:
   soliton-load echo ws://127.0.0.1:9001/ --connections 100 --size 20 --cores 0
   soliton-load rate ws://127.0.0.1:9001/ --rate 50000 --duration 30s --json run.json
-  soliton-load slo ws://127.0.0.1:9001/ --target 'p99<1ms' --start 20000 --step 20000
+  soliton-load slo ws://127.0.0.1:9001/ --target 'p99<1ms' --start 20000 --step 20000 --plot slo.svg
   soliton-load merge a.json b.json --json all.json --plot all.svg";
 
 /// soliton-load: WebSocket load generator.
@@ -77,6 +77,13 @@ enum Cmd {
     /// into one: counts and histograms add exactly, rates add.
     Merge(MergeArgs),
 }
+
+/// `slo --plot`, which draws something else than the other scenarios' plot.
+const SLO_PLOT_HELP: &str = "Draw the capacity curve to this SVG file: p50, p99 and p99.9 \
+(and any percentile a target names) against the offered rate over every step, sorted by \
+rate, latency on a log axis, the targets as horizontal lines, the highest passing rate as \
+a vertical line, failing steps as hollow markers; below it achieved against offered \
+rate, each step's percentile distribution and the step table";
 
 /// Options every scenario shares.
 #[derive(Debug, Args, Clone)]
@@ -152,7 +159,8 @@ struct Common {
     /// Write every figure, with histograms in a mergeable encoding, to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Draw the latency percentile distribution and throughput over time to this SVG file.
+    /// Draw the latency percentile distribution and throughput over time to this SVG file
+    /// (slo: the capacity curve).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// No live progress line.
@@ -312,6 +320,7 @@ struct FanoutArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("plot", |a| a.help(SLO_PLOT_HELP)))]
 struct SloArgs {
     #[command(flatten)]
     common: Common,

@@ -1,5 +1,8 @@
 //! `--plot FILE.svg`: the latency percentile distribution (x log-scaled in 1/(1-q), as
-//! HdrHistogram's plots are) and the throughput over time, as a standalone SVG.
+//! HdrHistogram's plots are) and the throughput over time, as a standalone SVG; for an
+//! `slo` report, the capacity curve instead ([`capacity`]).
+
+mod capacity;
 
 use std::fmt::Write as _;
 
@@ -60,6 +63,9 @@ fn percentile_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
 
 /// Renders the report as an SVG document.
 pub(crate) fn svg(r: &Report) -> String {
+    if let Some(slo) = &r.slo {
+        return capacity::svg(r, slo);
+    }
     let h = decode_hist(&r.latency_hist).unwrap_or_else(|_| crate::stats::new_hist());
     let total_h = TOP + PANEL_H + GAP + PANEL_H + 60.0;
     let mut s = String::new();

@@ -278,10 +278,13 @@ fn fanout_ours() {
 fn slo_ours() {
     let s = Ours::start(false);
     let url = s.url();
+    let plot = temp("slo.svg");
     let r = load(
         &[
             "slo",
             &url,
+            "--plot",
+            plot.to_str().unwrap(),
             "--connections",
             "5",
             "--target",
@@ -309,6 +312,15 @@ fn slo_ours() {
         "{}",
         r.stdout
     );
+    // --plot draws the capacity curve: a point per step and percentile, the target, the
+    // highest passing rate
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    let _ = std::fs::remove_file(&plot);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("Capacity: latency against offered rate"));
+    assert_eq!(svg.matches(r#"class="pt pass""#).count(), 2 * 3);
+    assert_eq!(svg.matches(r#"class="target""#).count(), 1);
+    assert!(svg.contains("highest passing rate 400 msg/s"));
     // an impossible target: nothing passes, and it says so
     let r = load(
         &[
