@@ -1,4 +1,5 @@
-//! `compare`: Soliton side by side with peer engines and the raw-TCP ceiling.
+//! `compare`: Soliton side by side with peer engines (uWebSockets, fastwebsockets,
+//! tokio-websockets, tokio-tungstenite) and the raw-TCP ceiling.
 //!
 //! Starts each server pinned to one core (`taskset -c 1`; Soliton also `--first-core 1`)
 //! and drives it with `soliton-load` pinned to the other (`--cores 0 --server-pid PID
@@ -9,6 +10,11 @@
 //! busier one. The raw-TCP ceiling (`soliton-server --mode raw-tcp`) speaks no
 //! WebSocket, so it is driven by a raw TCP closed-loop client in this process
 //! (`soliton_bench::rawtcp`), pinned to the load core.
+//!
+//! uWebSockets (C++) is the one optional peer: `bench/peers/uwebsockets/build.sh` builds
+//! it from sources that are not in this repository. When its binary is missing, compare
+//! runs that script (unless `--no-build`), and if there is still no binary it skips
+//! uWebSockets with one line in the output and in the report; the run goes on.
 //!
 //! ```sh
 //! cargo run --release -p soliton-bench --bin compare -- --quick
@@ -30,9 +36,17 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use soliton_bench::rawtcp::{self, RawParams};
 
-/// Soliton against peer engines (fastwebsockets, tokio-websockets, tokio-tungstenite)
-/// and the raw-TCP ceiling: one server core, one load core, interleaved repetitions,
-/// medians.
+/// Soliton against peer engines (uWebSockets, fastwebsockets, tokio-websockets,
+/// tokio-tungstenite) and the raw-TCP ceiling: one server core, one load core,
+/// interleaved repetitions, medians.
+///
+/// uWebSockets is optional: bench/peers/uwebsockets/build.sh builds it from uWebSockets'
+/// and uSockets' C++ sources (not in this repository: UWS_SRC / USOCKETS_SRC, or the
+/// snapshots it finds). compare runs that script only when the binary
+/// (bench/peers/target/release/uwebsockets-echo) is missing and --no-build is not given;
+/// it never rebuilds an existing one (rerun the script for that). Without the binary,
+/// uWebSockets is skipped with a note in the output and in the report, and the run goes
+/// on.
 #[derive(Debug, Parser)]
 #[command(name = "compare", version)]
 struct Args {
@@ -49,7 +63,8 @@ struct Args {
     #[arg(long)]
     warmup: Option<f64>,
     /// Servers to run, comma-separated (default: all): soliton-uring, soliton-epoll,
-    /// fastwebsockets, tokio-websockets, tokio-tungstenite, raw-tcp-uring, raw-tcp-epoll.
+    /// uwebsockets, fastwebsockets, tokio-websockets, tokio-tungstenite, raw-tcp-uring,
+    /// raw-tcp-epoll. uwebsockets is skipped (with a note) when it is not built.
     #[arg(long)]
     servers: Option<String>,
     /// Scenarios to run, comma-separated: echo, rate, connect, hold.
@@ -82,7 +97,8 @@ struct Args {
     /// TCP_NODELAY.
     #[arg(long)]
     peer_nodelay: bool,
-    /// Do not build: use the binaries already built.
+    /// Do not build: use the binaries already built (and do not run
+    /// bench/peers/uwebsockets/build.sh when uWebSockets' binary is missing).
     #[arg(long)]
     no_build: bool,
     /// Core for the servers.
@@ -108,6 +124,10 @@ enum Kind {
     Raw(&'static str),
     /// A binary of the `bench/peers` workspace.
     Peer(&'static str),
+    /// An optional peer built outside cargo: its binary in the peers' target dir
+    /// (`bench/peers/target/release`) and the script (relative to the repository root)
+    /// that builds it from sources not in this repository. Skipped when not built.
+    External(&'static str, &'static str),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -117,7 +137,7 @@ struct Spec {
     kind: Kind,
 }
 
-const SERVERS: [Spec; 7] = [
+const SERVERS: [Spec; 8] = [
     Spec {
         id: "soliton-uring",
         label: "soliton (io_uring)",
@@ -127,6 +147,11 @@ const SERVERS: [Spec; 7] = [
         id: "soliton-epoll",
         label: "soliton (epoll)",
         kind: Kind::Soliton("epoll"),
+    },
+    Spec {
+        id: "uwebsockets",
+        label: "uWebSockets (epoll)",
+        kind: Kind::External("uwebsockets-echo", "bench/peers/uwebsockets/build.sh"),
     },
     Spec {
         id: "fastwebsockets",
@@ -159,8 +184,9 @@ const SERVERS: [Spec; 7] = [
 const OURS: &str = "soliton-uring";
 
 impl Spec {
+    /// A peer engine, one the ratios' "best peer" is chosen from.
     fn is_peer(&self) -> bool {
-        matches!(self.kind, Kind::Peer(_))
+        matches!(self.kind, Kind::Peer(_) | Kind::External(..))
     }
     fn is_raw(&self) -> bool {
         matches!(self.kind, Kind::Raw(_))
@@ -418,6 +444,8 @@ struct Env {
     tmp: PathBuf,
     next_port: u16,
     stop: Arc<AtomicBool>,
+    /// One line per optional server that was asked for but is not built.
+    skipped: Vec<String>,
 }
 
 impl Env {
@@ -451,7 +479,7 @@ impl Env {
                     if spec.is_raw() { "raw-tcp" } else { "echo" },
                 ]);
             }
-            Kind::Peer(bin) => {
+            Kind::Peer(bin) | Kind::External(bin, _) => {
                 cmd.arg(self.peer_dir.join(bin))
                     .args(["--port", &port.to_string()]);
                 if self.args.peer_nodelay {
@@ -1083,12 +1111,14 @@ impl Results {
     }
 }
 
-fn build(root: &Path, peers: &Path) -> Result<(), String> {
+fn build(root: &Path, peers: &Path, servers: &[Spec]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let run = |what: &str, cmd: &mut Command| -> Result<(), String> {
         println!("building {what}: {cmd:?}");
         let t = Instant::now();
-        let st = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+        let st = cmd
+            .status()
+            .map_err(|e| format!("cannot run {what}: {e}"))?;
         if !st.success() {
             return Err(format!("building {what} failed ({st})"));
         }
@@ -1113,7 +1143,23 @@ fn build(root: &Path, peers: &Path) -> Result<(), String> {
             .current_dir(peers)
             .args(["build", "--release", "--target-dir"])
             .arg(peers.join("target")),
-    )
+    )?;
+    // optional peers: their script, only when the binary is missing; a failure (no
+    // sources, no compiler) is not an error: the server is skipped later
+    for s in servers {
+        let Kind::External(bin, script) = s.kind else {
+            continue;
+        };
+        if peers.join("target/release").join(bin).exists() {
+            continue;
+        }
+        let mut cmd = Command::new("bash");
+        cmd.current_dir(root).arg(root.join(script));
+        if let Err(e) = run(s.label, &mut cmd) {
+            println!("  {e}: {} is skipped unless it is built", s.label);
+        }
+    }
+    Ok(())
 }
 
 fn main() {
@@ -1139,9 +1185,6 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
         .ok_or("no workspace root")?
         .to_path_buf();
     let peers = root.join("bench/peers");
-    if !args.no_build {
-        build(&root, &peers)?;
-    }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let bin_dir = exe.parent().ok_or("no binary directory")?.to_path_buf();
     let peer_dir = peers.join("target/release");
@@ -1150,7 +1193,7 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
         .as_deref()
         .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
         .unwrap_or_else(|| SERVERS.iter().map(|s| s.id.to_string()).collect());
-    let servers: Vec<Spec> = SERVERS
+    let mut servers: Vec<Spec> = SERVERS
         .iter()
         .filter(|s| wanted.iter().any(|w| w == s.id))
         .copied()
@@ -1158,9 +1201,23 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
     if let Some(bad) = wanted.iter().find(|w| !SERVERS.iter().any(|s| s.id == *w)) {
         return Err(format!("unknown server {bad:?}"));
     }
+    if !args.no_build {
+        build(&root, &peers, &servers)?;
+    }
+    let mut skipped = Vec::new();
+    servers.retain(|s| match s.kind {
+        Kind::External(bin, script) if !peer_dir.join(bin).exists() => {
+            let name = s.label.split(" (").next().unwrap_or(s.label);
+            let line = format!("{name} not built: run {script}");
+            println!("{line}; skipped");
+            skipped.push(line);
+            false
+        }
+        _ => true,
+    });
     for s in &servers {
         let bin = match s.kind {
-            Kind::Peer(b) => peer_dir.join(b),
+            Kind::Peer(b) | Kind::External(b, _) => peer_dir.join(b),
             _ => bin_dir.join("soliton-server"),
         };
         if !bin.exists() {
@@ -1206,6 +1263,7 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
         tmp,
         next_port: args.port,
         stop: stop.clone(),
+        skipped,
         args,
     };
     let date = date_utc();
@@ -1433,6 +1491,9 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
         "\nmedians of {} interleaved repetition(s); ÷ours: ratio to {OURS}; µs/msg: CPU seconds (user + system, /proc/PID/stat) over the window ÷ messages; user: the user-space share of the server's CPU (the rest is the kernel's TCP and syscalls); busy: busiest thread's share of a core; load-bound: the load generator's busiest thread was at least as busy as the server's (k of n runs); contended: neither side reached 70% of a core (other processes held the cores: compare CPU per message, not msg/s)",
         env.reps
     );
+    for line in &env.skipped {
+        let _ = writeln!(out, "\n{line} (skipped)");
+    }
     for row in rows {
         let _ = writeln!(out, "\n{}", row.label);
         let ours = res.med(&row.id, OURS);
@@ -1811,6 +1872,7 @@ fn json_doc(
             "ours": OURS,
             "peer_nodelay": env.args.peer_nodelay,
             "servers": servers.iter().map(|s| json!({"id": s.id, "label": s.label})).collect::<Vec<_>>(),
+            "skipped": env.skipped,
         },
         "rows": out_rows,
     })
@@ -1830,6 +1892,30 @@ mod tests {
         assert_eq!(pad("µs", 4, true), "  µs");
         let d = date_utc();
         assert_eq!(d.len(), "2026-11-25 11:58 UTC".len(), "{d}");
+    }
+
+    #[test]
+    fn uwebsockets_is_an_optional_peer() {
+        let u = SERVERS.iter().find(|s| s.id == "uwebsockets").unwrap();
+        assert!(u.is_peer() && !u.is_raw() && u.ceiling().is_none());
+        assert!(matches!(
+            u.kind,
+            Kind::External("uwebsockets-echo", "bench/peers/uwebsockets/build.sh")
+        ));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        assert!(root.join("bench/peers/uwebsockets/build.sh").exists());
+        // the best peer of a row is chosen among all peers, uWebSockets included
+        let row = &echo_rows()[0];
+        let mut res = Results::default();
+        for (id, v) in [("uwebsockets", 3.0), ("fastwebsockets", 2.0), (OURS, 1.0)] {
+            let s = Sample {
+                value: v,
+                ..Sample::default()
+            };
+            res.samples.insert((row.id.clone(), id.into()), vec![s]);
+        }
+        let best = best_peer(&SERVERS, row, &res).map(|b| b.0.id);
+        assert_eq!(best, Some("uwebsockets"));
     }
 
     #[test]
