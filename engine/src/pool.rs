@@ -14,6 +14,8 @@ use crate::proto::frame::MAX_HEADER_LEN;
 #[derive(Debug, Default)]
 pub struct Pool {
     free: Vec<Vec<u8>>,
+    /// The capacity of the buffers in `free`, in bytes.
+    free_bytes: usize,
     // boxed: a queue body moves between a connection (8-byte handle) and this list
     #[allow(clippy::vec_box)]
     queues: Vec<Box<Inner>>,
@@ -23,22 +25,29 @@ pub struct Pool {
 const POOL_KEEP_MAX: usize = 256 * 1024;
 /// Most buffers a pool keeps.
 const POOL_MAX: usize = 1024;
+/// Most bytes a pool keeps: enough for a loop iteration's worth of write chunks
+/// (64 of 64 KiB), while a flood's queues, once written, go back to the allocator
+/// instead of staying resident here (1,024 buffers of up to 256 KiB could hold 256 MiB).
+const POOL_BYTES_MAX: usize = 4 << 20;
 
 impl Pool {
     /// An empty buffer, with the capacity it had when it was put back.
     pub fn get(&mut self) -> Vec<u8> {
-        self.free.pop().unwrap_or_default()
+        match self.free.pop() {
+            Some(v) => {
+                self.free_bytes -= v.capacity();
+                v
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Moves the buffers kept here into `other` (up to its bound).
     pub fn give_buffers(&mut self, other: &mut Pool) {
-        while other.free.len() < POOL_MAX {
-            match self.free.pop() {
-                Some(v) => other.free.push(v),
-                None => break,
-            }
+        while let Some(v) = self.free.pop() {
+            other.put(v);
         }
-        self.free.clear();
+        self.free_bytes = 0;
     }
 
     fn get_queue(&mut self) -> Box<Inner> {
@@ -56,8 +65,14 @@ impl Pool {
 
     /// Keeps `v` for reuse (up to a bound on count and size; the rest is freed).
     pub fn put(&mut self, mut v: Vec<u8>) {
-        if v.capacity() != 0 && v.capacity() <= POOL_KEEP_MAX && self.free.len() < POOL_MAX {
+        let cap = v.capacity();
+        if cap != 0
+            && cap <= POOL_KEEP_MAX
+            && self.free.len() < POOL_MAX
+            && self.free_bytes + cap <= POOL_BYTES_MAX
+        {
             v.clear();
+            self.free_bytes += cap;
             self.free.push(v);
         }
     }
@@ -393,5 +408,38 @@ mod tests {
         q.push_bytes(&mut pool, b"ef");
         assert_eq!(q.inner.as_ref().unwrap().chunks.len(), 1);
         assert_eq!(drain(&q), b"cdef");
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_keeps_at_most_its_byte_bound() {
+        let mut pool = Pool::default();
+        for _ in 0..100 {
+            pool.put(Vec::with_capacity(64 * 1024));
+        }
+        let kept: usize = pool.free.iter().map(Vec::capacity).sum();
+        assert_eq!(kept, pool.free_bytes);
+        assert!(kept <= POOL_BYTES_MAX, "{kept} bytes kept");
+        assert!(kept + 64 * 1024 > POOL_BYTES_MAX, "the bound is used");
+        // taking a buffer makes room for one more
+        let v = pool.get();
+        assert_eq!(v.capacity(), 64 * 1024);
+        assert_eq!(pool.free_bytes, kept - 64 * 1024);
+        pool.put(v);
+        assert_eq!(pool.free_bytes, kept);
+        // too large to keep at all
+        pool.put(Vec::with_capacity(POOL_KEEP_MAX + 1));
+        assert_eq!(pool.free_bytes, kept);
+        // handing over respects the receiver's bound
+        let mut other = Pool::default();
+        other.put(Vec::with_capacity(POOL_BYTES_MAX - 64 * 1024));
+        pool.give_buffers(&mut other);
+        assert_eq!(pool.free_bytes, 0);
+        assert!(pool.free.is_empty());
+        assert_eq!(other.free_bytes, POOL_BYTES_MAX);
     }
 }

@@ -67,8 +67,10 @@ struct Args {
     /// raw-tcp-epoll. uwebsockets is skipped (with a note) when it is not built.
     #[arg(long)]
     servers: Option<String>,
-    /// Scenarios to run, comma-separated: echo, rate, connect, hold.
-    #[arg(long, default_value = "echo,rate,connect,hold")]
+    /// Scenarios to run, comma-separated: echo, rate, flood, connect, hold. flood: 100
+    /// connections writing 20 B messages as fast as their sockets take them (no in-flight
+    /// cap): throughput at saturation, echo latency under it, and the server's peak RSS.
+    #[arg(long, default_value = "echo,rate,flood,connect,hold")]
     scenarios: String,
     /// Echo rows to run, comma-separated ids (default: all): echo-100x20, echo-10x1k,
     /// echo-10x16k, echo-200x16k, echo-1000x125-16, echo-100x20-1024.
@@ -212,6 +214,11 @@ enum Scenario {
         conns: usize,
         size: usize,
     },
+    /// Open flood: soliton-load flood (no in-flight cap).
+    Flood {
+        conns: usize,
+        size: usize,
+    },
     Connect,
     Hold,
 }
@@ -282,6 +289,8 @@ struct Sample {
     marginal: Option<f64>,
     held: Option<u64>,
     baseline_rss: Option<u64>,
+    /// flood: the server's highest RSS during the run.
+    rss_peak: Option<u64>,
     note: Option<String>,
 }
 
@@ -310,6 +319,7 @@ impl Sample {
             "marginal_bytes_per_conn": self.marginal,
             "held": self.held,
             "baseline_rss": self.baseline_rss,
+            "server_rss_peak": self.rss_peak,
             "note": self.note,
         })
     }
@@ -344,10 +354,11 @@ fn sample_of(sc: Scenario, r: &Value) -> Sample {
     };
     s.mark();
     match sc {
-        Scenario::Echo { .. } | Scenario::Rate { .. } => {
+        Scenario::Echo { .. } | Scenario::Rate { .. } | Scenario::Flood { .. } => {
             s.value = f(r, &["messages", "received_per_s"]).unwrap_or(0.0);
             s.lat = lat(&r["latency_us"]);
             s.hist = r["latency_hist"].as_str().map(str::to_owned);
+            s.rss_peak = cpu["server_rss_peak"].as_u64();
         }
         Scenario::Connect => {
             s.value = f(r, &["connections", "handshakes_per_s"]).unwrap_or(0.0);
@@ -606,6 +617,12 @@ impl Env {
                 if let Some(p) = &plot {
                     push(&["--plot", &p.to_string_lossy()]);
                 }
+                sample_of(row.sc, &self.load(&a, limit)?)
+            }
+            Scenario::Flood { conns, size } => {
+                push(&["flood", &url, "-c", &conns.to_string(), "-s"]);
+                push(&[&size.to_string(), "-d", &d, "--drain", "10s"]);
+                push(&["--warmup", &w, "--server-pid", &pid.to_string()]);
                 sample_of(row.sc, &self.load(&a, limit)?)
             }
             Scenario::Connect => {
@@ -1390,6 +1407,23 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
             }
             rows.push(row);
         }
+        // phase 2b: open flood
+        if has("flood") && !ws.is_empty() {
+            let row = Row {
+                id: "flood-100x20".into(),
+                label: "open flood: 100 conns × 20 B, no in-flight cap".into(),
+                sc: Scenario::Flood {
+                    conns: 100,
+                    size: 20,
+                },
+            };
+            for rep in 0..env.reps {
+                for spec in &ws {
+                    one(&mut env, &mut res, rep, &row, spec, None, None)?;
+                }
+            }
+            rows.push(row);
+        }
         // phase 3: handshakes per second
         if has("connect") && !ws.is_empty() {
             let row = Row {
@@ -1434,7 +1468,10 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
     );
     if let Some(dir) = &env.args.plot {
         for row in &rows {
-            if !matches!(row.sc, Scenario::Echo { .. } | Scenario::Rate { .. }) {
+            if !matches!(
+                row.sc,
+                Scenario::Echo { .. } | Scenario::Rate { .. } | Scenario::Flood { .. }
+            ) {
                 continue;
             }
             let file = dir.join(format!("latency-{}.svg", row.id));
@@ -1534,6 +1571,18 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
                 "load µs/hs",
                 "",
             ],
+            Scenario::Flood { .. } => vec![
+                "server",
+                "msg/s",
+                "÷ours",
+                "server µs/msg",
+                "p50",
+                "p99",
+                "max",
+                "server RSS peak",
+                "load µs/msg",
+                "",
+            ],
             Scenario::Hold => vec![
                 "server",
                 "held",
@@ -1610,6 +1659,30 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
                         flags.join(", "),
                     ]
                 }
+                Scenario::Flood { .. } => {
+                    let l = m.lat.unwrap_or_default();
+                    vec![
+                        spec.label.to_string(),
+                        commas(m.value),
+                        ratio(m.value, ours.as_ref().map(|o| o.value)),
+                        opt(m.server_us, 3),
+                        fmt_us(l[0]),
+                        fmt_us(l[1]),
+                        fmt_us(l[3]),
+                        res.samples
+                            .get(&(row.id.clone(), spec.id.to_string()))
+                            .and_then(|v| {
+                                let mut p: Vec<f64> = v
+                                    .iter()
+                                    .filter_map(|s| s.rss_peak.map(|r| r as f64))
+                                    .collect();
+                                median(&mut p)
+                            })
+                            .map_or("-".into(), |b| format!("{:.1} MiB", b / 1048576.0)),
+                        opt(m.load_us, 3),
+                        flags.join(", "),
+                    ]
+                }
                 Scenario::Hold => vec![
                     spec.label.to_string(),
                     m.held.map_or("-".into(), |h| commas(h as f64)),
@@ -1632,6 +1705,9 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
             }
             Scenario::Rate { .. } => out.push_str(
                 "latency from the intended send time (coordinated omission corrected); p99 ÷ours > 1: a higher p99 than ours\n",
+            ),
+            Scenario::Flood { .. } => out.push_str(
+                "every message stamped; latency from the load generator's queueing of a message to its echo; errors: echoes missing or out of order (a server that drops what it cannot send shows here); RSS peak: median over repetitions of the highest RSS sampled every 20 ms\n",
             ),
             Scenario::Hold => out.push_str(
                 "average: (RSS − RSS before connecting) ÷ held at the last step; marginal: ΔRSS ÷ Δheld between the two steps\n",
@@ -1658,7 +1734,7 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
                 continue;
             };
             let (vs_best, eff) = match row.sc {
-                Scenario::Echo { .. } | Scenario::Connect => (
+                Scenario::Echo { .. } | Scenario::Connect | Scenario::Flood { .. } => (
                     om.value / bm.value,
                     // CPU per message: the most efficient peer's ÷ ours
                     servers
@@ -1835,6 +1911,11 @@ fn json_doc(
                 "rate",
                 json!({"connections": conns, "size": size, "rate": rate}),
                 "msg/s achieved",
+            ),
+            Scenario::Flood { conns, size } => (
+                "flood",
+                json!({"connections": conns, "size": size}),
+                "msg/s",
             ),
             Scenario::Connect => (
                 "connect",

@@ -95,7 +95,8 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// One closed-loop run of soliton-load against the server on `port`; its JSON report.
+/// One run of soliton-load against the server on `port` (closed loop, or an open flood
+/// when `inflight` is 0); its JSON report.
 fn load(
     a: &Args,
     port: u16,
@@ -105,12 +106,22 @@ fn load(
 ) -> Result<Value, String> {
     let _ = std::fs::remove_file(json);
     let scheme = if tls { "wss" } else { "ws" };
-    let out = Command::new(sibling("soliton-load")?)
-        .arg("echo")
-        .arg(format!("{scheme}://127.0.0.1:{port}/"))
+    let mut cmd = Command::new(sibling("soliton-load")?);
+    if inflight == 0 {
+        cmd.arg("flood");
+    } else {
+        cmd.arg("echo");
+    }
+    cmd.arg(format!("{scheme}://127.0.0.1:{port}/"))
         .args(tls.then_some("--insecure"))
-        .args(["-c", &conns.to_string(), "-s", &size.to_string()])
-        .args(["--inflight", &inflight.to_string()])
+        .args(["-c", &conns.to_string(), "-s", &size.to_string()]);
+    if inflight == 0 {
+        // the echoes queued in socket buffers at the end take a while to come back
+        cmd.args(["--drain", "10s"]);
+    } else {
+        cmd.args(["--inflight", &inflight.to_string()]);
+    }
+    let out = cmd
         .args(["-d", &format!("{}s", a.duration), "--warmup", "0.5s"])
         .args(["--cores", &a.load_core.to_string(), "-q"])
         .args(["--server-pid", &server_pid.to_string(), "--json"])
@@ -136,7 +147,7 @@ fn print_row(backend: &str, name: &str, r: &Value) -> bool {
     let sent = r["messages"]["sent_total"].as_u64();
     let received = r["messages"]["received_total"].as_u64();
     println!(
-        "{:<8} {:<32} {:>10.0} {:>8.1} {:>9.1} {:>9.1} {:>10.2} {:>10.2} {:>6}{}",
+        "{:<8} {:<32} {:>10.0} {:>8.1} {:>9.0} {:>9.0} {:>10.3} {:>10.3} {:>8.1} {:>6}{}",
         backend,
         name,
         rate,
@@ -145,6 +156,7 @@ fn print_row(backend: &str, name: &str, r: &Value) -> bool {
         num(r, &["latency_us", "p99"]),
         num(r, &["cpu", "server_us_per_msg"]),
         num(r, &["cpu", "load_us_per_msg"]),
+        num(r, &["cpu", "server_rss_peak"]) / 1048576.0,
         errors,
         if r["cpu"]["load_bound"].as_bool() == Some(true) {
             "  load-bound"
@@ -162,15 +174,28 @@ fn main() {
         ("100 conns x 20 B", (100, 20, 1, false)),
         ("10 conns x 16 KiB", (10, 16 * 1024, 1, false)),
         ("100 conns x 20 B, 1024 in flight", (100, 20, 1024, false)),
+        ("100 conns x 20 B, open flood", (100, 20, 0, false)),
         ("wss: 100 conns x 20 B", (100, 20, 1, true)),
         ("wss: 10 conns x 16 KiB", (10, 16 * 1024, 1, true)),
     ];
     let json = std::env::temp_dir().join(format!("soliton-bench-{}.json", std::process::id()));
     println!(
-        "{:<8} {:<32} {:>10} {:>8} {:>9} {:>9} {:>10} {:>10} {:>6}",
-        "backend", "scenario", "msg/s", "MB/s", "p50 us", "p99 us", "server", "load", "errors"
+        "{:<8} {:<32} {:>10} {:>8} {:>9} {:>9} {:>10} {:>10} {:>8} {:>6}",
+        "backend",
+        "scenario",
+        "msg/s",
+        "MB/s",
+        "p50 us",
+        "p99 us",
+        "server",
+        "load",
+        "srv RSS",
+        "errors"
     );
-    println!("{:<86} {:>10} {:>10}", "", "us/msg", "us/msg");
+    println!(
+        "{:<86} {:>10} {:>10} {:>8}",
+        "", "us/msg", "us/msg", "peak MiB"
+    );
     let mut failed = false;
     for (bi, backend) in a.backends.split(',').map(str::trim).enumerate() {
         for tls in [false, true] {
@@ -197,8 +222,10 @@ fn main() {
     }
     let _ = std::fs::remove_file(&json);
     println!(
-        "(soliton-load echo, closed loop: a new message for every echo; CPU from \
-         /proc/PID/stat over the measured window; 'load-bound': the load generator's busiest \
+        "(soliton-load echo, closed loop: a new message for every echo; the open flood: \
+         soliton-load flood, every connection writing as fast as its socket takes messages; \
+         CPU from /proc/PID/stat over the measured window; srv RSS: the server's highest RSS \
+         during the run; 'load-bound': the load generator's busiest \
          thread was busier than the server's, so the rate is the load's, and server us/msg \
          is the figure to compare)"
     );

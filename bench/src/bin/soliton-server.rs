@@ -77,8 +77,9 @@ struct Args {
     /// Seconds of silence before a ping (and as long again before closing); 0 disables.
     #[arg(long, default_value_t = 120.0)]
     idle_timeout: f64,
-    /// Buffered outgoing bytes above which sends report backpressure.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Buffered outgoing bytes above which sends report backpressure and the connection
+    /// is not read until its queue drains (read-side flow control).
+    #[arg(long, default_value_t = 64 << 10)]
     backpressure: usize,
     /// Buffered outgoing bytes past which a connection is dropped.
     #[arg(long, default_value_t = 64 << 20)]

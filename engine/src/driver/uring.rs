@@ -150,6 +150,10 @@ struct Sock {
     /// Operations (queued or submitted) that name `fd`.
     ops: u8,
     f: SockFlags,
+    /// Reading was stopped at least once (flow control or the application): receive one
+    /// buffer per arm instead of a multishot, so that what arrives between a stop and
+    /// its cancellation is one buffer, not as many as the ring holds.
+    one_shot: bool,
 }
 
 pub(super) struct Uring {
@@ -289,9 +293,16 @@ impl Uring {
         }
         s.f.set_recv(true);
         s.ops += 1;
-        let e = opcode::RecvMulti::new(Fd(s.fd.as_raw_fd()), BGID)
-            .build()
-            .user_data(ud(K_RECV, idx, s.gen));
+        let fd = Fd(s.fd.as_raw_fd());
+        let e = if s.one_shot {
+            opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+                .buf_group(BGID)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        } else {
+            opcode::RecvMulti::new(fd, BGID).build()
+        }
+        .user_data(ud(K_RECV, idx, s.gen));
         self.push(e);
     }
 
@@ -316,6 +327,7 @@ impl Uring {
                 f.set_reading(true);
                 f
             },
+            one_shot: false,
         });
         Token::new(idx, self.gen)
     }
@@ -435,6 +447,9 @@ impl Uring {
             return;
         }
         s.f.set_reading(on);
+        if !on {
+            s.one_shot = true;
+        }
         let (recv, gen) = (s.f.recv(), s.gen);
         if on {
             self.arm_recv(t.index());

@@ -445,6 +445,21 @@ impl Connection {
         }
         let mut pos = 0usize;
         loop {
+            // The common case first, in a few instructions: a whole unfragmented text or
+            // binary frame of at most 125 bytes, with no extension bit, while no frame or
+            // message is in progress. Anything else takes the general path below.
+            if self.pending.is_none() && self.fragmented.is_none() {
+                if let Some((start, next, text)) = self.small_frame(buf, pos) {
+                    let payload: &'a [u8] = &buf[start..next];
+                    if !text {
+                        return Ok((next, Some(Event::Message(Message::Binary(payload)))));
+                    }
+                    return match utf8::validate(payload) {
+                        Ok(s) => Ok((next, Some(Event::Message(Message::Text(s))))),
+                        Err(_) => Err(self.fail(ProtocolError::InvalidUtf8, out)),
+                    };
+                }
+            }
             let (p, whole_at_first_sight) = match self.pending {
                 Some(p) => (p, false),
                 None => match FrameHeader::decode(&buf[pos..], &self.rules()) {
@@ -601,6 +616,31 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// [`read`](Self::read)'s fast path: is there a whole final text or binary frame
+    /// with a 7-bit length and no RSV bit at `buf[pos..]`, masked as the role expects
+    /// and within the limits? If so it is unmasked in place, and its payload's range and
+    /// whether it is text come back. `None`: not such a frame, or not all of it here
+    /// (the general path decides).
+    #[inline(always)]
+    fn small_frame(&self, buf: &mut [u8], pos: usize) -> Option<(usize, usize, bool)> {
+        let masked = self.role == Role::Server;
+        let (&b0, &b1) = (buf.get(pos)?, buf.get(pos + 1)?);
+        let len = (b1 & 0x7f) as usize;
+        if (b0 != 0x81 && b0 != 0x82) || (b1 & 0x80 != 0) != masked || len > 125 {
+            return None;
+        }
+        let start = pos + if masked { 6 } else { 2 };
+        let next = start + len;
+        if next > buf.len() || len as u64 > self.limits.max_frame.min(self.limits.max_message) {
+            return None;
+        }
+        if masked {
+            let key = [buf[pos + 2], buf[pos + 3], buf[pos + 4], buf[pos + 5]];
+            apply_mask(&mut buf[start..next], key, 0);
+        }
+        Some((start, next, b0 == 0x81))
     }
 
     /// The rules that depend on the state: message sequence and message size; and

