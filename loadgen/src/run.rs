@@ -54,13 +54,37 @@ pub(crate) struct Spec {
     pub(crate) connect_timeout: Duration,
     pub(crate) stall_timeout: Duration,
     pub(crate) close_timeout: Duration,
-    /// Open-loop sends are batched per tick (zero: each at its own time).
-    pub(crate) tick: Duration,
+    /// Open-loop sends are batched per tick (zero: each at its own time; `None`: auto,
+    /// see [`auto_tick`]).
+    pub(crate) tick: Option<Duration>,
     pub(crate) server_pid: Option<u32>,
     pub(crate) progress: bool,
     /// The workers' socket I/O (resolved: never `Auto`).
     pub(crate) io: soliton::server::Backend,
     pub(crate) config: BTreeMap<String, serde_json::Value>,
+}
+
+/// Sends per automatic tick.
+const TICK_BURST: f64 = 8.0;
+/// Longest automatic tick, ns.
+const TICK_MAX: u64 = 1_000_000;
+/// Shortest automatic tick, ns: below it sends are already close enough together for
+/// the wake-ups to batch by themselves (measured: at 50,000 msg/s a 160 µs tick saved no
+/// CPU and added 20 µs to the median latency; at 100,000 an 80 µs one doubled it).
+const TICK_MIN: u64 = 250_000;
+
+/// `--tick auto` for a worker sending `rate` messages/s: the time of 8 of its sends, at
+/// most 1 ms; none (every send at its own time) when that is under 250 µs.
+pub(crate) fn auto_tick(rate: f64) -> u64 {
+    if rate <= 0.0 {
+        return 0;
+    }
+    let t = ((TICK_BURST / rate * 1e9) as u64).min(TICK_MAX);
+    if t < TICK_MIN {
+        0
+    } else {
+        t
+    }
 }
 
 fn ns(d: Duration) -> u64 {
@@ -367,7 +391,11 @@ pub(crate) fn run(spec: &Spec) -> Report {
             connect_timeout: ns(spec.connect_timeout),
             stall_timeout: ns(spec.stall_timeout),
             close_timeout: ns(spec.close_timeout),
-            tick: ns(spec.tick),
+            tick: match (spec.tick, mode) {
+                (Some(d), _) => ns(d),
+                (None, Mode::Rate { rate } | Mode::Fanout { rate, .. }) => auto_tick(rate),
+                (None, _) => 0,
+            },
             conns: share(spec.conns, threads, w),
             window: match spec.kind {
                 Kind::Flood { window } => Some(window),
@@ -755,4 +783,20 @@ fn build_report(
     }
     r.cpu = cpu;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_tick;
+
+    #[test]
+    fn auto_tick_is_eight_sends_between_250_us_and_a_millisecond() {
+        assert_eq!(auto_tick(0.0), 0);
+        assert_eq!(auto_tick(1_000.0), 1_000_000);
+        assert_eq!(auto_tick(8_000.0), 1_000_000);
+        assert_eq!(auto_tick(16_000.0), 500_000);
+        assert_eq!(auto_tick(32_000.0), 250_000);
+        assert_eq!(auto_tick(50_000.0), 0);
+        assert_eq!(auto_tick(8e9), 0);
+    }
 }

@@ -109,8 +109,9 @@ fn echo_small_size_is_clamped_and_said() {
 fn rate_ours() {
     let s = Ours::start(false);
     let url = s.url();
-    // every message at its own time, and batched per tick (the default 1 ms, and a
-    // coarse 20 ms): the schedule sends exactly rate x window either way
+    // every message at its own time, and batched per tick (the default, auto: 8 sends'
+    // time, at most 1 ms; and a coarse 20 ms): the schedule sends exactly rate x window
+    // either way
     for tick in [None, Some("0"), Some("20ms")] {
         let mut extra = vec![];
         if let Some(t) = tick {
@@ -133,12 +134,11 @@ fn rate_ours() {
         assert_eq!(f(&j, "messages.offered_per_s"), 2000.0);
         assert_ordered(&j, "latency_us");
         assert!(r.stdout.contains("intended send time"), "{}", r.stdout);
-        let want_tick = match tick {
-            None => 1000.0,
-            Some("0") => 0.0,
-            _ => 20_000.0,
-        };
-        assert_eq!(f(&j, "config.tick_us"), want_tick);
+        match tick {
+            None => assert_eq!(j["config"]["tick"], "auto"),
+            Some("0") => assert_eq!(f(&j, "config.tick"), 0.0),
+            _ => assert_eq!(f(&j, "config.tick"), 20_000.0),
+        }
     }
 }
 
