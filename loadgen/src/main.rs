@@ -149,8 +149,8 @@ struct Common {
     /// Open-loop schedules (rate, fanout, slo): the sends that fall due within one tick
     /// go out together at the tick, and their latency counts from it, so that one
     /// wake-up of the load generator serves several messages (its CPU per message at
-    /// 10,000 msg/s fell from 48 to 18.5 µs, the server's from 40 to 11.8). The schedule stays open-loop: a tick that starts
-    /// late still counts from its planned time. `auto` (default): the time of 8 sends at
+    /// 10,000 msg/s fell from 48 to 18.5 µs, the server's from 40 to 11.8). The schedule
+    /// stays open-loop: a tick that starts late still counts from its planned time. `auto` (default): the time of 8 sends at
     /// a worker's rate, at most 1 ms, so a burst stays short beside the latencies it
     /// measures, and none above 32,000 msg/s per thread, where sends batch by themselves;
     /// a duration: that tick (a long one makes the load bursty); 0: every message at its
