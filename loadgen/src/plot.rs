@@ -100,23 +100,7 @@ pub(crate) fn svg(r: &Report) -> String {
             ""
         }
     );
-    let mut d = 0.0;
-    while d <= xmax + 1e-9 {
-        let x = x0 + d / xmax * pw;
-        let label = match d as u32 {
-            0 => "0%".to_string(),
-            1 => "90%".to_string(),
-            2 => "99%".to_string(),
-            k => format!("99.{}%", "9".repeat(k as usize - 2)),
-        };
-        grid_v(&mut s, x, y0, ph);
-        let _ = writeln!(
-            s,
-            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
-            y0 + ph + 16.0
-        );
-        d += 1.0;
-    }
+    percentile_ticks(&mut s, x0, y0, pw, ph, xmax);
     y_ticks(&mut s, x0, y0, pw, ph, ymax, ystep, fmt_us);
     let _ = writeln!(
         s,
@@ -264,6 +248,28 @@ fn frame(s: &mut String, x: f64, y: f64, w: f64, h: f64) {
         s,
         r##"<rect x="{x}" y="{y}" width="{w}" height="{h}" fill="none" stroke="#333"/>"##
     );
+}
+
+/// The percentile axis (x in nines: 0%, 90%, 99%, 99.9% ...) of a panel at `(x0, y0)`,
+/// `pw` × `ph`, up to `xmax` nines: a grid line and a label per nine.
+fn percentile_ticks(s: &mut String, x0: f64, y0: f64, pw: f64, ph: f64, xmax: f64) {
+    let mut d = 0.0;
+    while d <= xmax + 1e-9 {
+        let x = x0 + d / xmax * pw;
+        let label = match d as u32 {
+            0 => "0%".to_string(),
+            1 => "90%".to_string(),
+            2 => "99%".to_string(),
+            k => format!("99.{}%", "9".repeat(k as usize - 2)),
+        };
+        grid_v(s, x, y0, ph);
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
+            y0 + ph + 16.0
+        );
+        d += 1.0;
+    }
 }
 
 fn grid_v(s: &mut String, x: f64, y: f64, h: f64) {

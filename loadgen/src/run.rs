@@ -484,8 +484,10 @@ pub(crate) fn run(spec: &Spec) -> Report {
                     now - last.1 > 500_000_000
                 });
             } else {
+                // counters published before the window's last sends could say 0
+                // while those are still out: only figures from after the window count
                 wait(&mut p, &shared, "drain", drain_end, |s| {
-                    s.sum(|w| &w.outstanding) == 0
+                    s.all_published_since(me) && s.sum(|w| &w.outstanding) == 0
                 });
             }
             window_ns = me - ms;

@@ -256,6 +256,8 @@ pub(crate) struct Live {
     pub(crate) errors: AtomicU64,
     /// Messages sent and not yet answered (echo, rate).
     pub(crate) outstanding: AtomicU64,
+    /// When (process clock, ns) these counters were last published.
+    pub(crate) published_at: AtomicU64,
     /// Connections with a socket (any state).
     pub(crate) live: AtomicU64,
     /// The worker's thread id (for its CPU time).
@@ -277,6 +279,7 @@ impl Live {
             received: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             outstanding: AtomicU64::new(0),
+            published_at: AtomicU64::new(0),
             live: AtomicU64::new(0),
             tid: AtomicU64::new(0),
             done: AtomicBool::new(false),
@@ -320,6 +323,13 @@ impl Shared {
     /// Sum of one live counter over the workers.
     pub(crate) fn sum(&self, f: impl Fn(&Live) -> &AtomicU64) -> u64 {
         self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
+    }
+
+    /// Every worker has published its counters at or after `t` (ns).
+    pub(crate) fn all_published_since(&self, t: u64) -> bool {
+        self.workers
+            .iter()
+            .all(|w| w.done.load(Relaxed) || w.published_at.load(Relaxed) >= t)
     }
 
     pub(crate) fn all_done(&self) -> bool {

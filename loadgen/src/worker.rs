@@ -557,6 +557,7 @@ impl Load {
         live.received.store(self.stats.received_total, Relaxed);
         live.errors.store(self.stats.errors_total(), Relaxed);
         live.outstanding.store(self.outstanding, Relaxed);
+        live.published_at.store(self.now, Relaxed);
         live.live.store(self.live, Relaxed);
         let grown = self.stats.latency.len() > self.latency_seen.len();
         if !self.interval.is_empty() || grown {

@@ -15,7 +15,10 @@
 
 use std::fmt::Write as _;
 
-use super::{esc, frame, grid_v, nice_axis, no_data, percentile_points, y_ticks, LEFT, RIGHT, W};
+use super::{
+    esc, frame, grid_v, nice_axis, no_data, percentile_points, percentile_ticks, y_ticks, LEFT,
+    RIGHT, W,
+};
 use crate::report::{decode_hist, fmt_n, fmt_rate, fmt_us, Report, Slo, SloStep};
 use crate::slo::{parse_targets, LatencyTarget};
 
@@ -644,23 +647,7 @@ pub(crate) fn svg(r: &Report, slo: &Slo) -> String {
         dist_y,
         DIST_H,
     );
-    let mut d = 0.0;
-    while d <= dxmax + 1e-9 {
-        let x = x0 + d / dxmax * pw;
-        let label = match d as u32 {
-            0 => "0%".to_string(),
-            1 => "90%".to_string(),
-            2 => "99%".to_string(),
-            k => format!("99.{}%", "9".repeat(k as usize - 2)),
-        };
-        grid_v(&mut s, x, dist_y, DIST_H);
-        let _ = writeln!(
-            s,
-            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
-            dist_y + DIST_H + 16.0
-        );
-        d += 1.0;
-    }
+    percentile_ticks(&mut s, x0, dist_y, pw, DIST_H, dxmax);
     dly.ticks(&mut s, x0, pw);
     let _ = writeln!(
         s,
