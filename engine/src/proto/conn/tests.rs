@@ -528,3 +528,94 @@ fn check_roundtrip(
 }
 
 mod deflate;
+
+// The small-frame path (`Connection::small_frame`): whole final text/binary frames of at
+// most 125 bytes skip the general decoder; everything it must not take falls through.
+
+#[test]
+fn small_frames_and_others_interleaved_arrive_in_order() {
+    let mut h = Harness::server();
+    let mut bytes = cframe(1, true, "héllo".as_bytes());
+    bytes.extend(cframe(2, true, &[1, 2, 3]));
+    bytes.extend(cframe(9, true, b"p"));
+    bytes.extend(cframe(2, true, &[7; 125]));
+    bytes.extend(cframe(2, true, &[8; 126])); // 16-bit length: the general path
+    bytes.extend(cframe(1, false, b"frag"));
+    bytes.extend(cframe(0, true, b"ment"));
+    bytes.extend(cframe(1, true, b""));
+    h.feed(&bytes);
+    assert!(h.error.is_none(), "{:?}", h.error);
+    assert_eq!(
+        h.events,
+        vec![
+            Ev::Text("héllo".into()),
+            Ev::Binary(vec![1, 2, 3]),
+            Ev::Ping(b"p".to_vec()),
+            Ev::Binary(vec![7; 125]),
+            Ev::Binary(vec![8; 126]),
+            Ev::Text("fragment".into()),
+            Ev::Text(String::new()),
+        ]
+    );
+}
+
+#[test]
+fn small_text_frame_with_invalid_utf8_is_1007() {
+    let mut h = Harness::server();
+    h.feed(&cframe(1, true, &[b'a', 0xff, b'b']));
+    assert_eq!(h.error, Some(ProtocolError::InvalidUtf8));
+    assert_eq!(h.close_code_sent(), Some(1007));
+    assert!(h.events.is_empty());
+}
+
+#[test]
+fn small_frame_over_the_limits_is_still_1009() {
+    for (max_frame, max_message) in [(10, 1000), (1000, 10)] {
+        let limits = Limits {
+            max_frame,
+            max_message,
+        };
+        let mut h = Harness::new(Role::Server, limits);
+        h.feed(&cframe(2, true, &[0; 20]));
+        assert!(
+            matches!(
+                h.error,
+                Some(ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge)
+            ),
+            "{:?}",
+            h.error
+        );
+        assert_eq!(h.close_code_sent(), Some(1009));
+        assert!(h.events.is_empty());
+    }
+}
+
+#[test]
+fn small_frame_with_the_wrong_masking_or_an_rsv_bit_is_refused() {
+    // a server gets an unmasked frame
+    let mut h = Harness::server();
+    h.feed(&frame(Role::Server, 2, true, b"abc"));
+    assert_eq!(h.error, Some(ProtocolError::UnmaskedFrame));
+    // a client gets a masked one
+    let mut h = Harness::new(Role::Client, Limits::default());
+    h.feed(&cframe(2, true, b"abc"));
+    assert_eq!(h.error, Some(ProtocolError::MaskedFrame));
+    // RSV1 without an extension that allows it
+    let mut h = Harness::server();
+    let mut f = cframe(2, true, b"abc");
+    f[0] |= 0x40;
+    h.feed(&f);
+    assert_eq!(h.error, Some(ProtocolError::ReservedBits));
+    assert_eq!(h.close_code_sent(), Some(1002));
+}
+
+#[test]
+fn small_frame_split_across_reads_waits_for_its_end() {
+    let mut h = Harness::server();
+    let f = cframe(1, true, b"hello world");
+    for b in &f {
+        h.feed(std::slice::from_ref(b));
+    }
+    assert!(h.error.is_none());
+    assert_eq!(h.events, vec![Ev::Text("hello world".into())]);
+}
