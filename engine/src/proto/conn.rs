@@ -72,7 +72,9 @@ pub enum ReadyState {
     Closed = 3,
 }
 
-/// Size limits, checked from frame headers before any payload is buffered.
+/// Size limits, checked from frame headers before any payload is buffered. A
+/// connection keeps each in 32 bits: a limit above `u32::MAX` (4 GiB − 1) acts as
+/// `u32::MAX`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest frame payload (1009 past it). Default 16 MiB.
@@ -154,21 +156,44 @@ struct Fragmented {
     len: u64,
 }
 
-/// The protocol state of one WebSocket connection.
-#[derive(Debug)]
-pub struct Connection {
-    role: Role,
-    state: ReadyState,
-    close_sent: bool,
-    close_received: bool,
-    failed: bool,
-    clear_assembly: bool,
-    allowed_rsv: u8,
-    utf8: StreamingUtf8,
+/// What a connection keeps only while a frame or a message is under way: a frame split
+/// across reads, a message in fragments, and the UTF-8 state of its text. Boxed, so that
+/// a connection between messages (an idle one above all) does not carry it.
+#[derive(Debug, Default)]
+struct InMessage {
     pending: Option<Pending>,
     fragmented: Option<Fragmented>,
-    limits: Limits,
-    mask_state: u64,
+    utf8: StreamingUtf8,
+}
+
+crate::bits::bit_flags! {
+    /// A connection's one-bit states.
+    ConnFlags:
+    /// Our close frame went out.
+    close_sent set_close_sent = 1;
+    /// The peer's close frame came in.
+    close_received set_close_received = 2;
+    /// The connection failed on a protocol error.
+    failed set_failed = 4;
+    /// The assembly buffer holds a message already handed out: clear it first.
+    clear_assembly set_clear_assembly = 8;
+}
+
+/// The protocol state of one WebSocket connection: 24 bytes between messages (a unit
+/// test keeps it so), because an idle connection costs what its state does.
+#[derive(Debug)]
+pub struct Connection {
+    /// The frame or message under way, if any.
+    msg: Option<Box<InMessage>>,
+    /// [`Limits`], each held in 32 bits (a larger limit acts as `u32::MAX`).
+    max_frame: u32,
+    max_message: u32,
+    /// The masking keys' generator (client role).
+    mask_state: u32,
+    role: Role,
+    state: ReadyState,
+    f: ConnFlags,
+    allowed_rsv: u8,
 }
 
 /// A serialized frame header, ready to be written before its payload.
@@ -225,19 +250,17 @@ impl Connection {
     /// A connection in the OPEN state. `mask_seed` seeds the generator of masking keys
     /// (client role; pass real randomness); it is unused in the server role.
     pub fn new(role: Role, limits: Limits, mask_seed: u64) -> Self {
+        let cap = |v: u64| v.min(u64::from(u32::MAX)) as u32;
         Connection {
+            msg: None,
+            max_frame: cap(limits.max_frame),
+            max_message: cap(limits.max_message),
+            // xorshift32 must not start at 0
+            mask_state: ((mask_seed ^ mask_seed >> 32) as u32) | 1,
             role,
             state: ReadyState::Open,
-            close_sent: false,
-            close_received: false,
-            failed: false,
-            clear_assembly: false,
+            f: ConnFlags::default(),
             allowed_rsv: 0,
-            utf8: StreamingUtf8::new(),
-            pending: None,
-            fragmented: None,
-            limits,
-            mask_state: mask_seed | 1,
         }
     }
 
@@ -258,44 +281,76 @@ impl Connection {
 
     /// Whether our close frame has been queued.
     pub fn close_sent(&self) -> bool {
-        self.close_sent
+        self.f.close_sent()
     }
 
     /// Whether the peer's close frame has arrived.
     pub fn close_received(&self) -> bool {
-        self.close_received
+        self.f.close_received()
     }
 
     /// Whether the connection failed on a protocol error.
     pub fn failed(&self) -> bool {
-        self.failed
+        self.f.failed()
     }
 
     /// Both close frames went across and no error occurred.
     pub fn was_clean(&self) -> bool {
-        self.close_sent && self.close_received && !self.failed
+        self.f.close_sent() && self.f.close_received() && !self.f.failed()
     }
 
     /// Whether this side should now close the transport once `out` is flushed: the
     /// close handshake is done or the connection failed (RFC 6455 §7.1.1: the server
     /// closes TCP first; a client waits for the server, up to a deadline).
     pub fn should_close_transport(&self) -> bool {
-        self.state == ReadyState::Closed && (self.role == Role::Server || self.failed)
+        self.state == ReadyState::Closed && (self.role == Role::Server || self.f.failed())
     }
 
     /// Whether a message in fragments is being assembled.
     pub fn is_assembling(&self) -> bool {
-        self.fragmented.is_some()
+        self.fragmented().is_some()
+    }
+
+    #[inline]
+    fn pending(&self) -> Option<Pending> {
+        self.msg.as_ref().and_then(|m| m.pending)
+    }
+
+    #[inline]
+    fn fragmented(&self) -> Option<Fragmented> {
+        self.msg.as_ref().and_then(|m| m.fragmented)
+    }
+
+    /// The state of the frame or message under way, made when one starts.
+    #[inline]
+    fn msg(&mut self) -> &mut InMessage {
+        self.msg.get_or_insert_with(Box::default)
+    }
+
+    fn set_pending(&mut self, p: Option<Pending>) {
+        match (&mut self.msg, p) {
+            (Some(m), p) => m.pending = p,
+            (None, None) => {}
+            (None, p) => self.msg().pending = p,
+        }
+    }
+
+    fn set_fragmented(&mut self, f: Option<Fragmented>) {
+        match (&mut self.msg, f) {
+            (Some(m), f) => m.fragmented = f,
+            (None, None) => {}
+            (None, f) => self.msg().fragmented = f,
+        }
     }
 
     /// Whether a [`poll_read_with`](Self::poll_read_with) of `buf` may need an
     /// inflater: a compressed message is under way, or `buf` starts a frame with RSV1.
     /// A runtime that makes decompressors on demand asks this first.
     pub fn may_inflate(&self, buf: &[u8]) -> bool {
-        if self.fragmented.is_some_and(|f| f.compressed) {
+        if self.fragmented().is_some_and(|f| f.compressed) {
             return true;
         }
-        match self.pending {
+        match self.pending() {
             Some(p) => p.header.rsv & RSV1 != 0,
             None => buf.first().is_some_and(|b| b & RSV1 != 0),
         }
@@ -305,24 +360,26 @@ impl Connection {
         DecodeRules {
             expect_masked: self.role == Role::Server,
             allowed_rsv: self.allowed_rsv,
-            max_frame: self.limits.max_frame,
+            max_frame: u64::from(self.max_frame),
         }
     }
 
     fn next_mask(&mut self) -> [u8; 4] {
-        // xorshift64*: fast, and seeded by the caller with real randomness
+        // xorshift32 with a multiplicative output mix: fast, and seeded by the caller
+        // with real randomness
         let mut x = self.mask_state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
         self.mask_state = x;
-        ((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32).to_ne_bytes()
+        x.wrapping_mul(0x9e37_79b9).to_ne_bytes()
     }
 
     fn update_state(&mut self) {
-        self.state = if self.close_sent && (self.close_received || self.failed) {
+        let f = self.f;
+        self.state = if f.close_sent() && (f.close_received() || f.failed()) {
             ReadyState::Closed
-        } else if self.close_sent || self.close_received {
+        } else if f.close_sent() || f.close_received() {
             ReadyState::Closing
         } else {
             ReadyState::Open
@@ -331,12 +388,11 @@ impl Connection {
 
     /// Fails the connection: queues a close frame with the error's code.
     fn fail(&mut self, e: ProtocolError, out: &mut Vec<u8>) -> ProtocolError {
-        if !self.close_sent {
+        if !self.f.close_sent() {
             self.push_close(Some(e.close_code()), e.as_str(), out);
         }
-        self.failed = true;
-        self.pending = None;
-        self.fragmented = None;
+        self.f.set_failed(true);
+        self.msg = None;
         self.update_state();
         e
     }
@@ -345,7 +401,7 @@ impl Connection {
         let mut payload = [0u8; 125];
         let n = write_close_payload(code, reason, &mut payload);
         self.push_frame(OpCode::Close, true, &payload[..n], out);
-        self.close_sent = true;
+        self.f.set_close_sent(true);
     }
 
     fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8], out: &mut Vec<u8>) {
@@ -406,7 +462,7 @@ impl Connection {
         text: bool,
     ) -> Result<(), ProtocolError> {
         let inflater = inflater.ok_or(ProtocolError::MissingInflater)?;
-        let max = usize::try_from(self.limits.max_message).unwrap_or(usize::MAX);
+        let max = self.max_message as usize;
         let mut utf8 = StreamingUtf8::new();
         let r = (|| {
             inflater.begin();
@@ -433,13 +489,33 @@ impl Connection {
         buf: &'a mut [u8],
         assembly: &'a mut Vec<u8>,
         out: &mut Vec<u8>,
+        inflater: Option<&mut Inflater>,
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        let r = self.read_frames(buf, assembly, out, inflater);
+        // between messages (no frame split, no fragments) the message state goes
+        if self
+            .msg
+            .as_ref()
+            .is_some_and(|m| m.pending.is_none() && m.fragmented.is_none())
+        {
+            self.msg = None;
+        }
+        r
+    }
+
+    #[inline(always)]
+    fn read_frames<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        assembly: &'a mut Vec<u8>,
+        out: &mut Vec<u8>,
         mut inflater: Option<&mut Inflater>,
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
-        if self.clear_assembly {
+        if self.f.clear_assembly() {
             assembly.clear();
-            self.clear_assembly = false;
+            self.f.set_clear_assembly(false);
         }
-        if self.failed || self.close_received {
+        if self.f.failed() || self.f.close_received() {
             // nothing after a close frame or a failure is processed
             return Ok((buf.len(), None));
         }
@@ -448,7 +524,7 @@ impl Connection {
             // The common case first, in a few instructions: a whole unfragmented text or
             // binary frame of at most 125 bytes, with no extension bit, while no frame or
             // message is in progress. Anything else takes the general path below.
-            if self.pending.is_none() && self.fragmented.is_none() {
+            if self.msg.is_none() {
                 if let Some((start, next, text)) = self.small_frame(buf, pos) {
                     let payload: &'a [u8] = &buf[start..next];
                     if !text {
@@ -460,7 +536,7 @@ impl Connection {
                     };
                 }
             }
-            let (p, whole_at_first_sight) = match self.pending {
+            let (p, whole_at_first_sight) = match self.pending() {
                 Some(p) => (p, false),
                 None => match FrameHeader::decode(&buf[pos..], &self.rules()) {
                     Ok(Status::Partial) => return Ok((pos, None)),
@@ -486,7 +562,7 @@ impl Connection {
                 OpCode::Text => (true, h.rsv & RSV1 != 0),
                 OpCode::Binary => (false, h.rsv & RSV1 != 0),
                 OpCode::Continuation => self
-                    .fragmented
+                    .fragmented()
                     .map_or((false, false), |f| (f.text, f.compressed)),
                 _ => (false, false),
             };
@@ -499,16 +575,16 @@ impl Connection {
                 if let Some(key) = h.mask {
                     apply_mask(seg, key, p.processed as usize);
                 }
-                if plain_text && self.utf8.feed(seg).is_err() {
+                if plain_text && self.msg().utf8.feed(seg).is_err() {
                     return Err(self.fail(ProtocolError::InvalidUtf8, out));
                 }
-                self.pending = Some(Pending {
+                self.set_pending(Some(Pending {
                     processed: avail,
                     ..p
-                });
+                }));
                 return Ok((pos, None));
             }
-            self.pending = None;
+            self.set_pending(None);
             let next = start + h.payload_len as usize;
             let fresh = &mut buf[start + p.processed as usize..next];
             if let Some(key) = h.mask {
@@ -516,7 +592,10 @@ impl Connection {
             }
             // a text frame that is a whole message seen whole at once is validated in one
             // pass below; anything else goes through the streaming validator
-            if plain_text && !(single && whole_at_first_sight) && self.utf8.feed(fresh).is_err() {
+            if plain_text
+                && !(single && whole_at_first_sight)
+                && self.msg().utf8.feed(fresh).is_err()
+            {
                 return Err(self.fail(ProtocolError::InvalidUtf8, out));
             }
             pos = next;
@@ -525,7 +604,7 @@ impl Connection {
             match h.opcode {
                 OpCode::Ping => {
                     let payload: &'a [u8] = &buf[start..next];
-                    if !self.close_sent {
+                    if !self.f.close_sent() {
                         self.push_frame(OpCode::Pong, true, payload, out);
                     }
                     return Ok((pos, Some(Event::Ping(payload))));
@@ -538,9 +617,9 @@ impl Connection {
                         Ok(None) => (None, ""),
                         Err(e) => return Err(self.fail(e, out)),
                     };
-                    self.close_received = true;
-                    self.fragmented = None;
-                    if !self.close_sent {
+                    self.f.set_close_received(true);
+                    self.set_fragmented(None);
+                    if !self.f.close_sent() {
                         // echo the code (RFC 6455 §5.5.1) and the reason, as browsers,
                         // Node `ws` and Python `websockets` do
                         self.push_close(code, reason, out);
@@ -555,7 +634,7 @@ impl Connection {
                     if let Err(e) = r {
                         return Err(self.fail(e, out));
                     }
-                    self.clear_assembly = true;
+                    self.f.set_clear_assembly(true);
                     return Ok((pos, Some(Event::Message(inflated(assembly, 0, text)))));
                 }
                 OpCode::Text | OpCode::Binary if h.fin => {
@@ -563,7 +642,7 @@ impl Connection {
                     if !text {
                         return Ok((pos, Some(Event::Message(Message::Binary(payload)))));
                     }
-                    let finished = whole_at_first_sight || self.utf8.finish().is_ok();
+                    let finished = whole_at_first_sight || self.msg().utf8.finish().is_ok();
                     return match utf8::validate(payload) {
                         Ok(s) if finished => Ok((pos, Some(Event::Message(Message::Text(s))))),
                         _ => Err(self.fail(ProtocolError::InvalidUtf8, out)),
@@ -572,14 +651,14 @@ impl Connection {
                 OpCode::Text | OpCode::Binary => {
                     assembly.clear();
                     assembly.extend_from_slice(&buf[start..next]);
-                    self.fragmented = Some(Fragmented {
+                    self.set_fragmented(Some(Fragmented {
                         text,
                         compressed,
                         len: h.payload_len,
-                    });
+                    }));
                 }
                 OpCode::Continuation if h.fin && compressed => {
-                    self.fragmented = None;
+                    self.set_fragmented(None);
                     let prefix = assembly.len();
                     let r = self.inflate_into(
                         inflater.take(),
@@ -591,23 +670,23 @@ impl Connection {
                     if let Err(e) = r {
                         return Err(self.fail(e, out));
                     }
-                    self.clear_assembly = true;
+                    self.f.set_clear_assembly(true);
                     return Ok((pos, Some(Event::Message(inflated(assembly, prefix, text)))));
                 }
                 OpCode::Continuation => {
                     assembly.extend_from_slice(&buf[start..next]);
-                    let Some(f) = self.fragmented.as_mut() else {
+                    let Some(f) = self.msg.as_mut().and_then(|m| m.fragmented.as_mut()) else {
                         unreachable!("check_sequence refuses a continuation with no message")
                     };
                     f.len += h.payload_len;
                     if h.fin {
-                        self.fragmented = None;
-                        self.clear_assembly = true;
+                        self.set_fragmented(None);
+                        self.f.set_clear_assembly(true);
                         let whole: &'a [u8] = assembly;
                         if !text {
                             return Ok((pos, Some(Event::Message(Message::Binary(whole)))));
                         }
-                        let finished = self.utf8.finish().is_ok();
+                        let finished = self.msg().utf8.finish().is_ok();
                         return match utf8::validate(whole) {
                             Ok(s) if finished => Ok((pos, Some(Event::Message(Message::Text(s))))),
                             _ => Err(self.fail(ProtocolError::InvalidUtf8, out)),
@@ -633,7 +712,7 @@ impl Connection {
         }
         let start = pos + if masked { 6 } else { 2 };
         let next = start + len;
-        if next > buf.len() || len as u64 > self.limits.max_frame.min(self.limits.max_message) {
+        if next > buf.len() || len as u32 > self.max_frame.min(self.max_message) {
             return None;
         }
         if masked {
@@ -650,13 +729,14 @@ impl Connection {
         if h.rsv & RSV1 != 0 && !matches!(h.opcode, OpCode::Text | OpCode::Binary) {
             return Err(ProtocolError::ReservedBits);
         }
-        match (h.opcode, self.fragmented) {
+        let max_message = u64::from(self.max_message);
+        match (h.opcode, self.fragmented()) {
             (OpCode::Text | OpCode::Binary, Some(_)) => Err(ProtocolError::ExpectedContinuation),
             (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
-            (OpCode::Continuation, Some(f)) if f.len + h.payload_len > self.limits.max_message => {
+            (OpCode::Continuation, Some(f)) if f.len + h.payload_len > max_message => {
                 Err(ProtocolError::MessageTooLarge)
             }
-            (OpCode::Text | OpCode::Binary, None) if h.payload_len > self.limits.max_message => {
+            (OpCode::Text | OpCode::Binary, None) if h.payload_len > max_message => {
                 Err(ProtocolError::MessageTooLarge)
             }
             _ => Ok(()),
@@ -672,7 +752,7 @@ impl Connection {
         fin: bool,
         len: usize,
     ) -> Result<HeaderBytes, SendAfterClose> {
-        if self.close_sent {
+        if self.f.close_sent() {
             return Err(SendAfterClose);
         }
         debug_assert_eq!(
@@ -693,7 +773,7 @@ impl Connection {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), SendAfterClose> {
-        if self.close_sent {
+        if self.f.close_sent() {
             return Err(SendAfterClose);
         }
         let payload = if opcode.is_control() {
@@ -703,7 +783,7 @@ impl Connection {
         };
         self.push_frame(opcode, fin, payload, out);
         if opcode == OpCode::Close {
-            self.close_sent = true;
+            self.f.set_close_sent(true);
             self.update_state();
         }
         Ok(())
@@ -719,7 +799,7 @@ impl Connection {
         fin: bool,
         len: usize,
     ) -> Result<(HeaderBytes, Option<[u8; 4]>), SendAfterClose> {
-        if self.close_sent {
+        if self.f.close_sent() {
             return Err(SendAfterClose);
         }
         Ok(match self.role {
@@ -748,7 +828,7 @@ impl Connection {
                 .write_frame(opcode, true, payload, out)
                 .map(|()| Compressed::No);
         }
-        if self.close_sent {
+        if self.f.close_sent() {
             return Err(SendAfterClose);
         }
         let mask = match self.role {
@@ -761,7 +841,7 @@ impl Connection {
     /// Starts the close handshake: queues a close frame (once). The code must be one
     /// that may be sent ([`CloseCode::is_sendable`]); another is sent as 1000.
     pub fn close(&mut self, code: Option<CloseCode>, reason: &str, out: &mut Vec<u8>) {
-        if self.close_sent {
+        if self.f.close_sent() {
             return;
         }
         let code = code.map(|c| {

@@ -219,6 +219,8 @@ mod tests {
             size_of::<crate::proto::Connection>(),
             size_of::<super::Cold>()
         );
-        assert!(size <= 144, "Slot<()> grew to {size} bytes");
+        assert!(size <= 80, "Slot<()> grew to {size} bytes");
+        let proto = size_of::<crate::proto::Connection>();
+        assert!(proto <= 24, "Connection grew to {proto} bytes");
     }
 }
