@@ -180,3 +180,53 @@ fn a_frame_written_one_byte_at_a_time_is_reassembled() {
         assert_eq!(ws.read_text(), text);
     });
 }
+
+#[test]
+fn a_pipelined_stream_cut_at_every_kind_of_boundary_is_echoed_whole_and_in_order() {
+    // Frames of every length class (7-bit, 16-bit, 64-bit), a message in fragments with a
+    // ping between them, all written in pieces of varied sizes with pauses, so that the
+    // server's reads end inside headers, inside payloads and between frames: a frame
+    // split across reads is completed from the next read (its missing bytes only) and
+    // the rest of that read processed in place.
+    for_each_backend(|backend| {
+        let server = TestServer::start(builder(backend), |_| Echo);
+        let mut ws = RawWs::connect(server.addr());
+        let mut wire = Vec::new();
+        let mut want: Vec<(u8, Vec<u8>)> = Vec::new();
+        for i in 0..40usize {
+            let len = [3, 20, 125, 126, 300, 70_000][i % 6];
+            let payload: Vec<u8> = (0..len).map(|k| b'a' + ((k + i) % 26) as u8).collect();
+            let opcode = if i % 2 == 0 { op::TEXT } else { op::BINARY };
+            if i % 7 == 3 {
+                let (a, b) = payload.split_at(len / 2);
+                wire.extend(ws.masked_frame(false, opcode, a));
+                wire.extend(ws.masked_frame(true, op::PING, b"p"));
+                wire.extend(ws.masked_frame(true, op::CONT, b));
+                want.push((op::PONG, b"p".to_vec()));
+            } else {
+                wire.extend(ws.masked_frame(true, opcode, &payload));
+            }
+            want.push((opcode, payload));
+        }
+        let pieces = [1, 3, 7, 13, 250, 4000, 61, 2, 9000];
+        let mut at = 0;
+        for n in pieces.iter().cycle() {
+            if at == wire.len() {
+                break;
+            }
+            let end = (at + n).min(wire.len());
+            ws.send_raw(&wire[at..end]);
+            at = end;
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        for (i, (opcode, payload)) in want.iter().enumerate() {
+            let (got_op, got) = ws.read_message();
+            assert_eq!(got_op, *opcode, "message {i}: opcode");
+            assert!(
+                got == *payload,
+                "message {i}: payload of {} bytes differs",
+                payload.len()
+            );
+        }
+    });
+}

@@ -225,8 +225,62 @@ impl FrameHeader {
     }
 }
 
+/// How many bytes the frame that starts at `buf[0]` takes, header and payload — or,
+/// while its header is not all there, how many are needed to read it (a lower bound:
+/// call again with more). For a runtime that completes a frame split across reads by
+/// copying only what it lacks. Does not validate the header (the decoder does); a length
+/// past `usize` saturates.
+pub fn frame_len_hint(buf: &[u8]) -> usize {
+    let Some(&b1) = buf.get(1) else {
+        return 2;
+    };
+    let ext = match b1 & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let header = 2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 };
+    if buf.len() < header {
+        return header;
+    }
+    let len = match ext {
+        0 => u64::from(b1 & 0x7f),
+        2 => u64::from(u16::from_be_bytes([buf[2], buf[3]])),
+        _ => u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")),
+    };
+    header.saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn frame_len_hint_asks_for_the_header_then_gives_the_frame() {
+        assert_eq!(frame_len_hint(&[]), 2);
+        assert_eq!(frame_len_hint(&[0x81]), 2);
+        // masked, 7-bit length 5: 2 + 4 + 5
+        assert_eq!(frame_len_hint(&[0x81, 0x85]), 6);
+        assert_eq!(frame_len_hint(&[0x81, 0x85, 1, 2, 3, 4]), 11);
+        // unmasked 16-bit length
+        assert_eq!(frame_len_hint(&[0x82, 126]), 4);
+        assert_eq!(frame_len_hint(&[0x82, 126, 0x01, 0x00]), 4 + 256);
+        // masked 64-bit length
+        assert_eq!(frame_len_hint(&[0x82, 0xff]), 14);
+        let mut h = vec![0x82, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 9, 9, 9, 9];
+        assert_eq!(frame_len_hint(&h), 14 + 65536);
+        h[2..10].fill(0xff);
+        assert_eq!(
+            frame_len_hint(&h),
+            usize::MAX,
+            "a length past usize saturates"
+        );
+        // a hint never asks for fewer bytes than the frame then turns out to need
+        let frame = [0x81, 0x83, 9, 9, 9, 9, b'a', b'b', b'c', 0x81];
+        for n in 0..frame.len() {
+            let hint = frame_len_hint(&frame[..n]);
+            assert!(hint <= 9 && (hint > n || n >= 9), "prefix {n}: hint {hint}");
+        }
+    }
+
     use super::*;
 
     const SERVER: DecodeRules = DecodeRules {

@@ -68,6 +68,9 @@ pub(crate) struct Worker<H: Handler> {
 /// Size past which a layer's output is handed to the driver as a chunk of its own.
 const WIRE_CHUNK: usize = 64 * 1024;
 
+/// A partial frame that lacks at least this many bytes is read into behind (epoll).
+const READ_BEHIND_MIN: usize = 8 * 1024;
+
 impl<H: Handler> Worker<H> {
     pub(crate) fn new(index: usize, cfg: Arc<Config>, handler: H, shared: Arc<Shared>) -> Self {
         Worker {
@@ -543,7 +546,14 @@ impl<H: Handler> Sink for Worker<H> {
             return None;
         }
         let cold = slot.cold.as_mut()?;
-        (!cold.carry.is_empty()).then_some(&mut cold.carry)
+        // Read in behind the carry only for a frame that still lacks a good part of a
+        // read: a carry grown to a whole read's size on every connection of a flood of
+        // small frames held 16 MB of 30 at 100 connections. A frame lacking less goes
+        // through the driver's buffer, and `on_read` copies only what it lacks.
+        let c = &cold.carry;
+        let lacking = crate::proto::frame::frame_len_hint(c).saturating_sub(c.len());
+        (!c.is_empty() && (slot.phase != Phase::Open || lacking >= READ_BEHIND_MIN))
+            .then_some(&mut cold.carry)
     }
 
     fn received_in_carry(&mut self, token: Token) {

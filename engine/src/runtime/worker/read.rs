@@ -5,11 +5,15 @@
 use super::Worker;
 use crate::proto::close::CloseCode;
 use crate::proto::conn::{Event, Role};
+use crate::proto::frame::frame_len_hint;
 use crate::runtime::deflate::{peer_resets, Codecs};
 use crate::runtime::error::ConnError;
 use crate::runtime::handler::Handler;
 use crate::runtime::slot::Phase;
 use crate::runtime::ws::mark_dirty;
+
+/// A carry of up to this many bytes gets its own small buffer.
+const SMALL_CARRY: usize = 256;
 
 impl<H: Handler> Worker<H> {
     /// Plain bytes received on `idx` (after its layer). `data` may be unmasked in place.
@@ -25,7 +29,7 @@ impl<H: Handler> Worker<H> {
         // reading is stopped, but io_uring's receives already under way still complete:
         // their bytes wait in the carry, unprocessed, until reading resumes
         let stopped = slot.phase == Phase::Open && (slot.flags.throttled() || slot.flags.paused());
-        if stopped || slot.has_carry() || slot.phase == Phase::Handshake {
+        if stopped || slot.phase == Phase::Handshake {
             let cold = slot.cold();
             if cold.carry.capacity() == 0 {
                 cold.carry = self.rt.pool.get();
@@ -34,16 +38,73 @@ impl<H: Handler> Worker<H> {
             if !stopped {
                 self.process_carry(idx);
             }
-        } else {
-            let used = self.process(idx, data);
-            if let Some(slot) = self.slots.get_mut(idx) {
-                if used < data.len() && slot.phase != Phase::Lingering {
-                    let mut c = self.rt.pool.get();
-                    c.extend_from_slice(&data[used..]);
-                    slot.cold().carry = c;
-                } else {
-                    slot.trim(&mut self.rt.pool);
+            return;
+        }
+        // A frame split across reads: copy into the carry only what completes it (not
+        // the whole read), process it there, then the rest of the read in place.
+        let mut data = data;
+        loop {
+            let Some(slot) = self.slots.get_mut(idx) else {
+                return;
+            };
+            if !slot.has_carry() {
+                break;
+            }
+            if slot.phase != Phase::Open || slot.flags.throttled() || slot.flags.paused() {
+                // reading stopped (at the limit, or by the application): the rest of the
+                // read waits behind the carry, in order
+                if slot.phase != Phase::Lingering {
+                    slot.cold().carry.extend_from_slice(data);
                 }
+                return;
+            }
+            let carry = &mut slot.cold().carry;
+            let before = carry.len();
+            let mut take = 0;
+            loop {
+                let need = frame_len_hint(carry);
+                if carry.len() >= need || take == data.len() {
+                    break;
+                }
+                let k = (need - carry.len()).min(data.len() - take);
+                carry.extend_from_slice(&data[take..take + k]);
+                take += k;
+            }
+            self.process_carry(idx);
+            data = &mut data[take..];
+            if data.is_empty() {
+                return;
+            }
+            let left = self
+                .slots
+                .get(idx)
+                .and_then(|s| s.cold.as_ref())
+                .map_or(0, |c| c.carry.len());
+            if take == 0 && left >= before {
+                // nothing moved (cannot happen with a whole frame in front; kept so that
+                // this loop always ends): keep the order and wait for the next read
+                if let Some(slot) = self.slots.get_mut(idx) {
+                    slot.cold().carry.extend_from_slice(data);
+                }
+                return;
+            }
+        }
+        let used = self.process(idx, data);
+        if let Some(slot) = self.slots.get_mut(idx) {
+            if used < data.len() && slot.phase != Phase::Lingering {
+                let rest = &data[used..];
+                // a small remainder (the head of the next frame) gets a buffer of its
+                // size, not a pooled one of up to 256 KiB: under a flood every
+                // connection holds one between reads
+                let mut c = if rest.len() <= SMALL_CARRY {
+                    Vec::with_capacity(SMALL_CARRY)
+                } else {
+                    self.rt.pool.get()
+                };
+                c.extend_from_slice(rest);
+                slot.cold().carry = c;
+            } else {
+                slot.trim(&mut self.rt.pool);
             }
         }
     }
