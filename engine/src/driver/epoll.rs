@@ -240,7 +240,7 @@ impl Epoll {
             let mut iov = [io::IoSlice::new(&[]); 64];
             let n = s.q.iovecs(&mut iov);
             let want: usize = iov[..n].iter().map(|b| b.len()).sum();
-            match sys::writev(fd, &iov[..n]) {
+            match sys::send_vectored(fd, &iov[..n]) {
                 Ok(w) => {
                     s.q.advance(w, &mut self.pool);
                     total += w;
@@ -425,7 +425,7 @@ impl Epoll {
                 }
                 r
             } else {
-                let r = sys::read(fd, &mut self.buf[at..end]);
+                let r = sys::recv(fd, &mut self.buf[at..end]);
                 if let Ok(n) = r {
                     if n > 0 {
                         sink.received(t, &mut self.buf[at..at + n]);

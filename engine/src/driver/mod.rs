@@ -227,7 +227,7 @@ impl Immediate {
     /// Writes what the socket takes now of `bufs`, in order; returns how many bytes
     /// (0 when it takes none, or fails: the next regular write finds out).
     pub fn write(self, bufs: &[io::IoSlice<'_>]) -> usize {
-        sys::writev(self.fd, bufs).unwrap_or(0)
+        sys::send_vectored(self.fd, bufs).unwrap_or(0)
     }
 }
 
