@@ -69,17 +69,10 @@ pub(crate) fn svg(r: &Report) -> String {
     let h = decode_hist(&r.latency_hist).unwrap_or_else(|_| crate::stats::new_hist());
     let total_h = TOP + PANEL_H + GAP + PANEL_H + 60.0;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{total_h}" viewBox="0 0 {W} {total_h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">soliton-load {} — {}</text>"#,
-        W / 2.0,
-        esc(&r.scenario),
-        esc(&r.url)
+    open_svg(
+        &mut s,
+        total_h,
+        &format!("soliton-load {} — {}", esc(&r.scenario), esc(&r.url)),
     );
     // panel 1: latency by percentile
     let (x0, y0) = (LEFT, TOP);
@@ -241,6 +234,21 @@ pub(crate) fn svg(r: &Report) -> String {
     );
     s.push_str("</svg>\n");
     s
+}
+
+/// Starts an SVG document `total_h` high, `W` wide, on white, with `heading` (already
+/// escaped) centred at the top.
+fn open_svg(s: &mut String, total_h: f64, heading: &str) {
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{total_h}" viewBox="0 0 {W} {total_h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">{heading}</text>"#,
+        W / 2.0
+    );
 }
 
 fn frame(s: &mut String, x: f64, y: f64, w: f64, h: f64) {

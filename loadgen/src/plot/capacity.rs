@@ -16,8 +16,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    esc, frame, grid_v, nice_axis, no_data, percentile_points, percentile_ticks, y_ticks, LEFT,
-    RIGHT, W,
+    esc, frame, grid_v, nice_axis, no_data, open_svg, percentile_points, percentile_ticks, y_ticks,
+    LEFT, RIGHT, W,
 };
 use crate::report::{decode_hist, fmt_n, fmt_rate, fmt_us, Report, Slo, SloStep};
 use crate::slo::{parse_targets, LatencyTarget};
@@ -271,7 +271,7 @@ fn title(s: &mut String, x0: f64, y0: f64, pw: f64, text: &str) {
     );
 }
 
-/// The rate axis along the bottom of a panel.
+/// The rate axis along the bottom of a panel: ticks and the axis label.
 fn rate_ticks(s: &mut String, x0: f64, y0: f64, pw: f64, ph: f64, xmax: f64, xstep: f64) {
     let mut v = 0.0;
     while v <= xmax + xstep * 1e-6 {
@@ -285,6 +285,12 @@ fn rate_ticks(s: &mut String, x0: f64, y0: f64, pw: f64, ph: f64, xmax: f64, xst
         );
         v += xstep;
     }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">offered rate (messages/s)</text>"#,
+        x0 + pw / 2.0,
+        y0 + ph + 34.0
+    );
 }
 
 /// Linear colour from blue (0) to red (1).
@@ -345,16 +351,10 @@ pub(crate) fn svg(r: &Report, slo: &Slo) -> String {
     let total_h = table_y + ROW_H * (steps.len() as f64 + 1.0) + 80.0;
 
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{total_h}" viewBox="0 0 {W} {total_h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">soliton-load slo — {}</text>"#,
-        W / 2.0,
-        esc(&r.url)
+    open_svg(
+        &mut s,
+        total_h,
+        &format!("soliton-load slo — {}", esc(&r.url)),
     );
     let conns = r
         .config
@@ -445,12 +445,6 @@ pub(crate) fn svg(r: &Report, slo: &Slo) -> String {
     frame(&mut s, x0, curve_y, pw, CURVE_H);
     rate_ticks(&mut s, x0, curve_y, pw, CURVE_H, xmax, xstep);
     ly.ticks(&mut s, x0, pw);
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">offered rate (messages/s)</text>"#,
-        x0 + pw / 2.0,
-        curve_y + CURVE_H + 34.0
-    );
     let _ = writeln!(
         s,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" transform="rotate(-90 {:.1} {:.1})">latency (log)</text>"#,
@@ -557,12 +551,6 @@ pub(crate) fn svg(r: &Report, slo: &Slo) -> String {
     frame(&mut s, x0, ach_y, pw, ACH_H);
     rate_ticks(&mut s, x0, ach_y, pw, ACH_H, xmax, xstep);
     y_ticks(&mut s, x0, ach_y, pw, ACH_H, xmax, xstep, fmt_rate_tick);
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">offered rate (messages/s)</text>"#,
-        x0 + pw / 2.0,
-        ach_y + ACH_H + 34.0
-    );
     let yof = |v: f64| ach_y + ACH_H - v / xmax * ACH_H;
     let _ = writeln!(
         s,
@@ -977,6 +965,8 @@ mod tests {
         let s = super::super::svg(&r);
         well_formed(&s).unwrap();
         assert!(s.contains("Capacity: latency against offered rate"));
+        assert!(s.starts_with("<svg ") && s.contains("soliton-load slo — "));
+        assert_eq!(s.matches("offered rate (messages/s)</text>").count(), 2);
         assert_eq!(s.matches(r#"class="target""#).count(), 2);
         assert!(s.contains("target p99&lt;1ms") && s.contains("target p99.9&lt;=5ms"));
         assert_eq!(s.matches(r#"class="best""#).count(), 1);
