@@ -136,8 +136,17 @@ impl TestServer {
         H: Handler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
+        Self::start_with(b, move |i, _| factory(i))
+    }
+
+    /// As [`TestServer::start`], the factory getting the server's handle too.
+    pub fn start_with<H, F>(b: Builder, factory: F) -> TestServer
+    where
+        H: Handler,
+        F: Fn(usize, &ServerHandle) -> H + Send + Sync + 'static,
+    {
         let asked = b.backend_asked();
-        let handle = b.start(factory).expect("server starts");
+        let handle = b.start_with(factory).expect("server starts");
         let addr = handle.local_addr();
         eprintln!(
             "soliton-tests: server on {addr}, backend running: {:?}",

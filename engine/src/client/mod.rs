@@ -105,7 +105,7 @@ impl ClientBuilder {
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
         let cfg = Arc::new(self.cfg);
-        let shared = Arc::new(Shared::new(cfg.workers));
+        let shared = Arc::new(Shared::new(cfg.workers, std::any::TypeId::of::<H>()));
         let listeners = (0..cfg.workers).map(|_| None).collect();
         let (threads, backend) = crate::runtime::spawn(
             cfg.clone(),
@@ -113,6 +113,7 @@ impl ClientBuilder {
             Arc::new(factory),
             listeners,
             "soliton-client",
+            None,
         )?;
         Ok(ClientHandle {
             remote: Remote { cfg, shared },

@@ -1,9 +1,10 @@
 //! [`WorkerCtx`]: what a handler's `on_tick` gets — the worker's connections by id,
 //! and new client connections.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::error::ConnError;
+use super::handler::Handler;
 use super::id::ConnId;
 use super::request::{next_rand, ClientHandshake, ConnectRequest};
 use super::rt::Rt;
@@ -13,7 +14,43 @@ use crate::driver::Driver;
 use crate::proto::conn::Role;
 use crate::proto::handshake::{self, ClientRequest};
 
-/// A worker's context for [`Handler::on_tick`](super::Handler::on_tick): connections by id, new connections.
+/// Application code to run on a worker with its handler and context: what
+/// [`ServerHandle::post`](crate::server::ServerHandle::post) sends.
+pub(crate) type Task<H> =
+    Box<dyn for<'c> FnOnce(&mut H, &mut WorkerCtx<'c, <H as Handler>::Data>) + Send>;
+
+/// A timer's task (made and run on its worker: need not be `Send`).
+pub(crate) type TimerTask<H> =
+    Box<dyn for<'c> FnOnce(&mut H, &mut WorkerCtx<'c, <H as Handler>::Data>)>;
+
+/// A timer set on a worker ([`WorkerCtx::set_timer`]), to cancel it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerId {
+    worker: usize,
+    id: u64,
+}
+
+impl Rt {
+    pub(crate) fn set_timer<H: Handler>(&mut self, after: Duration, task: TimerTask<H>) -> TimerId {
+        assert!(
+            std::any::TypeId::of::<H>() == self.shared.handler,
+            "set_timer::<H>: H must be the type of this worker's handler"
+        );
+        let at = self.timers.now() + after.min(super::timers::MAX_TIMEOUT);
+        TimerId {
+            worker: self.index,
+            id: self.app_timers.add(at, Box::new(task)),
+        }
+    }
+
+    pub(crate) fn cancel_timer(&mut self, t: TimerId) -> bool {
+        t.worker == self.index && self.app_timers.cancel(t.id)
+    }
+}
+
+/// A worker's context: its connections by id, new client connections, timers. What
+/// [`Handler::on_tick`](super::Handler::on_tick), timers and tasks posted to the worker
+/// get.
 pub struct WorkerCtx<'a, D> {
     pub(crate) slots: &'a mut Slots<D>,
     pub(crate) rt: &'a mut Rt,
@@ -48,6 +85,28 @@ impl<D> WorkerCtx<'_, D> {
     /// Connections on this worker (in every state).
     pub fn connections(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Runs `f` on this worker's thread, with its handler and context, `after` from now
+    /// (at the first loop iteration past it; timers fire in deadline order). `H` is the
+    /// worker's handler type (a panic says so if it is not). A panic in `f` is caught.
+    pub fn set_timer<H: Handler<Data = D>>(
+        &mut self,
+        after: Duration,
+        f: impl FnOnce(&mut H, &mut WorkerCtx<'_, D>) + 'static,
+    ) -> TimerId {
+        self.rt.set_timer::<H>(after, Box::new(f))
+    }
+
+    /// Cancels a timer of this worker; false if it already fired, was cancelled, or is
+    /// another worker's.
+    pub fn cancel_timer(&mut self, t: TimerId) -> bool {
+        self.rt.cancel_timer(t)
+    }
+
+    /// The server's handle (`None` on a client's workers).
+    pub fn server(&self) -> Option<&crate::server::ServerHandle> {
+        self.rt.handle.as_ref()
     }
 
     /// Runs `f` with the [`WebSocket`] of connection `id` if it is on this worker and

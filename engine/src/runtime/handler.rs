@@ -8,7 +8,9 @@ use std::time::Instant;
 use super::ctx::WorkerCtx;
 use super::error::ConnError;
 use super::id::ConnId;
+use super::mailbox::{Command, Verdict};
 use super::ws::WebSocket;
+use super::Remote;
 use crate::proto::close::CloseCode;
 use crate::proto::conn::Message;
 use crate::proto::handshake::Request;
@@ -73,9 +75,34 @@ pub struct UpgradeRequest<'a, 'b> {
     pub peer: Option<std::net::SocketAddr>,
     pub(crate) protocol: Cell<Option<&'b str>>,
     pub(crate) headers: RefCell<Vec<(String, String)>>,
+    pub(crate) id: ConnId,
+    pub(crate) remote: &'a Remote,
 }
 
 impl<'b> UpgradeRequest<'_, 'b> {
+    /// The id the connection will have once open (and has while its upgrade is
+    /// deferred).
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// A handle to complete this upgrade later, from any thread: return
+    /// [`Upgrade::Defer`] from [`Handler::on_upgrade_request`] and call
+    /// [`PendingUpgrade::accept`] or [`PendingUpgrade::reject`] when the answer is
+    /// known (after a database lookup, say). Until then the connection waits in the
+    /// CONNECTING state under the handshake timeout (408 when it passes); a client that
+    /// disconnects meanwhile is cleaned up and the verdict is then ignored. A
+    /// `PendingUpgrade` dropped without a verdict rejects with 500.
+    ///
+    /// The subprotocol and the response headers chosen here so far are kept; the
+    /// verdict may change the subprotocol and add headers.
+    pub fn defer(&self) -> PendingUpgrade {
+        PendingUpgrade {
+            id: self.id,
+            remote: Some(self.remote.clone()),
+        }
+    }
+
     /// The subprotocol that will be answered: by default the server's most preferred
     /// one that the client offered.
     pub fn protocol(&self) -> Option<&'b str> {
@@ -99,6 +126,94 @@ impl<'b> UpgradeRequest<'_, 'b> {
         self.headers
             .borrow_mut()
             .push((name.to_owned(), value.to_owned()));
+    }
+}
+
+/// The answer to an upgrade request, from [`Handler::on_upgrade_request`].
+#[derive(Debug)]
+pub enum Upgrade<D> {
+    /// Accept, with the connection's data.
+    Accept(D),
+    /// Refuse with an HTTP status.
+    Reject(Reject),
+    /// Answer later through the [`PendingUpgrade`] from [`UpgradeRequest::defer`].
+    Defer,
+}
+
+impl<D> From<Result<D, Reject>> for Upgrade<D> {
+    fn from(r: Result<D, Reject>) -> Self {
+        match r {
+            Ok(d) => Upgrade::Accept(d),
+            Err(e) => Upgrade::Reject(e),
+        }
+    }
+}
+
+/// A deferred upgrade, to accept or reject from any thread (see
+/// [`UpgradeRequest::defer`]).
+#[derive(Debug)]
+pub struct PendingUpgrade {
+    id: ConnId,
+    remote: Option<Remote>,
+}
+
+impl PendingUpgrade {
+    /// The connection's id (the one it keeps once open).
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Accepts with the connection's data (which must be the handler's `Data` type:
+    /// otherwise the upgrade is refused with 500), answering with the subprotocol
+    /// chosen at the request.
+    pub fn accept<D: Send + 'static>(self, data: D) -> bool {
+        self.accept_with(data, None, Vec::new())
+    }
+
+    /// Accepts as [`PendingUpgrade::accept`], choosing the subprotocol (one the client
+    /// offered; `None` keeps the one chosen at the request) and adding header fields
+    /// to the 101 response. Returns false if the server has stopped.
+    pub fn accept_with<D: Send + 'static>(
+        mut self,
+        data: D,
+        protocol: Option<&str>,
+        headers: Vec<(String, String)>,
+    ) -> bool {
+        let verdict = Verdict::Accept {
+            data: Box::new(data),
+            protocol: protocol.map(str::to_owned),
+            headers,
+        };
+        self.send(verdict)
+    }
+
+    /// Refuses with an HTTP status and body. Returns false if the server has stopped.
+    pub fn reject(mut self, r: Reject) -> bool {
+        self.send(Verdict::Reject(r))
+    }
+
+    fn send(&mut self, verdict: Verdict) -> bool {
+        let Some(remote) = self.remote.take() else {
+            return false;
+        };
+        remote.post(
+            self.id.worker(),
+            Command::Upgrade {
+                id: self.id,
+                verdict,
+            },
+        )
+    }
+}
+
+impl Drop for PendingUpgrade {
+    fn drop(&mut self) {
+        if self.remote.is_some() {
+            self.send(Verdict::Reject(Reject::new(
+                500,
+                "the upgrade was abandoned by the application\n",
+            )));
+        }
     }
 }
 
@@ -131,6 +246,14 @@ pub trait Handler: 'static {
     fn on_upgrade(&mut self, req: &UpgradeRequest<'_, '_>) -> Result<Self::Data, Reject> {
         let _ = req;
         Err(Reject::new(404, "no WebSocket endpoint here\n"))
+    }
+
+    /// Server: the upgrade request as the engine asks it; the default answers with
+    /// [`Handler::on_upgrade`]. Implement this one instead to answer some requests
+    /// later ([`Upgrade::Defer`], with [`UpgradeRequest::defer`]): authentication that
+    /// needs a database need not block the worker.
+    fn on_upgrade_request(&mut self, req: &UpgradeRequest<'_, '_>) -> Upgrade<Self::Data> {
+        self.on_upgrade(req).into()
     }
 
     /// Server: a plain HTTP request (not an upgrade). Default: 426 with

@@ -1,18 +1,63 @@
 //! Work for a worker from other threads: a queue of commands and the driver's waker.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::handler::Reject;
 use super::id::ConnId;
 use crate::driver::Waker;
+use crate::proto::close::CloseCode;
 
 /// Something to do on a worker's thread.
 pub(crate) enum Command {
-    Publish { topic: Arc<str>, frame: Arc<[u8]> },
-    Send { id: ConnId, frame: Arc<[u8]> },
+    Publish {
+        topic: Arc<str>,
+        frame: Arc<[u8]>,
+    },
+    Send {
+        id: ConnId,
+        frame: Arc<[u8]>,
+    },
+    /// Something to do to one connection, by id, from another thread.
+    Conn {
+        id: ConnId,
+        op: ConnOp,
+    },
+    /// A deferred upgrade's verdict.
+    Upgrade {
+        id: ConnId,
+        verdict: Verdict,
+    },
+    /// Application code for the worker's thread: a `Task<H>` of the worker's handler
+    /// type (checked when posted).
+    Run(Box<dyn Any + Send>),
     Connect(Box<super::request::Pending>),
-    Shutdown { deadline: Instant },
+    Shutdown {
+        deadline: Instant,
+    },
+}
+
+/// What a handle asks of one connection.
+#[derive(Debug)]
+pub(crate) enum ConnOp {
+    Close(CloseCode, Box<str>),
+    Terminate,
+    Subscribe(Arc<str>),
+    Unsubscribe(Arc<str>),
+}
+
+/// How the application completed a deferred upgrade.
+pub(crate) enum Verdict {
+    Accept {
+        /// The connection's data (`Box<H::Data>`, checked on the worker).
+        data: Box<dyn Any + Send>,
+        protocol: Option<String>,
+        headers: Vec<(String, String)>,
+    },
+    Reject(Reject),
 }
 
 impl std::fmt::Debug for Command {
@@ -20,6 +65,12 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Publish { topic, .. } => write!(f, "Publish({topic})"),
             Command::Send { id, .. } => write!(f, "Send({id})"),
+            Command::Conn { id, op } => write!(f, "Conn({id}, {op:?})"),
+            Command::Upgrade { id, verdict } => match verdict {
+                Verdict::Accept { .. } => write!(f, "Upgrade({id}, accept)"),
+                Verdict::Reject(r) => write!(f, "Upgrade({id}, reject {})", r.status),
+            },
+            Command::Run(_) => f.write_str("Run"),
             Command::Connect(_) => f.write_str("Connect"),
             Command::Shutdown { .. } => f.write_str("Shutdown"),
         }
@@ -81,14 +132,51 @@ pub(crate) struct Shared {
     /// Connections over their backpressure limit, for handles on other threads
     /// (updated when a connection crosses the limit, not per message).
     pub(crate) congested: Mutex<std::collections::HashSet<ConnId>>,
+    /// Connections held by each worker (every state), stored by the worker when the
+    /// number changes.
+    pub(crate) conns: Vec<AtomicUsize>,
+    /// Subscribers of each topic over all workers (topics with none are removed).
+    pub(crate) subscribers: Mutex<HashMap<Arc<str>, usize>>,
+    /// The workers' handler type: what posted tasks and deferred data must match.
+    pub(crate) handler: TypeId,
 }
 
 impl Shared {
-    pub(crate) fn new(workers: usize) -> Shared {
+    pub(crate) fn new(workers: usize, handler: TypeId) -> Shared {
         Shared {
             mailboxes: (0..workers).map(|_| Arc::new(Mailbox::default())).collect(),
             congested: Mutex::default(),
+            conns: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            subscribers: Mutex::default(),
+            handler,
         }
+    }
+
+    /// A topic gained (`true`) or lost a subscriber on some worker.
+    pub(crate) fn count_subscriber(&self, topic: &str, joined: bool) {
+        let mut m = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        if joined {
+            match m.get_mut(topic) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert(Arc::from(topic), 1);
+                }
+            }
+        } else if let Some(n) = m.get_mut(topic) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(topic);
+            }
+        }
+    }
+
+    pub(crate) fn num_subscribers(&self, topic: &str) -> usize {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub(crate) fn set_congested(&self, id: ConnId, on: bool) {

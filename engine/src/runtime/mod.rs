@@ -33,9 +33,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use config::{Backend, Config};
-pub use ctx::WorkerCtx;
+pub use ctx::{TimerId, WorkerCtx};
 pub use error::ConnError;
-pub use handler::{CloseInfo, Handler, HttpResponse, Reject, UpgradeRequest};
+pub use handler::{
+    CloseInfo, Handler, HttpResponse, PendingUpgrade, Reject, Upgrade, UpgradeRequest,
+};
 pub use id::ConnId;
 pub use request::{ConnectRequest, UrlError};
 pub use ws::{SendStatus, WebSocket};
@@ -62,6 +64,7 @@ pub(crate) fn spawn<H, F>(
     factory: Arc<F>,
     listeners: Vec<Option<OwnedFd>>,
     name: &str,
+    handle: Option<crate::server::ServerHandle>,
 ) -> io::Result<(Vec<JoinHandle<io::Result<()>>>, Backend)>
 where
     H: Handler,
@@ -75,6 +78,7 @@ where
         let shared = shared.clone();
         let factory = factory.clone();
         let ready = ready_tx.clone();
+        let handle = handle.clone();
         let core_id =
             (cfg.pin_cores && !cores.is_empty()).then(|| cores[(cfg.first_core + i) % cores.len()]);
         let t = std::thread::Builder::new()
@@ -105,7 +109,7 @@ where
                 };
                 let _ = ready.send(Ok(driver.backend()));
                 drop(ready);
-                let worker = worker::Worker::new(i, cfg, handler, shared);
+                let worker = worker::Worker::new(i, cfg, handler, shared, handle);
                 worker.run(driver, listener)
             })?;
         threads.push(t);
@@ -180,6 +184,34 @@ impl Remote {
         }
     }
 
+    /// Something to do to connection `id` on its worker; false if that worker is gone.
+    pub(crate) fn conn_op(&self, id: ConnId, op: mailbox::ConnOp) -> bool {
+        self.post(id.worker(), mailbox::Command::Conn { id, op })
+    }
+
+    pub(crate) fn run<H: Handler>(
+        &self,
+        worker: usize,
+        task: ctx::Task<H>,
+    ) -> Result<(), PostError> {
+        if std::any::TypeId::of::<H>() != self.shared.handler {
+            return Err(PostError::WrongHandler);
+        }
+        if self.post(worker, mailbox::Command::Run(Box::new(task))) {
+            Ok(())
+        } else {
+            Err(PostError::Stopped)
+        }
+    }
+
+    pub(crate) fn connections(&self) -> Vec<usize> {
+        self.shared
+            .conns
+            .iter()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    }
+
     pub(crate) fn post(&self, worker: usize, cmd: mailbox::Command) -> bool {
         match self.shared.mailboxes.get(worker) {
             Some(mb) if !mb.closed.load(std::sync::atomic::Ordering::Relaxed) => {
@@ -197,6 +229,26 @@ impl Remote {
         }
     }
 }
+
+/// Why a task could not be posted to a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostError {
+    /// No such worker, or it has stopped.
+    Stopped,
+    /// The task's handler type is not the workers' handler type.
+    WrongHandler,
+}
+
+impl std::fmt::Display for PostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PostError::Stopped => "no such worker, or it has stopped",
+            PostError::WrongHandler => "the task is for another handler type than the workers'",
+        })
+    }
+}
+
+impl std::error::Error for PostError {}
 
 /// Waits for `threads`; the first failure or panic is the error.
 pub(crate) fn join(threads: Vec<JoinHandle<io::Result<()>>>) -> io::Result<()> {

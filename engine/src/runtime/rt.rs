@@ -2,8 +2,11 @@
 //! buffer pool, the lists of what to flush and tell the driver, topics, timers, the
 //! mailboxes, and the making of a connection's slot.
 
+use std::any::Any;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::config::Config;
 use super::mailbox::Shared;
@@ -42,6 +45,66 @@ pub(crate) struct Rt {
     pub(crate) codecs: super::deflate::Codecs,
     /// Scratch: the receivers of a publish.
     pub(crate) fanout: Vec<usize>,
+    /// The worker's way to the mailboxes, for handles made on it (deferred upgrades).
+    pub(crate) remote: super::Remote,
+    /// The server's handle (none for a client's workers).
+    pub(crate) handle: Option<crate::server::ServerHandle>,
+    /// The application's timers.
+    pub(crate) app_timers: AppTimers,
+}
+
+/// The application's timers on one worker: tasks by deadline, cancellable by id.
+#[derive(Default)]
+pub(crate) struct AppTimers {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Live timers' tasks (a `TimerTask<H>` each); a cancelled one is removed here and
+    /// its heap entry skipped when it comes up.
+    live: HashMap<u64, Box<dyn Any>>,
+    next: u64,
+}
+
+impl std::fmt::Debug for AppTimers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppTimers")
+            .field("live", &self.live.len())
+            .finish()
+    }
+}
+
+impl AppTimers {
+    pub(crate) fn add(&mut self, at: Instant, task: Box<dyn Any>) -> u64 {
+        self.next += 1;
+        self.heap.push(Reverse((at, self.next)));
+        self.live.insert(self.next, task);
+        self.next
+    }
+
+    pub(crate) fn cancel(&mut self, id: u64) -> bool {
+        let found = self.live.remove(&id).is_some();
+        if self.live.is_empty() {
+            self.heap.clear();
+        }
+        found
+    }
+
+    /// The earliest deadline (possibly a cancelled timer's: waking for it is harmless).
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|r| r.0 .0)
+    }
+
+    /// The next task due by `now`, removed.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Box<dyn Any>> {
+        while let Some(&Reverse((at, id))) = self.heap.peek() {
+            if at > now {
+                return None;
+            }
+            self.heap.pop();
+            if let Some(t) = self.live.remove(&id) {
+                return Some(t);
+            }
+        }
+        None
+    }
 }
 
 impl Rt {

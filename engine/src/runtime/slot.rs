@@ -96,6 +96,21 @@ pub(crate) struct Cold {
     pub(crate) layer: Option<Box<dyn Layer>>,
     /// Its own compressor and decompressor (context takeover), once made.
     pub(crate) codec: Option<Box<super::deflate::OwnCodec>>,
+    /// A deferred upgrade waiting for the application's verdict.
+    pub(crate) deferred: Option<Box<Deferred>>,
+}
+
+/// What a deferred upgrade keeps of its request for the 101.
+#[derive(Debug)]
+pub(crate) struct Deferred {
+    pub(crate) accept: [u8; 28],
+    /// The subprotocol chosen at the request.
+    pub(crate) protocol: Option<Box<str>>,
+    /// The subprotocols the client offered.
+    pub(crate) offered: Vec<Box<str>>,
+    pub(crate) agreement: Option<crate::proto::deflate::Agreement>,
+    /// Header fields added at the request.
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl Cold {

@@ -35,17 +35,21 @@ impl Topics {
         self.members.entry(id).or_default().insert(idx)
     }
 
-    /// Removes `idx` from topic `id`; a topic left empty is forgotten.
-    pub(crate) fn remove_member(&mut self, id: u32, idx: usize) {
-        if let Some(m) = self.members.get_mut(&id) {
-            m.remove(&idx);
-            if m.is_empty() {
-                self.members.remove(&id);
-                if let Some(name) = self.names.remove(&id) {
-                    self.by_name.remove(&name);
-                }
+    /// Removes `idx` from topic `id`; a topic left empty is forgotten. Returns the
+    /// topic's name if `idx` was a member.
+    pub(crate) fn remove_member(&mut self, id: u32, idx: usize) -> Option<Arc<str>> {
+        let m = self.members.get_mut(&id)?;
+        if !m.remove(&idx) {
+            return None;
+        }
+        let name = self.names.get(&id).cloned();
+        if m.is_empty() {
+            self.members.remove(&id);
+            if let Some(name) = self.names.remove(&id) {
+                self.by_name.remove(&name);
             }
         }
+        name
     }
 
     /// The slots subscribed to `name`.
@@ -69,8 +73,9 @@ mod tests {
         assert!(!t.add_member(a, 1));
         assert!(t.add_member(a, 2));
         assert_eq!(t.members("a").count(), 2);
-        t.remove_member(a, 1);
-        t.remove_member(a, 2);
+        assert_eq!(t.remove_member(a, 1).as_deref(), Some("a"));
+        assert_eq!(t.remove_member(a, 1), None);
+        assert_eq!(t.remove_member(a, 2).as_deref(), Some("a"));
         assert_eq!(t.members("a").count(), 0);
         assert!(t.find("a").is_none());
     }

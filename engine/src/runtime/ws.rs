@@ -253,12 +253,15 @@ impl<D> ConnCtx<'_, D> {
         let id = self.rt.topics.id(topic);
         if self.rt.topics.add_member(id, self.idx) {
             self.slot.cold().topics.push(id);
+            self.rt.shared.count_subscriber(topic, true);
         }
     }
 
     pub(crate) fn unsubscribe(&mut self, topic: &str) {
         if let Some(id) = self.rt.topics.find(topic) {
-            self.rt.topics.remove_member(id, self.idx);
+            if self.rt.topics.remove_member(id, self.idx).is_some() {
+                self.rt.shared.count_subscriber(topic, false);
+            }
             if let Some(c) = self.slot.cold.as_mut() {
                 c.topics.retain(|&t| t != id);
             }
@@ -403,6 +406,27 @@ impl<D> WebSocket<'_, D> {
     /// Unsubscribes this connection from a topic.
     pub fn unsubscribe(&mut self, topic: &str) {
         self.ctx.unsubscribe(topic)
+    }
+
+    /// A timer on this connection's worker: see
+    /// [`WorkerCtx::set_timer`](super::WorkerCtx::set_timer).
+    pub fn set_timer<H: super::Handler<Data = D>>(
+        &mut self,
+        after: std::time::Duration,
+        f: impl FnOnce(&mut H, &mut super::WorkerCtx<'_, D>) + 'static,
+    ) -> super::TimerId {
+        self.ctx.rt.set_timer::<H>(after, Box::new(f))
+    }
+
+    /// Cancels a timer of this worker (see [`WebSocket::set_timer`]).
+    pub fn cancel_timer(&mut self, t: super::TimerId) -> bool {
+        self.ctx.rt.cancel_timer(t)
+    }
+
+    /// The server's handle, to act on other connections from any thread or keep for
+    /// later (`None` for a client's connections).
+    pub fn server(&self) -> Option<&crate::server::ServerHandle> {
+        self.ctx.rt.handle.as_ref()
     }
 
     /// Publishes a message to every subscriber of `topic` on every worker (this

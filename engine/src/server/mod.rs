@@ -25,13 +25,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use crate::proto::close::CloseCode;
 pub use crate::runtime::{
-    Backend, CloseInfo, Config, ConnError, ConnId, Handler, HttpResponse, Reject, SendStatus,
-    UpgradeRequest, WebSocket, WorkerCtx,
+    Backend, CloseInfo, Config, ConnError, ConnId, Handler, HttpResponse, PendingUpgrade,
+    PostError, Reject, SendStatus, TimerId, Upgrade, UpgradeRequest, WebSocket, WorkerCtx,
 };
 
 pub use crate::proto::deflate::{DeflateConfig, DeflateMode};
@@ -40,7 +41,7 @@ use crate::driver;
 use crate::layer::LayerFactory;
 use crate::proto::conn::{Limits, Message};
 use crate::proto::handshake::OriginPolicy;
-use crate::runtime::mailbox::Shared;
+use crate::runtime::mailbox::{ConnOp, Shared};
 use crate::runtime::Remote;
 
 /// Entry point: [`Server::builder`].
@@ -115,9 +116,19 @@ impl Builder {
         H: Handler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
+        self.start_with(move |i, _| factory(i))
+    }
+
+    /// As [`Builder::start`], with the server's handle given to the factory too (to
+    /// keep in the handler: send to connections of other workers, post tasks, ...).
+    pub fn start_with<H, F>(self, factory: F) -> io::Result<ServerHandle>
+    where
+        H: Handler,
+        F: Fn(usize, &ServerHandle) -> H + Send + Sync + 'static,
+    {
         let mut cfg = self.cfg;
         let (backend, why) = cfg.backend.resolve().map_err(io::Error::other)?;
-        eprintln!("soliton: backend {} ({why})", backend.name());
+        tracing::info!("backend {} ({why})", backend.name());
         cfg.backend = backend;
         // The first listener fixes the port (port 0 picks one); the rest share it.
         let first = driver::listener(cfg.addr, cfg.backlog)?;
@@ -128,47 +139,81 @@ impl Builder {
             listeners.push(Some(driver::listener(addr, cfg.backlog)?));
         }
         let cfg = Arc::new(cfg);
-        let shared = Arc::new(Shared::new(cfg.workers));
-        let (threads, backend) = crate::runtime::spawn(
-            cfg.clone(),
-            shared.clone(),
-            Arc::new(factory),
+        let shared = Arc::new(Shared::new(cfg.workers, std::any::TypeId::of::<H>()));
+        let handle = ServerHandle {
+            inner: Arc::new(Inner {
+                addr,
+                backend,
+                remote: Remote { cfg, shared },
+                threads: Mutex::new(Vec::new()),
+            }),
+        };
+        let h = handle.clone();
+        let (threads, _) = crate::runtime::spawn(
+            handle.inner.remote.cfg.clone(),
+            handle.inner.remote.shared.clone(),
+            Arc::new(move |i| factory(i, &h)),
             listeners,
             "soliton",
+            Some(handle.clone()),
         )?;
-        Ok(ServerHandle {
-            addr,
-            backend,
-            remote: Remote { cfg, shared },
-            threads,
-        })
+        *handle
+            .inner
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = threads;
+        Ok(handle)
     }
 }
 
-/// A running server, usable from any thread.
-#[derive(Debug)]
+/// A running server, usable from any thread: cheap to clone (every clone is the same
+/// server), `Send` and `Sync`. The handler factory gets it
+/// ([`Builder::start_with`]), and so do callbacks ([`WebSocket::server`],
+/// [`WorkerCtx::server`]).
+///
+/// What it does to a connection by id goes through that connection's worker's
+/// mailbox and happens at the worker's next loop iteration; an id whose connection
+/// has gone is ignored.
+#[derive(Debug, Clone)]
 pub struct ServerHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     addr: SocketAddr,
     backend: Backend,
     remote: Remote,
-    threads: Vec<JoinHandle<io::Result<()>>>,
+    threads: Mutex<Vec<JoinHandle<io::Result<()>>>>,
 }
 
 impl ServerHandle {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.inner.addr
     }
 
     /// The backend the workers run (never [`Backend::Auto`]).
     pub fn backend(&self) -> Backend {
-        self.backend
+        self.inner.backend
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.inner.remote.shared.mailboxes.len()
+    }
+
+    /// Connections held by each worker (in every state: handshakes and closing ones
+    /// too), as the workers last stored them (once per loop iteration that changed
+    /// the number).
+    pub fn connections(&self) -> Vec<usize> {
+        self.inner.remote.connections()
     }
 
     /// Publishes to `topic` on every worker; the frame is serialized once and shared
     /// by every receiver.
     pub fn publish(&self, topic: &str, msg: Message<'_>) {
-        self.remote.publish(topic, msg)
+        self.inner.remote.publish(topic, msg)
     }
 
     /// Sends a message to one connection from any thread, under the same limits as
@@ -178,19 +223,68 @@ impl ServerHandle {
     /// such sends is over `max_buffered` (the message is not queued). A connection
     /// pushed past `max_buffered` is dropped, as with `send`.
     pub fn send(&self, id: ConnId, msg: Message<'_>) -> SendStatus {
-        self.remote.send(id, msg)
+        self.inner.remote.send(id, msg)
+    }
+
+    /// Starts the close handshake of connection `id` with this code and reason (as
+    /// [`WebSocket::close`]). False if its worker has stopped.
+    pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> bool {
+        self.inner
+            .remote
+            .conn_op(id, ConnOp::Close(code, Box::from(reason)))
+    }
+
+    /// Drops connection `id` at once, without a close handshake (as
+    /// [`WebSocket::terminate`]; uWebSockets' `end` against `close`). Works in every
+    /// state, a handshake under way included.
+    pub fn terminate(&self, id: ConnId) -> bool {
+        self.inner.remote.conn_op(id, ConnOp::Terminate)
+    }
+
+    /// Subscribes connection `id` to `topic`.
+    pub fn subscribe(&self, id: ConnId, topic: &str) -> bool {
+        self.inner
+            .remote
+            .conn_op(id, ConnOp::Subscribe(Arc::from(topic)))
+    }
+
+    /// Unsubscribes connection `id` from `topic`.
+    pub fn unsubscribe(&self, id: ConnId, topic: &str) -> bool {
+        self.inner
+            .remote
+            .conn_op(id, ConnOp::Unsubscribe(Arc::from(topic)))
+    }
+
+    /// Subscribers of `topic` on all workers (as the workers have applied them: a
+    /// subscribe posted from another thread counts once its worker ran it).
+    pub fn num_subscribers(&self, topic: &str) -> usize {
+        self.inner.remote.shared.num_subscribers(topic)
+    }
+
+    /// Runs `f` on worker `worker`'s thread with its handler and context, at its next
+    /// loop iteration, without locks: `H` is the handler type the server was started
+    /// with ([`PostError::WrongHandler`] otherwise). A panic in `f` is caught.
+    pub fn post<H: Handler>(
+        &self,
+        worker: usize,
+        f: impl FnOnce(&mut H, &mut WorkerCtx<'_, H::Data>) + Send + 'static,
+    ) -> Result<(), PostError> {
+        self.inner.remote.run::<H>(worker, Box::new(f))
     }
 
     /// Graceful shutdown: stop accepting, close every connection with 1001, wait for
     /// the close handshakes up to `grace`, then drop what is left and join the workers.
-    pub fn shutdown(self, grace: Duration) -> io::Result<()> {
-        self.remote.shutdown(grace);
+    /// Not from a worker's own thread (it would wait for itself).
+    pub fn shutdown(&self, grace: Duration) -> io::Result<()> {
+        self.inner.remote.shutdown(grace);
         self.join()
     }
 
     /// Waits for the workers to stop; the first worker that failed or panicked is the
-    /// error.
-    pub fn join(self) -> io::Result<()> {
-        crate::runtime::join(self.threads)
+    /// error. A second call (or a call on another clone) after the first returned is
+    /// `Ok` at once. Not from a worker's own thread.
+    pub fn join(&self) -> io::Result<()> {
+        let mut threads = self.inner.threads.lock().unwrap_or_else(|e| e.into_inner());
+        crate::runtime::join(std::mem::take(&mut *threads))
     }
 }

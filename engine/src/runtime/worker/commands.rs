@@ -8,10 +8,11 @@ use super::Worker;
 use crate::driver::Driver;
 use crate::proto::close::CloseCode;
 use crate::proto::conn::Role;
+use crate::runtime::ctx::Task;
 use crate::runtime::error::ConnError;
 use crate::runtime::handler::Handler;
 use crate::runtime::id::ConnId;
-use crate::runtime::mailbox::Command;
+use crate::runtime::mailbox::{Command, ConnOp};
 use crate::runtime::slot::Phase;
 use crate::runtime::ws::ConnCtx;
 
@@ -27,6 +28,13 @@ impl<H: Handler> Worker<H> {
                 Command::Send { id, frame } => {
                     mailbox.sub_pending(frame.len());
                     self.send_shared(id, frame);
+                }
+                Command::Conn { id, op } => self.conn_op(id, op),
+                Command::Upgrade { id, verdict } => self.complete_upgrade(id, verdict),
+                Command::Run(task) => {
+                    if let Ok(task) = task.downcast::<Task<H>>() {
+                        self.run_task(driver, *task);
+                    }
                 }
                 Command::Connect(p) => self.start_connect(driver, *p),
                 Command::Shutdown { deadline } => self.begin_shutdown(deadline),
@@ -52,6 +60,31 @@ impl<H: Handler> Worker<H> {
             rt: &mut self.rt,
         }
         .send_shared(frame);
+    }
+
+    /// A handle's request for one connection (ignored if it is gone).
+    fn conn_op(&mut self, id: ConnId, op: ConnOp) {
+        let idx = id.idx();
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        if slot.seq != id.seq() {
+            return;
+        }
+        let open = slot.phase == Phase::Open && slot.data.is_some();
+        let mut ctx = ConnCtx {
+            id,
+            idx,
+            slot,
+            rt: &mut self.rt,
+        };
+        match op {
+            ConnOp::Terminate => ctx.terminate(),
+            _ if !open => {}
+            ConnOp::Close(code, reason) => ctx.close(code, &reason),
+            ConnOp::Subscribe(t) => ctx.subscribe(&t),
+            ConnOp::Unsubscribe(t) => ctx.unsubscribe(&t),
+        }
     }
 
     fn begin_shutdown(&mut self, deadline: Instant) {

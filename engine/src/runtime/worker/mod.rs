@@ -31,7 +31,7 @@ mod timeouts;
 mod upgrade;
 
 use super::config::Config;
-use super::ctx::WorkerCtx;
+use super::ctx::{TimerTask, WorkerCtx};
 use super::error::ConnError;
 use super::handler::{CloseInfo, Handler};
 use super::id::ConnId;
@@ -63,6 +63,8 @@ pub(crate) struct Worker<H: Handler> {
     listening: bool,
     /// The waker was woken: read the mailbox.
     commands_pending: bool,
+    /// Connections last stored in the shared count.
+    conns: usize,
 }
 
 /// Size past which a layer's output is handed to the driver as a chunk of its own.
@@ -72,7 +74,17 @@ const WIRE_CHUNK: usize = 64 * 1024;
 const READ_BEHIND_MIN: usize = 8 * 1024;
 
 impl<H: Handler> Worker<H> {
-    pub(crate) fn new(index: usize, cfg: Arc<Config>, handler: H, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        index: usize,
+        cfg: Arc<Config>,
+        handler: H,
+        shared: Arc<Shared>,
+        handle: Option<crate::server::ServerHandle>,
+    ) -> Self {
+        let remote = super::Remote {
+            cfg: cfg.clone(),
+            shared: shared.clone(),
+        };
         Worker {
             handler,
             slots: Slots::new(),
@@ -94,6 +106,9 @@ impl<H: Handler> Worker<H> {
                 direct: None,
                 codecs: Default::default(),
                 fanout: Vec::new(),
+                remote,
+                handle,
+                app_timers: Default::default(),
             },
             commands: Vec::new(),
             shutdown: None,
@@ -101,6 +116,7 @@ impl<H: Handler> Worker<H> {
             tick_wish: None,
             listening: false,
             commands_pending: false,
+            conns: 0,
         }
     }
 
@@ -138,6 +154,12 @@ impl<H: Handler> Worker<H> {
                 self.on_commands(driver);
             }
             self.on_timers();
+            self.on_app_timers(driver);
+            let n = self.slots.len();
+            if n != self.conns {
+                self.conns = n;
+                self.rt.shared.conns[self.rt.index].store(n, std::sync::atomic::Ordering::Relaxed);
+            }
             if self.shutdown.is_some() {
                 if self.listening {
                     self.listening = false;
@@ -153,7 +175,8 @@ impl<H: Handler> Worker<H> {
 
     fn next_deadline(&mut self) -> Option<Instant> {
         let next = self.rt.timers.next();
-        let mut d = [next, self.tick_wish].into_iter().flatten().min();
+        let app = self.rt.app_timers.next();
+        let mut d = [next, self.tick_wish, app].into_iter().flatten().min();
         if self.shutdown.is_some() {
             let soon = self.rt.timers.now() + Duration::from_millis(50);
             d = Some(d.map_or(soon, |t| t.min(soon)));
@@ -170,6 +193,33 @@ impl<H: Handler> Worker<H> {
         self.tick_wish = catch_unwind(AssertUnwindSafe(|| handler.on_tick(&mut w)))
             .ok()
             .flatten();
+        self.run_publishes();
+    }
+
+    /// Runs the application's timers that are due.
+    fn on_app_timers(&mut self, driver: &mut Driver) {
+        let now = self.rt.timers.now();
+        while let Some(task) = self.rt.app_timers.pop_due(now) {
+            if let Ok(task) = task.downcast::<TimerTask<H>>() {
+                self.run_task(driver, *task);
+            }
+        }
+    }
+
+    /// Runs application code with the handler and the worker's context; a panic in it
+    /// is caught (the worker goes on).
+    pub(crate) fn run_task(
+        &mut self,
+        driver: &mut Driver,
+        f: impl FnOnce(&mut H, &mut WorkerCtx<'_, H::Data>),
+    ) {
+        let Worker {
+            handler, slots, rt, ..
+        } = self;
+        let mut w = WorkerCtx { slots, rt, driver };
+        if catch_unwind(AssertUnwindSafe(|| f(handler, &mut w))).is_err() {
+            tracing::warn!(worker = self.rt.index, "a timer or posted task panicked");
+        }
         self.run_publishes();
     }
 
@@ -349,7 +399,9 @@ impl<H: Handler> Worker<H> {
         };
         let mut cold = slot.cold.take().unwrap_or_default();
         for t in cold.topics.drain(..) {
-            self.rt.topics.remove_member(t, idx);
+            if let Some(name) = self.rt.topics.remove_member(t, idx) {
+                self.rt.shared.count_subscriber(&name, false);
+            }
         }
         let id = ConnId::new(self.rt.index, slot.seq, idx);
         if slot.flags.backpressured() {

@@ -132,6 +132,14 @@ impl<H: Handler> Worker<H> {
     /// Processes `buf` for `idx`; returns how many bytes were used.
     fn process(&mut self, idx: usize, buf: &mut [u8]) -> usize {
         let mut start = 0;
+        if self.is_deferred(idx) {
+            // the request is answered later: what follows it waits (bounded like a head)
+            if buf.len() > self.rt.cfg.handshake.limits.max_head {
+                self.http_error(idx, 400, "data before the upgrade was answered");
+                return buf.len();
+            }
+            return 0;
+        }
         if let Some(slot) = self.slots.get(idx) {
             if slot.phase == Phase::Handshake {
                 let head = match slot.proto.role() {
@@ -154,6 +162,8 @@ impl<H: Handler> Worker<H> {
         }
         if self.slots.get(idx).is_some_and(|s| s.phase == Phase::Open) {
             start + self.frames(idx, &mut buf[start..])
+        } else if self.is_deferred(idx) {
+            start
         } else {
             buf.len()
         }

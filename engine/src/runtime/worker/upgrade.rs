@@ -5,11 +5,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::Worker;
 use crate::proto::conn::Role;
-use crate::proto::deflate::{negotiate_server, DeflateMode};
+use crate::proto::deflate::{negotiate_server, Agreement, DeflateMode};
 use crate::proto::frame::{Status, RSV1};
 use crate::proto::handshake::{self, Negotiation, Request};
-use crate::runtime::handler::{Handler, HttpResponse, UpgradeRequest};
-use crate::runtime::slot::Phase;
+use crate::runtime::handler::{Handler, HttpResponse, Upgrade, UpgradeRequest};
+use crate::runtime::id::ConnId;
+use crate::runtime::mailbox::Verdict;
+use crate::runtime::slot::{Deferred, Phase};
 use crate::runtime::ws::mark_dirty;
 
 impl<H: Handler> Worker<H> {
@@ -53,6 +55,8 @@ impl<H: Handler> Worker<H> {
                 return None;
             }
         };
+        let seq = slot.seq;
+        let id = ConnId::new(self.rt.index, seq, idx);
         let up = UpgradeRequest {
             request: &req,
             peer,
@@ -62,28 +66,11 @@ impl<H: Handler> Worker<H> {
                     .and_then(|chosen| req.protocols().find(|p| *p == chosen)),
             ),
             headers: Default::default(),
+            id,
+            remote: &self.rt.remote,
         };
         let handler = &mut self.handler;
-        let data = match catch_unwind(AssertUnwindSafe(|| handler.on_upgrade(&up))) {
-            Ok(Ok(d)) => d,
-            Ok(Err(rej)) => {
-                self.respond_and_close(idx, rej.status, &rej.body, &[]);
-                return None;
-            }
-            Err(_) => {
-                self.respond_and_close(idx, 500, "internal error\n", &[]);
-                return None;
-            }
-        };
-        let accepted = handshake::Accepted {
-            protocol: up.protocol.get(),
-            ..accepted
-        };
-        let extra = up.headers.into_inner();
-        let extra: Vec<(&str, &str)> = extra
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let verdict = catch_unwind(AssertUnwindSafe(|| handler.on_upgrade_request(&up)));
         // permessage-deflate: the first acceptable offer, under the policy in force
         let agreement = if cfg.deflate.mode == DeflateMode::Off {
             None
@@ -91,6 +78,51 @@ impl<H: Handler> Worker<H> {
             let policy = self.rt.codecs.policy(&cfg.deflate, cfg.deflate_budget);
             negotiate_server(req.extensions(), &policy)
         };
+        let protocol = up.protocol.get();
+        let extra = up.headers.into_inner();
+        match verdict {
+            Ok(Upgrade::Accept(data)) => {
+                self.accept_upgrade(idx, accepted.accept, protocol, agreement, &extra, data);
+                Some(head_len)
+            }
+            Ok(Upgrade::Reject(rej)) => {
+                tracing::debug!(conn = %id, peer = ?peer, status = rej.status, "upgrade refused by the application");
+                self.respond_and_close(idx, rej.status, &rej.body, &[]);
+                None
+            }
+            Ok(Upgrade::Defer) => {
+                let slot = self.slots.get_mut(idx)?;
+                slot.cold().deferred = Some(Box::new(Deferred {
+                    accept: accepted.accept,
+                    protocol: protocol.map(Box::from),
+                    offered: req.protocols().map(Box::from).collect(),
+                    agreement,
+                    headers: extra,
+                }));
+                Some(head_len)
+            }
+            Err(_) => {
+                self.respond_and_close(idx, 500, "internal error\n", &[]);
+                None
+            }
+        }
+    }
+
+    /// Answers an accepted upgrade with 101 and opens the connection.
+    fn accept_upgrade(
+        &mut self,
+        idx: usize,
+        accept: [u8; 28],
+        protocol: Option<&str>,
+        agreement: Option<Agreement>,
+        extra: &[(String, String)],
+        data: H::Data,
+    ) {
+        let accepted = handshake::Accepted { accept, protocol };
+        let extra: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         self.rt.ctl.clear();
         handshake::write_accept_response(
             &mut self.rt.ctl,
@@ -102,7 +134,9 @@ impl<H: Handler> Worker<H> {
             self.rt.codecs.agreed(Role::Server, a.params);
             self.rt.codecs.code(a.params)
         });
-        let slot = self.slots.get_mut(idx)?;
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
         if code != 0 {
             slot.deflate = code;
             slot.proto.set_allowed_rsv(RSV1);
@@ -112,7 +146,68 @@ impl<H: Handler> Worker<H> {
         slot.data = Some(data);
         slot.cold().protocol = accepted.protocol.map(Box::from);
         self.opened(idx);
-        Some(head_len)
+    }
+
+    /// Whether `idx` waits for the verdict on a deferred upgrade.
+    pub(crate) fn is_deferred(&self, idx: usize) -> bool {
+        self.slots
+            .get(idx)
+            .and_then(|s| s.cold.as_ref())
+            .is_some_and(|c| c.deferred.is_some())
+    }
+
+    /// The application's verdict on a deferred upgrade (ignored if the connection has
+    /// gone, or is not waiting for one).
+    pub(crate) fn complete_upgrade(&mut self, id: ConnId, verdict: Verdict) {
+        let idx = id.idx();
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        if slot.seq != id.seq() || slot.phase != Phase::Handshake {
+            return;
+        }
+        let Some(d) = slot.cold.as_mut().and_then(|c| c.deferred.take()) else {
+            return;
+        };
+        match verdict {
+            Verdict::Reject(rej) => {
+                tracing::debug!(conn = %id, status = rej.status, "deferred upgrade refused by the application");
+                self.respond_and_close(idx, rej.status, &rej.body, &[]);
+            }
+            Verdict::Accept {
+                data,
+                protocol,
+                mut headers,
+            } => {
+                let Ok(data) = data.downcast::<H::Data>() else {
+                    tracing::warn!(conn = %id, "deferred upgrade accepted with data of another type than the handler's");
+                    self.respond_and_close(idx, 500, "internal error\n", &[]);
+                    return;
+                };
+                let protocol = match protocol {
+                    Some(p) if d.offered.iter().any(|o| **o == *p) => Some(p.into_boxed_str()),
+                    Some(p) => {
+                        tracing::debug!(conn = %id, protocol = %p, "deferred upgrade: a subprotocol the client did not offer; keeping the one chosen");
+                        d.protocol
+                    }
+                    None => d.protocol,
+                };
+                let mut extra = d.headers;
+                extra.append(&mut headers);
+                self.accept_upgrade(
+                    idx,
+                    d.accept,
+                    protocol.as_deref(),
+                    d.agreement,
+                    &extra,
+                    *data,
+                );
+                // what arrived meanwhile (a client may pipeline frames behind its request)
+                if self.slots.get(idx).is_some_and(|s| s.has_carry()) {
+                    self.process_carry(idx);
+                }
+            }
+        }
     }
 
     pub(crate) fn http_error(&mut self, idx: usize, status: u16, why: &str) {
