@@ -481,3 +481,43 @@ fn a_client_that_leaves_during_a_deferred_upgrade_is_cleaned_up() {
         assert!(rx.try_recv().is_err());
     });
 }
+
+#[test]
+fn reconfigure_changes_origins_and_limits_for_new_connections_and_refuses_fixed_settings() {
+    use soliton::proto::handshake::OriginPolicy;
+    for_each_backend(|backend| {
+        let server = TestServer::start(builder(backend), |_| soliton_tests::Echo);
+        let addr = server.addr();
+        let foreign = upgrade_request("/", &[], &["Origin: https://evil.example"]);
+        // before: any Origin
+        let mut old = RawWs::connect_with(addr, &foreign);
+        // an Origin allow-list and a 100-byte message limit, while running
+        server
+            .reconfigure(|c| {
+                c.handshake.origins = OriginPolicy::AllowList(vec!["https://good.example".into()]);
+                c.limits.max_message = 100;
+            })
+            .unwrap();
+        eventually("the new policy applied", || {
+            http_exchange(addr, foreign.as_bytes()).status == 403
+        });
+        let good = upgrade_request("/", &[], &["Origin: https://good.example"]);
+        let mut new = RawWs::connect_with(addr, &good);
+        new.send_binary(&[7; 101]);
+        let (code, _, _) = new.read_close();
+        assert_eq!(code, Some(1009), "the new limit holds for a new connection");
+        // the connection opened before keeps the limit it started with
+        old.send_binary(&[7; 101]);
+        assert_eq!(old.read_message().1.len(), 101);
+        assert_eq!(server.config().limits.max_message, 100);
+        // settings fixed at start are refused, and nothing is applied
+        let e = server
+            .reconfigure(|c| {
+                c.workers = 4;
+                c.limits.max_message = 5;
+            })
+            .unwrap_err();
+        assert_eq!(e.0, vec!["workers"]);
+        assert_eq!(server.config().limits.max_message, 100);
+    });
+}

@@ -118,6 +118,39 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The settings of `next` that differ from `self` and cannot change while the
+    /// server runs (sockets, threads, buffers and compression are set up at start).
+    pub(crate) fn fixed_changes(&self, next: &Config) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        macro_rules! fixed {
+            ($($f:ident),*) => {$(
+                if self.$f != next.$f {
+                    v.push(stringify!($f));
+                }
+            )*};
+        }
+        fixed!(
+            addr,
+            workers,
+            backend,
+            pin_cores,
+            first_core,
+            backlog,
+            nodelay,
+            uring_buffers,
+            uring_buffer_size,
+            recv_buffer_size,
+            deflate,
+            deflate_budget
+        );
+        if self.layer.is_some() != next.layer.is_some() {
+            v.push("layer (TLS on or off; its certificates may change)");
+        }
+        v
+    }
+}
+
 /// The setters a server's and a client's builder share (each has a `cfg: Config`).
 macro_rules! common_setters {
     () => {

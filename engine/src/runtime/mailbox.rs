@@ -35,6 +35,8 @@ pub(crate) enum Command {
     /// type (checked when posted).
     Run(Box<dyn Any + Send>),
     Connect(Box<super::request::Pending>),
+    /// New settings (those that may change while running).
+    Reconfigure(Arc<super::config::Config>),
     Shutdown {
         deadline: Instant,
     },
@@ -71,6 +73,7 @@ impl std::fmt::Debug for Command {
                 Verdict::Reject(r) => write!(f, "Upgrade({id}, reject {})", r.status),
             },
             Command::Run(_) => f.write_str("Run"),
+            Command::Reconfigure(_) => f.write_str("Reconfigure"),
             Command::Connect(_) => f.write_str("Connect"),
             Command::Shutdown { .. } => f.write_str("Shutdown"),
         }
@@ -139,9 +142,17 @@ pub(crate) struct Shared {
     pub(crate) subscribers: Mutex<HashMap<Arc<str>, usize>>,
     /// The workers' handler type: what posted tasks and deferred data must match.
     pub(crate) handler: TypeId,
+    /// The backpressure limit and `max_buffered` in force, for sends from other
+    /// threads (they may change while running).
+    pub(crate) send_limits: [AtomicUsize; 2],
 }
 
 impl Shared {
+    pub(crate) fn set_send_limits(&self, cfg: &super::config::Config) {
+        self.send_limits[0].store(cfg.backpressure_limit, Ordering::Relaxed);
+        self.send_limits[1].store(cfg.max_buffered, Ordering::Relaxed);
+    }
+
     pub(crate) fn new(workers: usize, handler: TypeId) -> Shared {
         Shared {
             mailboxes: (0..workers).map(|_| Arc::new(Mailbox::default())).collect(),
@@ -149,6 +160,7 @@ impl Shared {
             conns: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             subscribers: Mutex::default(),
             handler,
+            send_limits: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
     }
 

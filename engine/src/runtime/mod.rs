@@ -70,6 +70,7 @@ where
     H: Handler,
     F: Fn(usize) -> H + Send + Sync + 'static,
 {
+    shared.set_send_limits(&cfg);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<Backend>>();
     let mut threads = Vec::new();
@@ -172,12 +173,15 @@ impl Remote {
         let frame: Arc<[u8]> = Arc::from(ws::serialize(msg));
         let n = frame.len();
         let pending = mb.add_pending(n);
-        if pending > self.cfg.max_buffered {
+        let backpressure_limit =
+            self.shared.send_limits[0].load(std::sync::atomic::Ordering::Relaxed);
+        let max_buffered = self.shared.send_limits[1].load(std::sync::atomic::Ordering::Relaxed);
+        if pending > max_buffered {
             mb.sub_pending(n);
             return SendStatus::Dropped;
         }
         mb.post(mailbox::Command::Send { id, frame });
-        if pending > self.cfg.backpressure_limit || self.shared.is_congested(id) {
+        if pending > backpressure_limit || self.shared.is_congested(id) {
             SendStatus::Backpressure
         } else {
             SendStatus::Sent

@@ -144,6 +144,7 @@ impl Builder {
             inner: Arc::new(Inner {
                 addr,
                 backend,
+                config: Mutex::new(cfg.clone()),
                 remote: Remote { cfg, shared },
                 threads: Mutex::new(Vec::new()),
             }),
@@ -179,11 +180,30 @@ pub struct ServerHandle {
     inner: Arc<Inner>,
 }
 
+/// Settings that cannot change while the server runs, given to
+/// [`ServerHandle::reconfigure`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconfigureError(pub Vec<&'static str>);
+
+impl std::fmt::Display for ReconfigureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot change while running (restart to change): {}",
+            self.0.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for ReconfigureError {}
+
 #[derive(Debug)]
 struct Inner {
     addr: SocketAddr,
     backend: Backend,
     remote: Remote,
+    /// The configuration in force.
+    config: Mutex<Arc<Config>>,
     threads: Mutex<Vec<JoinHandle<io::Result<()>>>>,
 }
 
@@ -270,6 +290,50 @@ impl ServerHandle {
         f: impl FnOnce(&mut H, &mut WorkerCtx<'_, H::Data>) + Send + 'static,
     ) -> Result<(), PostError> {
         self.inner.remote.run::<H>(worker, Box::new(f))
+    }
+
+    /// The configuration in force (as last given to [`ServerHandle::reconfigure`]).
+    pub fn config(&self) -> Config {
+        (*self.current()).clone()
+    }
+
+    fn current(&self) -> Arc<Config> {
+        self.inner
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes settings while the server runs: `f` edits a copy of the configuration
+    /// in force; every worker takes the copy at its next loop iteration. What may
+    /// change: the limits (frame and message sizes, head limits), the Origin policy,
+    /// subprotocols, `max_connections`, the timeouts, `backpressure_limit`,
+    /// `max_buffered`, `read_throttle`, and the TLS certificates (a new
+    /// [`TlsAcceptor`](crate::tls::TlsAcceptor)'s factory in `layer`). New connections
+    /// get the new settings; open ones keep their frame and message limits and the
+    /// deadlines already set. Anything else changed is an error naming it, and nothing
+    /// is applied.
+    pub fn reconfigure(&self, f: impl FnOnce(&mut Config)) -> Result<(), ReconfigureError> {
+        let mut guard = self.inner.config.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**guard).clone();
+        f(&mut next);
+        next.max_buffered = next.max_buffered.max(next.backpressure_limit);
+        let fixed = guard.fixed_changes(&next);
+        if !fixed.is_empty() {
+            return Err(ReconfigureError(fixed));
+        }
+        let next = Arc::new(next);
+        let remote = &self.inner.remote;
+        remote.shared.set_send_limits(&next);
+        for w in 0..self.workers() {
+            remote.post(
+                w,
+                crate::runtime::mailbox::Command::Reconfigure(next.clone()),
+            );
+        }
+        *guard = next;
+        Ok(())
     }
 
     /// Graceful shutdown: stop accepting, close every connection with 1001, wait for

@@ -37,6 +37,10 @@ impl<H: Handler> Worker<H> {
                     }
                 }
                 Command::Connect(p) => self.start_connect(driver, *p),
+                Command::Reconfigure(cfg) => {
+                    self.rt.remote.cfg = cfg.clone();
+                    self.rt.cfg = cfg;
+                }
                 Command::Shutdown { deadline } => self.begin_shutdown(deadline),
             }
         }
