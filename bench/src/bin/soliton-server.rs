@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use soliton::proto::handshake::OriginPolicy;
+use soliton::proto::handshake::{HeadLimits, OriginPolicy};
 use soliton::proto::{Limits, Message};
 use soliton::server::{
-    Backend, DeflateConfig, DeflateMode, Handler, Reject, Server, UpgradeRequest, WebSocket,
+    Backend, Config, DeflateConfig, DeflateMode, Handler, Reject, Server, UpgradeRequest, WebSocket,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -17,7 +17,7 @@ enum DeflateArg {
     Dedicated,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// Send every message back to its sender.
     Echo,
@@ -33,6 +33,7 @@ enum Mode {
 #[command(
     name = "soliton-server",
     version,
+    args_override_self = true,
     after_help = "wss:// (TLS): give --tls-cert and --tls-key, or --tls-self-signed for a test.\n\
 A test certificate with openssl (then point clients at cert.pem, e.g. soliton-load --ca cert.pem):\n  \
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \\\n    \
@@ -155,6 +156,30 @@ struct Args {
     /// Seconds to wait for close handshakes on SIGINT/SIGTERM.
     #[arg(long, default_value_t = 2.0)]
     shutdown_grace: f64,
+    /// Seconds to wait for the peer's close frame after ours.
+    #[arg(long, default_value_t = 5.0)]
+    close_timeout: f64,
+    /// Listen backlog (pending connections the kernel queues per worker).
+    #[arg(long, default_value_t = 4096)]
+    backlog: i32,
+    /// Longest request line, in bytes (414 past it).
+    #[arg(long, default_value_t = 8 * 1024)]
+    max_request_line: usize,
+    /// Longest request head, request line and headers included, in bytes (431 past it).
+    #[arg(long, default_value_t = 16 * 1024)]
+    max_head: usize,
+    /// Most header fields in a request head (431 past it).
+    #[arg(long, default_value_t = 64)]
+    max_headers: usize,
+    /// Read settings from this TOML file first (flags given on the command line win).
+    /// Keys are the long flag names, e.g. `port = 9001`, `origin = ["https://a.example"]`,
+    /// `no-pin = true`. On SIGHUP the file is read again and what may change while
+    /// running is applied to new connections: limits, timeouts, Origin list,
+    /// subprotocols, max connections, backpressure limits, TLS certificates (settings
+    /// fixed at start, e.g. the port or threads, need a restart: the reload is then
+    /// refused as a whole, and says which).
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 struct App {
@@ -217,8 +242,159 @@ fn tls(a: &Args) -> Result<Option<soliton::tls::TlsAcceptor>, String> {
     TlsAcceptor::new(default, sni).map(Some).map_err(|e| e.0)
 }
 
+/// The engine's configuration the flags ask for (`tls`: the certificates loaded).
+fn config(a: &Args, tls: Option<&soliton::tls::TlsAcceptor>) -> Config {
+    let mut c = Config {
+        addr: std::net::SocketAddr::new(a.host, a.port),
+        backend: a.backend,
+        pin_cores: !a.no_pin,
+        first_core: a.first_core,
+        limits: Limits {
+            max_frame: a.max_frame,
+            max_message: a.max_message,
+        },
+        max_connections: a.max_connections,
+        handshake_timeout: secs(a.handshake_timeout),
+        idle_timeout: (a.idle_timeout > 0.0).then(|| secs(a.idle_timeout)),
+        close_timeout: secs(a.close_timeout),
+        backpressure_limit: a.backpressure,
+        max_buffered: a.max_buffered.max(a.backpressure),
+        backlog: a.backlog,
+        nodelay: !a.no_nodelay,
+        read_throttle: !a.no_read_throttle,
+        uring_buffers: a.uring_buffers.max(2),
+        uring_buffer_size: a.uring_buffer_size.max(512),
+        recv_buffer_size: a.recv_buffer.max(512),
+        layer: tls.map(|t| t.factory()),
+        deflate: DeflateConfig {
+            mode: match a.deflate {
+                DeflateArg::Off => DeflateMode::Off,
+                DeflateArg::Shared => DeflateMode::Shared,
+                DeflateArg::Dedicated => DeflateMode::Dedicated,
+            },
+            server_max_window_bits: a.deflate_window_bits,
+            client_max_window_bits: a.deflate_client_window_bits,
+            mem_level: a.deflate_mem_level,
+            threshold: a.deflate_threshold,
+        },
+        deflate_budget: a.deflate_budget,
+        ..Config::default()
+    };
+    if let Some(t) = a.threads {
+        c.workers = t.max(1);
+    }
+    c.handshake.protocols = a.protocols.clone();
+    if !a.origins.is_empty() {
+        c.handshake.origins = OriginPolicy::AllowList(a.origins.clone());
+    }
+    c.handshake.limits = HeadLimits {
+        max_request_line: a.max_request_line,
+        max_head: a.max_head,
+        max_headers: a.max_headers,
+    };
+    c
+}
+
+/// Why the flags could not be read.
+enum ArgsError {
+    /// clap's (usage, --help, --version included).
+    Flags(clap::Error),
+    /// The config file's.
+    File(String),
+}
+
+impl std::fmt::Display for ArgsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArgsError::Flags(e) => write!(f, "{}", e.to_string().trim_end()),
+            ArgsError::File(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The flags: the `--config` file's settings, then the command line's (which win).
+fn parse_args() -> Result<Args, ArgsError> {
+    let cli: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let file = config_file_arg(&cli);
+    let mut argv = vec![cli[0].clone()];
+    if let Some(f) = &file {
+        let file_args = config_file_args(f).map_err(ArgsError::File)?;
+        argv.extend(file_args.into_iter().map(Into::into));
+    }
+    argv.extend(cli[1..].iter().cloned());
+    Args::try_parse_from(argv).map_err(ArgsError::Flags)
+}
+
+/// The `--config FILE` given on the command line, if any.
+fn config_file_arg(cli: &[std::ffi::OsString]) -> Option<std::path::PathBuf> {
+    let mut it = cli.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--config" {
+            return it.next().map(Into::into);
+        }
+        if let Some(f) = a.strip_prefix("--config=") {
+            return Some(f.into());
+        }
+    }
+    None
+}
+
+/// A TOML file's settings as flags: `key = value` becomes `--key value` (`true`: the
+/// bare flag, `false`: nothing, an array: the flag once per element).
+fn config_file_args(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        if flag == "--config" {
+            return Err(format!(
+                "{}: a config file cannot name another",
+                path.display()
+            ));
+        }
+        let scalar = |v: &toml::Value| -> Result<String, String> {
+            match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Integer(i) => Ok(i.to_string()),
+                toml::Value::Float(f) => Ok(f.to_string()),
+                other => Err(format!(
+                    "{}: {key}: expected a string or a number, found {}",
+                    path.display(),
+                    other.type_str()
+                )),
+            }
+        };
+        match &value {
+            toml::Value::Boolean(true) => out.push(flag),
+            toml::Value::Boolean(false) => {}
+            toml::Value::Array(items) => {
+                for v in items {
+                    out.push(flag.clone());
+                    out.push(scalar(v)?);
+                }
+            }
+            v => {
+                out.push(flag);
+                out.push(scalar(v)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn main() {
-    let a = Args::parse();
+    let a = match parse_args() {
+        Ok(a) => a,
+        Err(ArgsError::Flags(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("soliton-server: {e}");
+            std::process::exit(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_max_level(a.log)
         .with_writer(std::io::stderr)
@@ -228,43 +404,6 @@ fn main() {
         raw_tcp(&a);
         return;
     }
-    let mut b = Server::builder()
-        .addr(std::net::SocketAddr::new(a.host, a.port))
-        .backend(a.backend)
-        .pin((!a.no_pin).then_some(a.first_core))
-        .limits(Limits {
-            max_frame: a.max_frame,
-            max_message: a.max_message,
-        })
-        .protocols(a.protocols.clone())
-        .max_connections(a.max_connections)
-        .handshake_timeout(secs(a.handshake_timeout))
-        .idle_timeout((a.idle_timeout > 0.0).then(|| secs(a.idle_timeout)))
-        .buffered_limits(a.backpressure, a.max_buffered);
-    b = b
-        .nodelay(!a.no_nodelay)
-        .read_throttle(!a.no_read_throttle)
-        .deflate(
-            DeflateConfig {
-                mode: match a.deflate {
-                    DeflateArg::Off => DeflateMode::Off,
-                    DeflateArg::Shared => DeflateMode::Shared,
-                    DeflateArg::Dedicated => DeflateMode::Dedicated,
-                },
-                server_max_window_bits: a.deflate_window_bits,
-                client_max_window_bits: a.deflate_client_window_bits,
-                mem_level: a.deflate_mem_level,
-                threshold: a.deflate_threshold,
-            },
-            a.deflate_budget,
-        );
-    b = b.receive_buffers(a.uring_buffers, a.uring_buffer_size, a.recv_buffer);
-    if let Some(t) = a.threads {
-        b = b.workers(t);
-    }
-    if !a.origins.is_empty() {
-        b = b.origins(OriginPolicy::AllowList(a.origins.clone()));
-    }
     let tls = match tls(&a) {
         Ok(t) => t,
         Err(e) => {
@@ -272,11 +411,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Some(t) = &tls {
-        b = b.tls(t);
-    }
     let mode = a.mode;
-    let server = match b.start(move |_| App { mode }) {
+    let server = match Server::builder()
+        .config(config(&a, tls.as_ref()))
+        .start(move |_| App { mode })
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("soliton-server: cannot start on {}:{}: {e}", a.host, a.port);
@@ -290,28 +429,93 @@ fn main() {
         server.backend(),
         a.mode
     );
-    wait_for_signal();
-    if let Err(e) = server.shutdown(secs(a.shutdown_grace)) {
+    let mut current = a;
+    while wait_for_signal(true) {
+        current = reload(&server, current);
+    }
+    if let Err(e) = server.shutdown(secs(current.shutdown_grace)) {
         eprintln!("soliton-server: {e}");
         std::process::exit(1);
     }
     eprintln!("soliton-server: stopped");
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() {
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]) {
+/// SIGHUP: reads the config file (and the command line) again and applies what may
+/// change while running; returns the flags in force.
+fn reload(server: &soliton::server::ServerHandle, old: Args) -> Args {
+    let new = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("soliton-server: SIGHUP: not reloaded: {e}");
+            return old;
+        }
+    };
+    let tls = match tls(&new) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("soliton-server: SIGHUP: not reloaded: TLS: {e}");
+            return old;
+        }
+    };
+    let mut next = config(&new, tls.as_ref());
+    let same_addr = (new.host, new.port) == (old.host, old.port);
+    let r = server.reconfigure(|c| {
+        if same_addr {
+            // the address in force is the bound one (port 0 picks one at start)
+            next.addr = c.addr;
+        }
+        next.workers = c.workers;
+        if new.threads != old.threads {
+            next.workers = new.threads.unwrap_or(0);
+        }
+        *c = next;
+    });
+    let mut ignored = Vec::new();
+    if new.mode != old.mode {
+        ignored.push("mode");
+    }
+    if new.log != old.log {
+        ignored.push("log");
+    }
+    match r {
+        Ok(()) if ignored.is_empty() => {
+            eprintln!("soliton-server: SIGHUP: reloaded");
+            new
+        }
+        Ok(()) => {
+            eprintln!(
+                "soliton-server: SIGHUP: reloaded ({} kept: restart to change)",
+                ignored.join(", ")
+            );
+            new
+        }
+        Err(e) => {
+            eprintln!("soliton-server: SIGHUP: not reloaded: {e}");
+            old
+        }
+    }
+}
+
+/// Blocks until SIGINT or SIGTERM (false) or, with `hup`, SIGHUP (true).
+fn wait_for_signal(hup: bool) -> bool {
+    let mut sigs = vec![signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+    if hup {
+        sigs.push(signal_hook::consts::SIGHUP);
+    }
+    let mut signals = match signal_hook::iterator::Signals::new(&sigs) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("soliton-server: cannot install signal handlers: {e}");
             std::process::exit(1);
         }
     };
-    if let Some(sig) = signals.forever().next() {
-        eprintln!("soliton-server: signal {sig}: closing connections (1001)");
+    match signals.forever().next() {
+        Some(signal_hook::consts::SIGHUP) => true,
+        Some(sig) => {
+            eprintln!("soliton-server: signal {sig}: closing connections (1001)");
+            false
+        }
+        None => false,
     }
 }
 
@@ -344,7 +548,7 @@ fn raw_tcp(a: &Args) {
         "soliton-server: listening on {} ({:?}, raw TCP echo)",
         server.addr, server.backend
     );
-    wait_for_signal();
+    wait_for_signal(false);
     if let Err(e) = server.stop() {
         eprintln!("soliton-server: {e}");
         std::process::exit(1);

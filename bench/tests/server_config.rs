@@ -1,0 +1,171 @@
+//! `soliton-server --config FILE`: settings read from a TOML file (the command line
+//! wins), and SIGHUP applying a changed file to new connections while the server runs;
+//! a change that needs a restart is refused and says so. Real processes on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The server process, killed when dropped; its standard error lines arrive on `lines`.
+struct Server {
+    child: Child,
+    lines: Receiver<String>,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_soliton-server"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("soliton-server starts");
+        let (tx, lines) = channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Server {
+            child,
+            lines,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let l = s.wait_line("listening on");
+        let at = l
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap();
+        s.addr = at.parse().expect("the address it listens on");
+        s
+    }
+
+    /// The next standard-error line containing `what`.
+    fn wait_line(&self, what: &str) -> String {
+        let end = Instant::now() + WAIT;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("soliton-server never printed {what:?}"),
+            }
+        }
+    }
+
+    fn hup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP");
+    }
+}
+
+/// The status of an upgrade request with this Origin.
+fn upgrade_status(addr: SocketAddr, origin: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Origin: {origin}\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "no status line");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&got);
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_config_file_is_read_and_sighup_applies_a_changed_one() {
+    let dir = std::env::temp_dir().join(format!("soliton-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("server.toml");
+    // port 1 in the file, port 0 on the command line: the command line wins
+    std::fs::write(
+        &file,
+        "port = 1\nthreads = 1\nno-pin = true\nbackend = \"epoll\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let server = Server::start(&["--config", path, "--port", "0"]);
+    assert_ne!(server.addr.port(), 1);
+    assert_eq!(upgrade_status(server.addr, "https://evil.example"), 101);
+
+    // an Origin allow-list, applied on SIGHUP to new connections
+    std::fs::write(
+        &file,
+        "port = 1\nthreads = 1\nno-pin = true\nbackend = \"epoll\"\n\
+         origin = [\"https://good.example\"]\nmax-message = 100\n",
+    )
+    .unwrap();
+    server.hup();
+    server.wait_line("SIGHUP: reloaded");
+    assert_eq!(upgrade_status(server.addr, "https://evil.example"), 403);
+    assert_eq!(upgrade_status(server.addr, "https://good.example"), 101);
+
+    // a setting fixed at start: refused as a whole, the policy in force stays
+    std::fs::write(
+        &file,
+        "port = 1\nthreads = 3\nno-pin = true\nbackend = \"epoll\"\n",
+    )
+    .unwrap();
+    server.hup();
+    let l = server.wait_line("SIGHUP: not reloaded");
+    assert!(l.contains("workers"), "{l}");
+    assert_eq!(upgrade_status(server.addr, "https://evil.example"), 403);
+
+    // a broken file: refused, the server goes on
+    std::fs::write(&file, "port = \n").unwrap();
+    server.hup();
+    server.wait_line("SIGHUP: not reloaded");
+    assert_eq!(upgrade_status(server.addr, "https://good.example"), 101);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_config_file_is_a_clear_error_at_start() {
+    let dir = std::env::temp_dir().join(format!("soliton-config-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "max-message = \"lots\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_soliton-server"))
+        .args(["--config", file.to_str().unwrap(), "--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max-message"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_soliton-server"))
+        .args(["--config", dir.join("missing.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
