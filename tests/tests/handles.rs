@@ -521,3 +521,73 @@ fn reconfigure_changes_origins_and_limits_for_new_connections_and_refuses_fixed_
         assert_eq!(server.config().limits.max_message, 100);
     });
 }
+
+/// The client's side: reports opens and closes.
+struct ClientSide {
+    tx: Sender<Ev>,
+}
+
+impl Handler for ClientSide {
+    type Data = ();
+    fn on_open(&mut self, ws: &mut WebSocket<'_, ()>) {
+        let _ = self.tx.send(Ev::Open(ws.id()));
+    }
+    fn on_message(&mut self, _ws: &mut WebSocket<'_, ()>, _msg: Message<'_>) {}
+    fn on_close(&mut self, id: ConnId, _data: (), info: CloseInfo<'_>) {
+        let _ = self.tx.send(Ev::Closed(
+            id,
+            info.code.get(),
+            info.reason.into(),
+            info.was_clean,
+        ));
+    }
+}
+
+#[test]
+fn the_client_handle_closes_and_terminates_by_id_and_runs_tasks() {
+    for_each_backend(|backend| {
+        let server = TestServer::start(builder(backend), |_| soliton_tests::Echo);
+        let (tx, rx) = channel();
+        let tx = Mutex::new(tx);
+        let client = soliton_tests::client_builder(backend)
+            .start(move |_| ClientSide {
+                tx: tx.lock().unwrap().clone(),
+            })
+            .unwrap();
+        let url = server.url("/");
+        for _ in 0..2 {
+            let req = soliton::client::ConnectRequest::new(&url).unwrap();
+            assert!(client.connect(req, ()));
+        }
+        let Ev::Open(a) = wait_for(&rx, "open a") else {
+            panic!()
+        };
+        let Ev::Open(b) = wait_for(&rx, "open b") else {
+            panic!()
+        };
+        eventually("2 client connections", || client.connections() == vec![2]);
+        assert!(client.close(a, CloseCode::new(4002).unwrap(), "client says bye"));
+        assert!(client.terminate(b));
+        let mut got = vec![wait_for(&rx, "close"), wait_for(&rx, "close")];
+        got.sort_by_key(|e| match e {
+            Ev::Closed(id, ..) => *id,
+            _ => panic!("unexpected {e:?}"),
+        });
+        let mut want = vec![
+            Ev::Closed(a, 4002, "client says bye".into(), true),
+            Ev::Closed(b, 1006, String::new(), false),
+        ];
+        want.sort_by_key(|e| match e {
+            Ev::Closed(id, ..) => *id,
+            _ => unreachable!(),
+        });
+        assert_eq!(got, want);
+        client
+            .post::<ClientSide>(0, |h, ctx| {
+                let _ = h.tx.send(Ev::Ran(ctx.worker()));
+            })
+            .unwrap();
+        assert_eq!(wait_for(&rx, "the task"), Ev::Ran(0));
+        client.shutdown(Duration::from_millis(200)).unwrap();
+    });
+}

@@ -36,9 +36,11 @@ use std::time::Duration;
 pub use crate::proto::deflate::{ClientOffer, ClientWindowOffer, DeflateConfig, DeflateMode};
 
 use crate::layer::LayerFactory;
+use crate::proto::close::CloseCode;
 use crate::proto::conn::{Limits, Message};
-use crate::runtime::mailbox::{Command, Shared};
+use crate::runtime::mailbox::{Command, ConnOp, Shared};
 use crate::runtime::request::Pending;
+use crate::runtime::PostError;
 use crate::runtime::Remote;
 use crate::runtime::{Backend, Config};
 pub use crate::runtime::{
@@ -168,6 +170,32 @@ impl<D: Send + 'static> ClientHandle<D> {
     /// Sends a message to one connection, as `ServerHandle::send` does.
     pub fn send(&self, id: ConnId, msg: Message<'_>) -> SendStatus {
         self.remote.send(id, msg)
+    }
+
+    /// Starts the close handshake of connection `id` (as `ServerHandle::close`).
+    pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> bool {
+        self.remote
+            .conn_op(id, ConnOp::Close(code, Box::from(reason)))
+    }
+
+    /// Drops connection `id` at once, without a close handshake.
+    pub fn terminate(&self, id: ConnId) -> bool {
+        self.remote.conn_op(id, ConnOp::Terminate)
+    }
+
+    /// Connections held by each worker (every state).
+    pub fn connections(&self) -> Vec<usize> {
+        self.remote.connections()
+    }
+
+    /// Runs `f` on worker `worker`'s thread with its handler and context (as
+    /// `ServerHandle::post`).
+    pub fn post<H: Handler<Data = D>>(
+        &self,
+        worker: usize,
+        f: impl FnOnce(&mut H, &mut WorkerCtx<'_, D>) + Send + 'static,
+    ) -> Result<(), PostError> {
+        self.remote.run::<H>(worker, Box::new(f))
     }
 
     /// Closes every connection (1001), waits for the close handshakes up to `grace`,
