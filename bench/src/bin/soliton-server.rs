@@ -1,13 +1,14 @@
 //! `soliton-server`: the standalone WebSocket server (echo or broadcast), for
-//! benchmarks and conformance runs.
+//! benchmarks and conformance runs, and a chat server with its page for browsers.
 
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use soliton::proto::handshake::{HeadLimits, OriginPolicy};
+use soliton::proto::handshake::{HeadLimits, OriginPolicy, Request};
 use soliton::proto::{Limits, Message};
 use soliton::server::{
-    Backend, Config, DeflateConfig, DeflateMode, Handler, Reject, Server, UpgradeRequest, WebSocket,
+    Backend, Builder, Config, DeflateConfig, DeflateMode, Handler, HttpResponse, Reject, Server,
+    ServerHandle, UpgradeRequest, WebSocket,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -26,9 +27,15 @@ enum Mode {
     /// Benchmark ceiling: a raw TCP echo (no WebSocket) on the same drivers, buffers
     /// and write batching, without the protocol.
     RawTcp,
+    /// Chat rooms for browsers: GET / serves a chat page; a WebSocket joins the room
+    /// of its URL's ?room=NAME (a topic; ?name=NAME names the sender), subprotocol
+    /// "chat"; text goes to everyone in the room as "NAME: TEXT", binary comes back to
+    /// its sender.
+    Chat,
 }
 
-/// A Soliton WebSocket server: echo or broadcast, on io_uring or epoll, ws:// or wss://.
+/// A Soliton WebSocket server: echo, broadcast or chat rooms (with a page for browsers),
+/// on io_uring or epoll, ws:// or wss://.
 #[derive(Debug, Parser)]
 #[command(
     name = "soliton-server",
@@ -204,8 +211,160 @@ impl Handler for App {
             Mode::Echo => {
                 ws.send(msg);
             }
-            Mode::Broadcast | Mode::RawTcp => ws.publish("all", msg),
+            Mode::Broadcast | Mode::RawTcp | Mode::Chat => ws.publish("all", msg),
         }
+    }
+}
+
+/// `--mode chat`'s page (the engine's chat example serves the same file).
+const CHAT_PAGE: &str = include_str!("../../../engine/examples/chat.html");
+
+/// `--mode chat`: rooms as topics. A connection joins the room its upgrade URL names
+/// (`/chat?room=lobby&name=ada`); its text messages are published to the room as
+/// `NAME: TEXT` (so they reach the sender too), its binary messages are echoed to it
+/// alone. Plain GET `/` (or `/chat`) answers the chat page.
+struct Chat {
+    /// Scratch for the `NAME: TEXT` line (one per worker, reused).
+    line: String,
+    /// To announce a departure (`on_close` has no connection left to publish from).
+    server: ServerHandle,
+}
+
+/// A chat connection: its room's topic and its name.
+struct Member {
+    /// `room:` and the room's name.
+    topic: String,
+    name: String,
+}
+
+impl Handler for Chat {
+    type Data = Member;
+
+    fn on_http(&mut self, req: &Request<'_>) -> HttpResponse {
+        match (req.method(), req.path()) {
+            ("GET", "/" | "/chat") => HttpResponse {
+                status: 200,
+                headers: vec![
+                    ("Content-Type".into(), "text/html; charset=utf-8".into()),
+                    ("Cache-Control".into(), "no-store".into()),
+                ],
+                body: CHAT_PAGE.into(),
+            },
+            ("GET", _) => HttpResponse::new(404, "not found: the chat page is at /\n"),
+            _ => HttpResponse::new(405, "GET only\n"),
+        }
+    }
+
+    fn on_upgrade(&mut self, req: &UpgradeRequest<'_, '_>) -> Result<Member, Reject> {
+        let query = req.request.query().unwrap_or("");
+        let room = chat_param(query, "room", "lobby", 64)?;
+        let name = chat_param(query, "name", "guest", 32)?;
+        if req.protocol().is_none() {
+            // offered by the page; a client that offers none is still let in
+            req.select_protocol("chat");
+        }
+        Ok(Member {
+            topic: format!("room:{room}"),
+            name,
+        })
+    }
+
+    fn on_open(&mut self, ws: &mut WebSocket<'_, Member>) {
+        let m = ws.data();
+        let topic = std::mem::take(&mut m.topic);
+        self.line.clear();
+        self.line.push_str("* ");
+        self.line.push_str(&m.name);
+        self.line.push_str(" joined ");
+        self.line.push_str(&topic["room:".len()..]);
+        ws.subscribe(&topic);
+        ws.publish(&topic, Message::Text(&self.line));
+        ws.data().topic = topic;
+    }
+
+    fn on_message(&mut self, ws: &mut WebSocket<'_, Member>, msg: Message<'_>) {
+        match msg {
+            Message::Text(text) => {
+                let m = ws.data();
+                let topic = std::mem::take(&mut m.topic);
+                self.line.clear();
+                self.line.push_str(&m.name);
+                self.line.push_str(": ");
+                self.line.push_str(text);
+                ws.publish(&topic, Message::Text(&self.line));
+                ws.data().topic = topic;
+            }
+            Message::Binary(_) => {
+                ws.send(msg);
+            }
+        }
+    }
+
+    fn on_close(
+        &mut self,
+        _id: soliton::server::ConnId,
+        m: Member,
+        _info: soliton::server::CloseInfo<'_>,
+    ) {
+        if !m.topic.is_empty() {
+            let line = format!("* {} left {}", m.name, &m.topic["room:".len()..]);
+            self.server.publish(&m.topic, Message::Text(&line));
+        }
+    }
+}
+
+/// The query parameter `key`, percent-decoded, or `default` when absent or empty: at
+/// most `max` characters and no control characters (400 otherwise).
+fn chat_param(query: &str, key: &str, default: &str, max: usize) -> Result<String, Reject> {
+    let raw = query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    });
+    let value = match raw {
+        None | Some("") => return Ok(default.to_owned()),
+        Some(v) => percent_decode(v),
+    };
+    match value {
+        Some(v) if v.chars().count() <= max && !v.chars().any(char::is_control) => Ok(v),
+        _ => Err(Reject::new(
+            400,
+            format!(
+                "{key}: at most {max} characters (UTF-8, percent-encoded), no control characters\n"
+            ),
+        )),
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding (`+` is a space); `None` for a bad
+/// escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Starts the workers with the handler `mode` asks for.
+fn start(b: Builder, mode: Mode) -> std::io::Result<ServerHandle> {
+    match mode {
+        Mode::Chat => b.start_with(|_, server| Chat {
+            line: String::new(),
+            server: server.clone(),
+        }),
+        _ => b.start(move |_| App { mode }),
     }
 }
 
@@ -412,10 +571,7 @@ fn main() {
         }
     };
     let mode = a.mode;
-    let server = match Server::builder()
-        .config(config(&a, tls.as_ref()))
-        .start(move |_| App { mode })
-    {
+    let server = match start(Server::builder().config(config(&a, tls.as_ref())), mode) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("soliton-server: cannot start on {}:{}: {e}", a.host, a.port);
@@ -429,6 +585,13 @@ fn main() {
         server.backend(),
         a.mode
     );
+    if let Mode::Chat = a.mode {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        eprintln!(
+            "soliton-server: chat page at {scheme}://{}/",
+            server.local_addr()
+        );
+    }
     let mut current = a;
     while wait_for_signal(true) {
         current = reload(&server, current);
@@ -442,7 +605,7 @@ fn main() {
 
 /// SIGHUP: reads the config file (and the command line) again and applies what may
 /// change while running; returns the flags in force.
-fn reload(server: &soliton::server::ServerHandle, old: Args) -> Args {
+fn reload(server: &ServerHandle, old: Args) -> Args {
     let new = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -552,5 +715,33 @@ fn raw_tcp(a: &Args) {
     if let Err(e) = server.stop() {
         eprintln!("soliton-server: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decode_is_form_decoding_and_refuses_bad_input() {
+        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("caf%C3%A9").as_deref(), Some("café"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("50%"), None);
+        assert_eq!(percent_decode("%ff"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn chat_room_and_name_come_from_the_query_with_defaults_and_limits() {
+        let q = "name=ada+l&room=r%C3%A9d&x=1";
+        assert_eq!(chat_param(q, "room", "lobby", 64).unwrap(), "réd");
+        assert_eq!(chat_param(q, "name", "guest", 32).unwrap(), "ada l");
+        assert_eq!(chat_param("", "room", "lobby", 64).unwrap(), "lobby");
+        assert_eq!(chat_param("room=", "room", "lobby", 64).unwrap(), "lobby");
+        assert_eq!(chat_param("room=é", "room", "lobby", 1).unwrap(), "é");
+        for bad in ["room=ab", "room=a%0Ab", "room=%e9"] {
+            let e = chat_param(bad, "room", "lobby", 1).unwrap_err();
+            assert_eq!(e.status, 400, "{bad}");
+        }
     }
 }
