@@ -29,9 +29,13 @@
 //! * `tls` (feature `tls`, on by default): `wss://` with rustls as a layer.
 //! * [`server`] and [`client`]: the two roles, on the same workers, drivers and
 //!   [`server::Handler`].
+//! * `bridge` (feature `tokio`, off by default): an application on tokio awaits
+//!   connection events and sends with backpressure, through the workers' mailboxes.
 #![warn(missing_docs)]
 
 mod bits;
+#[cfg(feature = "tokio")]
+pub mod bridge;
 pub mod client;
 pub mod driver;
 pub mod layer;

@@ -390,3 +390,52 @@ fn without_read_throttle_the_queue_grows_past_the_limit() {
         );
     });
 }
+
+/// Logs each message; "pause" pauses the connection, and a timer resumes it 100 ms
+/// later (logging "resume" first).
+struct Pauser {
+    tx: Sender<String>,
+}
+
+impl Handler for Pauser {
+    type Data = ();
+    fn on_upgrade(&mut self, _req: &UpgradeRequest<'_, '_>) -> Result<(), Reject> {
+        Ok(())
+    }
+    fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, msg: Message<'_>) {
+        let text = String::from_utf8_lossy(msg.as_bytes()).into_owned();
+        if text == "pause" {
+            ws.pause();
+            let id = ws.id();
+            ws.set_timer::<Pauser>(std::time::Duration::from_millis(100), move |h, ctx| {
+                let _ = h.tx.send("resume".into());
+                ctx.with(id, |ws| ws.resume());
+            });
+        }
+        let _ = self.tx.send(text);
+    }
+}
+
+/// `pause()` takes effect at once: the messages that came in the same read as the one
+/// being handled wait for `resume()` (in order), so a handler that pauses holds at most
+/// the message it was given.
+#[test]
+fn pause_stops_delivery_at_once_and_resume_delivers_the_rest_in_order() {
+    for_each_backend(|backend| {
+        let (tx, rx) = channel();
+        let server = TestServer::start(builder(backend), move |_| Pauser { tx: tx.clone() });
+        let mut ws = RawWs::connect(server.addr());
+        // three messages in one write: one read on the server
+        let mut bytes = ws.masked_frame(true, op::TEXT, b"pause");
+        bytes.extend(ws.masked_frame(true, op::TEXT, b"a"));
+        bytes.extend(ws.masked_frame(true, op::TEXT, b"b"));
+        ws.send_raw(&bytes);
+        let log: Vec<String> = (0..4)
+            .map(|_| {
+                rx.recv_timeout(IO_TIMEOUT)
+                    .expect("a message or the resume")
+            })
+            .collect();
+        assert_eq!(log, ["pause", "resume", "a", "b"]);
+    });
+}

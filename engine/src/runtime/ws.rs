@@ -368,7 +368,9 @@ impl<D> WebSocket<'_, D> {
     }
 
     /// Stops reading from this connection (TCP's window then slows the peer) until
-    /// [`WebSocket::resume`]. Messages already received are still delivered.
+    /// [`WebSocket::resume`]. It takes effect at once: no further message of this
+    /// connection is delivered, even one already received (that waits, in order, for
+    /// the resume), so a handler that pauses holds at most the message it was given.
     pub fn pause(&mut self) {
         self.ctx.set_paused(true)
     }

@@ -66,6 +66,12 @@ pub struct Builder {
 impl Builder {
     crate::runtime::config::common_setters!();
 
+    /// The configuration as built so far (the bridge reads its limits).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
     /// Address to listen on (port 0 picks a free one).
     pub fn addr(mut self, addr: SocketAddr) -> Self {
         self.cfg.addr = addr;

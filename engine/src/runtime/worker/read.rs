@@ -185,6 +185,11 @@ impl<H: Handler> Worker<H> {
                 pos = buf.len();
                 break;
             };
+            if slot.flags.paused() {
+                // the handler paused reading (in a callback just now): what is left
+                // waits in the carry, in order, until it resumes
+                break;
+            }
             self.rt.ctl.clear();
             let r = if slot.deflate == 0 || !slot.proto.may_inflate(&buf[pos..]) {
                 slot.proto
