@@ -29,12 +29,17 @@
 //! * `tls` (feature `tls`, on by default): `wss://` with rustls as a layer.
 //! * [`server`] and [`client`]: the two roles, on the same workers, drivers and
 //!   [`server::Handler`].
+//! * [`metrics`]: counters per worker (connections, handshakes by status, messages and
+//!   bytes, backpressure, drops, close codes) in the Prometheus text format, and a
+//!   small `/metrics` endpoint. Logs are [`tracing`] events: each rejected handshake
+//!   and each close at `debug`, nothing per message.
 #![warn(missing_docs)]
 
 mod bits;
 pub mod client;
 pub mod driver;
 pub mod layer;
+pub mod metrics;
 pub mod pool;
 pub mod proto;
 mod runtime;

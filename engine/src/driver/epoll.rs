@@ -420,8 +420,8 @@ impl Epoll {
             let res = if let Some(carry) = sink.carry(t) {
                 // a partial frame is pending: read straight in behind it, no copy
                 let r = sys::read_onto(fd, carry, chunk);
-                if matches!(r, Ok(n) if n > 0) {
-                    sink.received_in_carry(t);
+                if let Ok(n @ 1..) = r {
+                    sink.received_in_carry(t, n);
                 }
                 r
             } else {
@@ -477,7 +477,9 @@ impl Epoll {
                     let peer = sys::peer_addr(fd.as_raw_fd());
                     match self.insert(fd, false) {
                         Ok(t) => sink.accepted(t, peer),
-                        Err(e) => eprintln!("soliton: epoll register: {e}"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "epoll register failed: connection dropped")
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -502,13 +504,13 @@ impl Epoll {
                         }
                         return;
                     }
-                    eprintln!("soliton: accept: {e} (connections dropped)");
+                    tracing::warn!(error = %e, "accept: out of descriptors (connections dropped)");
                     return;
                 }
                 // ECONNABORTED and friends: that connection is gone, try the next
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
                 Err(e) => {
-                    eprintln!("soliton: accept: {e}");
+                    tracing::warn!(error = %e, "accept failed");
                     return;
                 }
             }

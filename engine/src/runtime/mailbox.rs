@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     /// Connections over their backpressure limit, for handles on other threads
     /// (updated when a connection crosses the limit, not per message).
     pub(crate) congested: Mutex<std::collections::HashSet<ConnId>>,
+    /// Each worker's counters (written by that worker only).
+    pub(crate) metrics: Vec<Arc<crate::metrics::WorkerMetrics>>,
 }
 
 impl Shared {
@@ -88,6 +90,7 @@ impl Shared {
         Shared {
             mailboxes: (0..workers).map(|_| Arc::new(Mailbox::default())).collect(),
             congested: Mutex::default(),
+            metrics: (0..workers).map(|_| Arc::default()).collect(),
         }
     }
 

@@ -190,6 +190,10 @@ impl Remote {
         }
     }
 
+    pub(crate) fn metrics_reader(&self) -> crate::metrics::Reader {
+        crate::metrics::Reader::new(self.shared.metrics.clone())
+    }
+
     pub(crate) fn shutdown(&self, grace: std::time::Duration) {
         let deadline = std::time::Instant::now() + grace;
         for mb in &self.shared.mailboxes {

@@ -42,6 +42,8 @@ pub(crate) struct Rt {
     pub(crate) codecs: super::deflate::Codecs,
     /// Scratch: the receivers of a publish.
     pub(crate) fanout: Vec<usize>,
+    /// This worker's counters (`shared.metrics[index]`, without the lookup).
+    pub(crate) metrics: Arc<crate::metrics::WorkerMetrics>,
 }
 
 impl Rt {
@@ -79,6 +81,7 @@ impl Rt {
             })),
             data,
         });
+        self.metrics.connections_open.add(1);
         if let Some(slot) = slots.get_mut(idx) {
             self.timers
                 .arm(&mut slot.timer, &mut slot.sched, at, idx, seq);

@@ -117,7 +117,7 @@ impl Builder {
     {
         let mut cfg = self.cfg;
         let (backend, why) = cfg.backend.resolve().map_err(io::Error::other)?;
-        eprintln!("soliton: backend {} ({why})", backend.name());
+        tracing::info!(backend = backend.name(), why, "backend chosen");
         cfg.backend = backend;
         // The first listener fixes the port (port 0 picks one); the rest share it.
         let first = driver::listener(cfg.addr, cfg.backlog)?;
@@ -179,6 +179,17 @@ impl ServerHandle {
     /// pushed past `max_buffered` is dropped, as with `send`.
     pub fn send(&self, id: ConnId, msg: Message<'_>) -> SendStatus {
         self.remote.send(id, msg)
+    }
+
+    /// Every worker's counters now (see [`crate::metrics`]).
+    pub fn metrics(&self) -> crate::metrics::Snapshot {
+        self.remote.metrics_reader().snapshot()
+    }
+
+    /// A reader of the counters for other threads (e.g. [`crate::metrics::serve`]);
+    /// it stays valid after the server stopped (the counts then stay as they were).
+    pub fn metrics_reader(&self) -> crate::metrics::Reader {
+        self.remote.metrics_reader()
     }
 
     /// Graceful shutdown: stop accepting, close every connection with 1001, wait for
