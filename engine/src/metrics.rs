@@ -29,9 +29,9 @@
 //! | `handshakes{status}` | answers to requests on the WebSocket port, by HTTP status: 101 for an upgrade, the status of each refusal (the engine's: 400, 403, 405, 408, 414, 426, 431, 503, 505; the application's: any) and of each plain HTTP answer (`on_http`) |
 //! | `messages_in` / `messages_out` | whole data messages received / queued for sending (publishes: once per receiver; control frames not counted) |
 //! | `bytes_in` / `bytes_out` | bytes read from / written to the sockets (after TLS: what went over TCP) |
-//! | `backpressure_events` | times a connection crossed its backpressure limit (a send that reported `Backpressure` while the one before it did not; `on_drain` re-arms it) |
+//! | `backpressure_events` | times a connection crossed its backpressure limit: its first send that reported `Backpressure` since it last drained (`on_drain`) |
 //! | `slow_consumer_drops` | connections dropped for having more than `max_buffered` bytes queued |
-//! | `closes{code}` | connections that ended after opening, by the code `on_close` got (1005 none, 1006 abnormal); 3000-3999 and 4000-4999 each share one series |
+//! | `closes{code}` | connections that ended with `on_close` (a server's: after opening; a client's: every connect), by the code it got (1005 none, 1006 abnormal); 3000-3999 and 4000-4999 each share one series |
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
