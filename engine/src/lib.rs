@@ -31,6 +31,10 @@
 //!   [`server::Handler`].
 //! * `bridge` (feature `tokio`, off by default): an application on tokio awaits
 //!   connection events and sends with backpressure, through the workers' mailboxes.
+//! * [`metrics`]: counters per worker (connections, handshakes by status, messages and
+//!   bytes, backpressure, drops, close codes) in the Prometheus text format, and a
+//!   small `/metrics` endpoint. Logs are [`tracing`] events: each rejected handshake
+//!   and each close at `debug`, nothing per message.
 #![warn(missing_docs)]
 
 mod bits;
@@ -39,6 +43,7 @@ pub mod bridge;
 pub mod client;
 pub mod driver;
 pub mod layer;
+pub mod metrics;
 pub mod pool;
 pub mod proto;
 mod runtime;

@@ -155,11 +155,18 @@ struct Args {
     /// With --tls-self-signed: write the certificate made (PEM) to this file.
     #[arg(long, requires = "tls_self_signed")]
     tls_self_signed_out: Option<std::path::PathBuf>,
-    /// Log level of the engine's events on standard error: error, warn, info, debug
-    /// (each failed handshake, TLS failure and dropped connection, with the reason) or
-    /// trace.
+    /// Log level of the engine's events on standard error: error, warn (accept
+    /// failures), info (the backend chosen and why), debug (each refused handshake
+    /// with its status and reason, each close with its code and reason, each TLS
+    /// failure and dropped connection) or trace. Nothing is logged per message.
     #[arg(long, default_value = "warn")]
     log: tracing::Level,
+    /// Serve the engine's counters (connections, handshakes by status, messages and
+    /// bytes, backpressure, slow-consumer drops, close codes; per worker) in the
+    /// Prometheus text format at http://ADDR/metrics, e.g. 127.0.0.1:9090 (port 0
+    /// picks one; the address is printed). Not with --mode raw-tcp.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Seconds to wait for close handshakes on SIGINT/SIGTERM.
     #[arg(long, default_value_t = 2.0)]
     shutdown_grace: f64,
@@ -560,6 +567,10 @@ fn main() {
         .with_target(false)
         .init();
     if let Mode::RawTcp = a.mode {
+        if a.metrics.is_some() {
+            eprintln!("soliton-server: --metrics is not available with --mode raw-tcp");
+            std::process::exit(2);
+        }
         raw_tcp(&a);
         return;
     }
@@ -592,9 +603,29 @@ fn main() {
             server.local_addr()
         );
     }
+
+    let exporter = a.metrics.map(|addr| {
+        let reader = server.metrics_reader();
+        match soliton::metrics::serve(addr, move || reader.snapshot().to_prometheus()) {
+            Ok(e) => {
+                eprintln!(
+                    "soliton-server: metrics on http://{}/metrics",
+                    e.local_addr()
+                );
+                e
+            }
+            Err(e) => {
+                eprintln!("soliton-server: cannot serve metrics on {addr}: {e}");
+                std::process::exit(1);
+            }
+        }
+    });
     let mut current = a;
     while wait_for_signal(true) {
         current = reload(&server, current);
+    }
+    if let Some(e) = exporter {
+        e.stop();
     }
     if let Err(e) = server.shutdown(secs(current.shutdown_grace)) {
         eprintln!("soliton-server: {e}");

@@ -198,6 +198,17 @@ impl<D: Send + 'static> ClientHandle<D> {
         self.remote.run::<H>(worker, Box::new(f))
     }
 
+    /// Every worker's counters now, as `ServerHandle::metrics` (no handshake statuses or
+    /// accepts on a client).
+    pub fn metrics(&self) -> crate::metrics::Snapshot {
+        self.remote.metrics_reader().snapshot()
+    }
+
+    /// A reader of the counters for other threads.
+    pub fn metrics_reader(&self) -> crate::metrics::Reader {
+        self.remote.metrics_reader()
+    }
+
     /// Closes every connection (1001), waits for the close handshakes up to `grace`,
     /// then stops the workers.
     pub fn shutdown(self, grace: Duration) -> io::Result<()> {

@@ -315,7 +315,10 @@ impl Epoll {
     }
 
     pub(super) fn dispatch<S: Sink>(&mut self, sink: &mut S) {
-        for d in std::mem::take(&mut self.done) {
+        // the list is kept between iterations (taking it each time cost an allocation
+        // per loop iteration: about 100 instructions per 20 B echo, callgrind)
+        let mut done = std::mem::take(&mut self.done);
+        for d in done.drain(..) {
             match d {
                 Done::Sent(t, n) => {
                     if self.sock(t).is_some() {
@@ -329,6 +332,9 @@ impl Epoll {
                 }
                 Done::Resume(t) => self.read(t, true, sink),
             }
+        }
+        if self.done.is_empty() {
+            self.done = done;
         }
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for ev in events.iter() {
@@ -420,8 +426,8 @@ impl Epoll {
             let res = if let Some(carry) = sink.carry(t) {
                 // a partial frame is pending: read straight in behind it, no copy
                 let r = sys::read_onto(fd, carry, chunk);
-                if matches!(r, Ok(n) if n > 0) {
-                    sink.received_in_carry(t);
+                if let Ok(n @ 1..) = r {
+                    sink.received_in_carry(t, n);
                 }
                 r
             } else {
@@ -477,7 +483,9 @@ impl Epoll {
                     let peer = sys::peer_addr(fd.as_raw_fd());
                     match self.insert(fd, false) {
                         Ok(t) => sink.accepted(t, peer),
-                        Err(e) => eprintln!("soliton: epoll register: {e}"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "epoll register failed: connection dropped")
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -502,13 +510,13 @@ impl Epoll {
                         }
                         return;
                     }
-                    eprintln!("soliton: accept: {e} (connections dropped)");
+                    tracing::warn!(error = %e, "accept: out of descriptors (connections dropped)");
                     return;
                 }
                 // ECONNABORTED and friends: that connection is gone, try the next
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
                 Err(e) => {
-                    eprintln!("soliton: accept: {e}");
+                    tracing::warn!(error = %e, "accept failed");
                     return;
                 }
             }

@@ -185,9 +185,9 @@ pub trait Sink {
         let _ = token;
         None
     }
-    /// Bytes were read into the end of the buffer [`Sink::carry`] returned.
-    fn received_in_carry(&mut self, token: Token) {
-        let _ = token;
+    /// `n` bytes were read into the end of the buffer [`Sink::carry`] returned.
+    fn received_in_carry(&mut self, token: Token, n: usize) {
+        let _ = (token, n);
     }
     /// The socket about to be received from may be written to at once, with `w`, until
     /// this is called again with `None` (epoll; io_uring never offers it). A sink that

@@ -636,6 +636,10 @@ impl Uring {
         } else if res == -libc::EMFILE || res == -libc::ENFILE {
             // out of descriptors: retry later instead of spinning
             self.accept_again = Some(Instant::now() + EMFILE_BACKOFF);
+            tracing::warn!(
+                error = %io::Error::from_raw_os_error(-res),
+                "accept: out of descriptors (retrying shortly)"
+            );
         }
         if !cqueue::more(flags) {
             self.accept_armed = false;

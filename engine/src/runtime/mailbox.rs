@@ -135,9 +135,6 @@ pub(crate) struct Shared {
     /// Connections over their backpressure limit, for handles on other threads
     /// (updated when a connection crosses the limit, not per message).
     pub(crate) congested: Mutex<std::collections::HashSet<ConnId>>,
-    /// Connections held by each worker (every state), stored by the worker when the
-    /// number changes.
-    pub(crate) conns: Vec<AtomicUsize>,
     /// Subscribers of each topic over all workers (topics with none are removed).
     pub(crate) subscribers: Mutex<HashMap<Arc<str>, usize>>,
     /// The workers' handler type: what posted tasks and deferred data must match.
@@ -145,6 +142,8 @@ pub(crate) struct Shared {
     /// The backpressure limit and `max_buffered` in force, for sends from other
     /// threads (they may change while running).
     pub(crate) send_limits: [AtomicUsize; 2],
+    /// Each worker's counters (written by that worker only).
+    pub(crate) metrics: Vec<Arc<crate::metrics::WorkerMetrics>>,
 }
 
 impl Shared {
@@ -157,10 +156,10 @@ impl Shared {
         Shared {
             mailboxes: (0..workers).map(|_| Arc::new(Mailbox::default())).collect(),
             congested: Mutex::default(),
-            conns: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             subscribers: Mutex::default(),
             handler,
             send_limits: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            metrics: (0..workers).map(|_| Arc::default()).collect(),
         }
     }
 

@@ -210,9 +210,9 @@ impl Remote {
 
     pub(crate) fn connections(&self) -> Vec<usize> {
         self.shared
-            .conns
+            .metrics
             .iter()
-            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|m| m.connections_open.get() as usize)
             .collect()
     }
 
@@ -224,6 +224,10 @@ impl Remote {
             }
             _ => false,
         }
+    }
+
+    pub(crate) fn metrics_reader(&self) -> crate::metrics::Reader {
+        crate::metrics::Reader::new(self.shared.metrics.clone())
     }
 
     pub(crate) fn shutdown(&self, grace: std::time::Duration) {

@@ -51,6 +51,8 @@ pub(crate) struct Rt {
     pub(crate) handle: Option<crate::server::ServerHandle>,
     /// The application's timers.
     pub(crate) app_timers: AppTimers,
+    /// This worker's counters (`shared.metrics[index]`, without the lookup).
+    pub(crate) metrics: Arc<crate::metrics::WorkerMetrics>,
 }
 
 /// The application's timers on one worker: tasks by deadline, cancellable by id.
@@ -142,6 +144,7 @@ impl Rt {
             })),
             data,
         });
+        self.metrics.connections_open.add(1);
         if let Some(slot) = slots.get_mut(idx) {
             self.timers
                 .arm(&mut slot.timer, &mut slot.sched, at, idx, seq);

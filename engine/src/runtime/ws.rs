@@ -140,6 +140,7 @@ impl<D> ConnCtx<'_, D> {
         };
         let h = header.as_slice();
         let n = w.write(&[IoSlice::new(h), IoSlice::new(payload)]);
+        self.rt.metrics.bytes_out.add(n as u64);
         let pool = &mut self.rt.pool;
         if n < h.len() {
             slot.out.push_pair(pool, &h[n..], payload);
@@ -185,8 +186,20 @@ impl<D> ConnCtx<'_, D> {
         self.after_queue()
     }
 
+    /// After a data message was queued: [`Self::check_queue`], and the message counted
+    /// unless that dropped the connection.
     #[inline]
     pub(crate) fn after_queue(&mut self) -> SendStatus {
+        let s = self.check_queue();
+        if s != SendStatus::Dropped {
+            self.rt.metrics.messages_out.add(1);
+        }
+        s
+    }
+
+    /// After anything was queued: the limits (drop, backpressure).
+    #[inline]
+    fn check_queue(&mut self) -> SendStatus {
         self.mark_dirty();
         let buffered = self.slot.buffered();
         if buffered > self.rt.cfg.max_buffered {
@@ -195,6 +208,7 @@ impl<D> ConnCtx<'_, D> {
         }
         if buffered > self.rt.cfg.backpressure_limit {
             if !self.slot.flags.backpressured() {
+                self.rt.metrics.backpressure_events.add(1);
                 self.slot.flags.set_backpressured(true);
                 self.rt.shared.set_congested(self.id, true);
             }
@@ -218,7 +232,7 @@ impl<D> ConnCtx<'_, D> {
             return SendStatus::Dropped;
         }
         self.slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
-        self.after_queue()
+        self.check_queue()
     }
 
     pub(crate) fn close(&mut self, code: CloseCode, reason: &str) {

@@ -134,7 +134,7 @@ impl Builder {
     {
         let mut cfg = self.cfg;
         let (backend, why) = cfg.backend.resolve().map_err(io::Error::other)?;
-        tracing::info!("backend {} ({why})", backend.name());
+        tracing::info!(backend = backend.name(), why, "backend chosen");
         cfg.backend = backend;
         // The first listener fixes the port (port 0 picks one); the rest share it.
         let first = driver::listener(cfg.addr, cfg.backlog)?;
@@ -340,6 +340,17 @@ impl ServerHandle {
         }
         *guard = next;
         Ok(())
+    }
+
+    /// Every worker's counters now (see [`crate::metrics`]).
+    pub fn metrics(&self) -> crate::metrics::Snapshot {
+        self.inner.remote.metrics_reader().snapshot()
+    }
+
+    /// A reader of the counters for other threads (e.g. [`crate::metrics::serve`]);
+    /// it stays valid after the server stopped (the counts then stay as they were).
+    pub fn metrics_reader(&self) -> crate::metrics::Reader {
+        self.inner.remote.metrics_reader()
     }
 
     /// Graceful shutdown: stop accepting, close every connection with 1001, wait for

@@ -63,8 +63,6 @@ pub(crate) struct Worker<H: Handler> {
     listening: bool,
     /// The waker was woken: read the mailbox.
     commands_pending: bool,
-    /// Connections last stored in the shared count.
-    conns: usize,
 }
 
 /// Size past which a layer's output is handed to the driver as a chunk of its own.
@@ -97,7 +95,7 @@ impl<H: Handler> Worker<H> {
                 topics: Topics::default(),
                 publishes: Vec::new(),
                 timers: Timers::new(),
-                shared,
+                shared: shared.clone(),
                 reading_changed: Vec::new(),
                 closes: Vec::new(),
                 shutdowns: Vec::new(),
@@ -109,6 +107,7 @@ impl<H: Handler> Worker<H> {
                 remote,
                 handle,
                 app_timers: Default::default(),
+                metrics: shared.metrics[index].clone(),
             },
             commands: Vec::new(),
             shutdown: None,
@@ -116,7 +115,6 @@ impl<H: Handler> Worker<H> {
             tick_wish: None,
             listening: false,
             commands_pending: false,
-            conns: 0,
         }
     }
 
@@ -155,11 +153,6 @@ impl<H: Handler> Worker<H> {
             }
             self.on_timers();
             self.on_app_timers(driver);
-            let n = self.slots.len();
-            if n != self.conns {
-                self.conns = n;
-                self.rt.shared.conns[self.rt.index].store(n, std::sync::atomic::Ordering::Relaxed);
-            }
             if self.shutdown.is_some() {
                 if self.listening {
                     self.listening = false;
@@ -250,6 +243,9 @@ impl<H: Handler> Worker<H> {
             if slot.flags.reset() {
                 let err =
                     (slot.buffered() > self.rt.cfg.max_buffered).then_some(ConnError::Overflow);
+                if err.is_some() {
+                    self.rt.metrics.slow_consumer_drops.add(1);
+                }
                 self.finish(idx, err);
                 continue;
             }
@@ -397,6 +393,7 @@ impl<H: Handler> Worker<H> {
         let Some(mut slot) = self.slots.remove(idx) else {
             return;
         };
+        self.rt.metrics.connections_open.sub(1);
         let mut cold = slot.cold.take().unwrap_or_default();
         for t in cold.topics.drain(..) {
             if let Some(name) = self.rt.topics.remove_member(t, idx) {
@@ -424,12 +421,24 @@ impl<H: Handler> Worker<H> {
             let handler = &mut self.handler;
             // the first failure recorded is the cause (a socket error may follow it)
             let err = cold.error.take().or(err);
+            self.rt.metrics.closed(code.get());
+            let error = err.as_ref().map(tracing::field::display);
+            tracing::debug!(
+                conn = %id,
+                code = code.get(),
+                reason = info.reason,
+                clean,
+                error,
+                "closed"
+            );
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 if let Some(e) = &err {
                     handler.on_error(id, &mut data, e);
                 }
                 handler.on_close(id, data, info)
             }));
+        } else if let Some(e) = cold.error.as_ref().or(err.as_ref()) {
+            tracing::debug!(conn = %id, error = %e, "failed before opening");
         }
         if let Some(p) = self.rt.codecs.params(slot.deflate) {
             self.rt
@@ -535,6 +544,7 @@ impl<H: Handler> Worker<H> {
 impl<H: Handler> Sink for Worker<H> {
     fn accepted(&mut self, token: Token, peer: Option<SocketAddr>) {
         let cfg = self.rt.cfg.clone();
+        self.rt.metrics.connections_accepted.add(1);
         let idx = self.rt.new_slot(
             &mut self.slots,
             token,
@@ -587,6 +597,7 @@ impl<H: Handler> Sink for Worker<H> {
         if self.slots.by_token(token).is_none() {
             return;
         }
+        self.rt.metrics.bytes_in.add(data.len() as u64);
         let idx = token.index();
         self.on_wire(idx, data);
         self.throttle(idx);
@@ -608,9 +619,10 @@ impl<H: Handler> Sink for Worker<H> {
             .then_some(&mut cold.carry)
     }
 
-    fn received_in_carry(&mut self, token: Token) {
+    fn received_in_carry(&mut self, token: Token, n: usize) {
         let idx = token.index();
         if let Some(slot) = self.slots.by_token(token) {
+            self.rt.metrics.bytes_in.add(n as u64);
             slot.last_read = self.rt.timers.now_ms() as u32;
             slot.flags.set_ping_sent(false);
             self.process_carry(idx);
@@ -629,6 +641,7 @@ impl<H: Handler> Sink for Worker<H> {
     }
 
     fn sent(&mut self, token: Token, n: usize) {
+        self.rt.metrics.bytes_out.add(n as u64);
         if self.slots.by_token(token).is_some() {
             self.on_sent(token.index(), n);
         }

@@ -233,7 +233,10 @@ impl<H: Handler> Worker<H> {
                         }
                     }
                     let alive = match ev {
-                        Event::Message(m) => self.call(idx, |h, ws| h.on_message(ws, m)),
+                        Event::Message(m) => {
+                            self.rt.metrics.messages_in.add(1);
+                            self.call(idx, |h, ws| h.on_message(ws, m))
+                        }
                         Event::Ping(p) => self.call(idx, |h, ws| h.on_ping(ws, p)),
                         Event::Pong(p) => self.call(idx, |h, ws| h.on_pong(ws, p)),
                         Event::Close { .. } => Some(()),

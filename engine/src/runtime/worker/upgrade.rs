@@ -145,6 +145,7 @@ impl<H: Handler> Worker<H> {
         mark_dirty(slot, &mut self.rt.dirty, idx);
         slot.data = Some(data);
         slot.cold().protocol = accepted.protocol.map(Box::from);
+        self.rt.metrics.handshake(101);
         self.opened(idx);
     }
 
@@ -221,6 +222,17 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.slots.get_mut(idx) else {
             return;
         };
+        self.rt.metrics.handshake(status);
+        let id = ConnId::new(self.rt.index, slot.seq, idx);
+        let peer = slot.cold.as_ref().and_then(|c| c.peer);
+        let reason = body.lines().next().unwrap_or_default();
+        tracing::debug!(
+            conn = %id,
+            peer = peer.map(tracing::field::display),
+            status,
+            reason,
+            "handshake answered without upgrading"
+        );
         slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
         slot.phase = Phase::HttpThenClose;
         slot.flags.set_close_after_flush(true);
