@@ -334,7 +334,7 @@ impl Epoll {
             }
         }
         if self.done.is_empty() {
-            self.done = done;
+            std::mem::swap(&mut self.done, &mut done);
         }
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for ev in events.iter() {

@@ -89,6 +89,12 @@ impl AppTimers {
         found
     }
 
+    /// No timer is set (the loop's common case: nothing to look at).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
     /// The earliest deadline (possibly a cancelled timer's: waking for it is harmless).
     pub(crate) fn next(&self) -> Option<Instant> {
         self.heap.peek().map(|r| r.0 .0)

@@ -168,7 +168,11 @@ impl<H: Handler> Worker<H> {
 
     fn next_deadline(&mut self) -> Option<Instant> {
         let next = self.rt.timers.next();
-        let app = self.rt.app_timers.next();
+        let app = if self.rt.app_timers.is_empty() {
+            None
+        } else {
+            self.rt.app_timers.next()
+        };
         let mut d = [next, self.tick_wish, app].into_iter().flatten().min();
         if self.shutdown.is_some() {
             let soon = self.rt.timers.now() + Duration::from_millis(50);
@@ -191,6 +195,9 @@ impl<H: Handler> Worker<H> {
 
     /// Runs the application's timers that are due.
     fn on_app_timers(&mut self, driver: &mut Driver) {
+        if self.rt.app_timers.is_empty() {
+            return;
+        }
         let now = self.rt.timers.now();
         while let Some(task) = self.rt.app_timers.pop_due(now) {
             if let Ok(task) = task.downcast::<TimerTask<H>>() {
