@@ -951,17 +951,24 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Appends an HTTP response that closes the connection, with `body` as plain text.
+/// Appends an HTTP response that closes the connection, with `body` as plain text
+/// unless `extra` names a `Content-Type` (which then replaces the default one).
 /// 426 carries `Sec-WebSocket-Version: 13` (and `Upgrade: websocket`); 405 carries
 /// `Allow: GET`.
 pub fn write_error_response(out: &mut Vec<u8>, status: u16, body: &str, extra: &[(&str, &str)]) {
     use std::io::Write;
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+        "HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Length: {}\r\n",
         reason_phrase(status),
         body.len()
     );
+    if !extra
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
+    }
     match status {
         426 => out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"),
         405 => out.extend_from_slice(b"Allow: GET\r\n"),

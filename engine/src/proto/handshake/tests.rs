@@ -148,6 +148,24 @@ fn upgrade_with_post_is_405() {
 }
 
 #[test]
+fn a_given_content_type_replaces_the_plain_text_default() {
+    let mut out = Vec::new();
+    write_error_response(&mut out, 200, "<p>hi</p>", &[("content-type", "text/html")]);
+    let s = String::from_utf8(out).unwrap();
+    assert!(s.starts_with("HTTP/1.1 200 OK\r\n"), "{s}");
+    assert_eq!(s.matches("ontent-").count(), 2, "one type, one length: {s}");
+    assert!(s.contains("\r\ncontent-type: text/html\r\n"), "{s}");
+    assert!(s.ends_with("\r\n\r\n<p>hi</p>"), "{s}");
+    let mut out = Vec::new();
+    write_error_response(&mut out, 404, "no", &[]);
+    let s = String::from_utf8(out).unwrap();
+    assert!(
+        s.contains("\r\nContent-Type: text/plain; charset=utf-8\r\n"),
+        "{s}"
+    );
+}
+
+#[test]
 fn missing_host_is_400() {
     let e = run(&replace("Host: server.example.com\r\n", ""), &policy()).unwrap_err();
     assert_eq!((e, e.status()), (HandshakeError::MissingHost, 400));
