@@ -185,7 +185,10 @@ pub(crate) fn run(
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (opts, backend) = args()?;
     let connections = opts.connections;
-    println!("client: {connections} connections to {}", opts.url);
+    println!(
+        "client: {connections} x {} messages to {}",
+        opts.messages, opts.url
+    );
     let started = Instant::now();
     let mut report = run(
         Client::builder().backend(backend),
@@ -197,8 +200,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     report.rtts.sort();
     let us = |d: Option<&Duration>| d.map_or(0, |d| d.as_micros());
     println!(
-        "client: {} of {connections} connections done and closed cleanly; {} round trips in {} ms, \
-         min {} us, median {} us, max {} us",
+        "client: {}/{connections} connections got every echo and closed cleanly; \
+         {} round trips in {} ms: min {} us, median {} us, max {} us",
         report.clean,
         report.rtts.len(),
         started.elapsed().as_millis(),
