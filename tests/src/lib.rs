@@ -146,7 +146,13 @@ impl TestServer {
         F: Fn(usize, &ServerHandle) -> H + Send + Sync + 'static,
     {
         let asked = b.backend_asked();
-        let handle = b.start_with(factory).expect("server starts");
+        Self::adopt(b.start_with(factory), asked)
+    }
+
+    /// A server started elsewhere (an example's `start`) as a `TestServer`: panics if
+    /// it did not start, logs its backend and checks it is the one `asked` for.
+    pub fn adopt(started: io::Result<ServerHandle>, asked: Backend) -> TestServer {
+        let handle = started.expect("server starts");
         let addr = handle.local_addr();
         eprintln!(
             "soliton-tests: server on {addr}, backend running: {:?}",

@@ -208,6 +208,20 @@ fn wrong_version_is_426_naming_13() {
 }
 
 #[test]
+fn application_statuses_have_their_reason_phrases() {
+    for (status, line) in [
+        (401, "HTTP/1.1 401 Unauthorized\r\n"),
+        (303, "HTTP/1.1 303 See Other\r\n"),
+        (429, "HTTP/1.1 429 Too Many Requests\r\n"),
+        (599, "HTTP/1.1 599 Error\r\n"),
+    ] {
+        let mut out = Vec::new();
+        write_error_response(&mut out, status, "", &[]);
+        assert!(out.starts_with(line.as_bytes()), "{status}");
+    }
+}
+
+#[test]
 fn origin_allow_list() {
     let mut p = policy();
     p.origins = OriginPolicy::AllowList(vec!["http://EXAMPLE.com".into()]);
