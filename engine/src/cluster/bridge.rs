@@ -137,7 +137,9 @@ impl Bridge {
             reported: (0, 0, 0),
             last_report: Instant::now(),
         };
+        let (url, max_payload) = (h.url.clone(), h.max_payload);
         w.attach(h)?;
+        tracing::info!("nats: connected to {url} (max_payload {max_payload} bytes)");
         let thread = std::thread::Builder::new()
             .name("soliton-nats".into())
             .spawn(move || w.run())?;
@@ -303,6 +305,12 @@ impl Handshake {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "the server requires TLS, which this client does not speak",
+            ));
+        }
+        if nats::info_number(&info, "proto").unwrap_or(0) < 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the server is too old to leave out a connection's own messages (\"proto\" under 1)",
             ));
         }
         let max_payload = nats::info_number(&info, "max_payload").unwrap_or(1 << 20) as usize;
@@ -664,7 +672,6 @@ impl Writer {
         let reader = std::thread::Builder::new()
             .name("soliton-nats-rx".into())
             .spawn(move || reader.run())?;
-        tracing::info!("nats: connected to {url} (max_payload {max_payload} bytes)");
         *lock(&self.state.url) = url;
         self.state.pings_out.store(0, Relaxed);
         self.state.pong_due.store(false, Relaxed);

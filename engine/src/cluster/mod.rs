@@ -23,7 +23,7 @@
 //! * **Interest-based.** A node holds one broker subscription per topic that has local
 //!   subscribers, taken when the first one joins (on any worker) and dropped when the
 //!   last one leaves, never one per connection.
-//! * **Exactly once, in order.** `CONNECT` says `no_echo`, so the broker never returns a
+//! * **Exactly once, in order.** `CONNECT` says `"echo":false`, so the broker never returns a
 //!   node's own publishes; one worker's publishes go through one queue and one broker
 //!   connection, so they arrive in the order they were made.
 //! * **Shared frames.** The NATS payload is the WebSocket frame itself (a whole

@@ -191,10 +191,11 @@ pub struct ConnectOptions<'a> {
     pub token: Option<&'a str>,
 }
 
-/// `CONNECT`: not verbose (no `+OK`), not pedantic, and `no_echo`, so the server never
-/// sends this connection its own publishes back.
+/// `CONNECT`: not verbose (no `+OK`), not pedantic, and `"echo":false` (what the Go
+/// client's `NoEcho` option sends; servers whose `INFO` says `"proto":1` or more honour
+/// it), so the server never sends this connection its own publishes back.
 pub fn write_connect(out: &mut Vec<u8>, o: &ConnectOptions<'_>) {
-    out.extend_from_slice(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"no_echo\":true,");
+    out.extend_from_slice(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,");
     out.extend_from_slice(b"\"headers\":false,\"protocol\":1,\"lang\":\"rust\",\"version\":\"");
     out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
     out.extend_from_slice(b"\",\"name\":");
@@ -421,7 +422,7 @@ mod tests {
         );
         let s = String::from_utf8(v).unwrap();
         assert!(s.starts_with("CONNECT {") && s.ends_with("}\r\n"), "{s}");
-        assert!(s.contains("\"no_echo\":true") && s.contains("\"verbose\":false"));
+        assert!(s.contains("\"echo\":false") && s.contains("\"verbose\":false"));
         assert!(s.contains("\"name\":\"n\\\"1\"") && s.contains("\"pass\":\"p\\\\\""));
     }
 
