@@ -282,7 +282,9 @@ fn recv(ws: &mut Ws, within: Duration) -> Option<String> {
             Err(tungstenite::Error::Io(e))
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => panic!("read: {e}"),
         }
@@ -722,4 +724,81 @@ fn messages_from_others_under_the_prefix_that_are_not_frames_are_dropped_and_cou
     assert_eq!(recv(&mut ws, WAIT).as_deref(), Some("hi"));
     let s = a.cluster_stats().unwrap();
     assert_eq!((s.invalid, s.received), (1, 1), "{s:?}");
+}
+
+#[test]
+fn a_stalled_broker_never_stalls_a_worker() {
+    if !have_nats("cluster") {
+        return;
+    }
+    let nats = Nats::start();
+    let a = Server::builder()
+        .addr(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .workers(1)
+        .pin(None)
+        .cluster(NatsConfig {
+            name: "node-s".into(),
+            queue: 64,
+            ping_interval: Duration::from_millis(200),
+            write_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_millis(500),
+            ..NatsConfig::new(nats.url()).subject_prefix("t7")
+        })
+        .start(|_| Topics)
+        .expect("server starts");
+    let mut sub = client(a.local_addr());
+    ask(&mut sub, "sub big");
+    nats.wait_subscribers("t7.big", 1);
+    let pid = nats.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} nats-server");
+    };
+    signal("-STOP");
+    // 300 messages of 64 KiB: more than the socket buffers hold, so the bridge's
+    // writes block (then time out) and its queue fills
+    const N: usize = 300;
+    let addr = a.local_addr();
+    let publisher = std::thread::spawn(move || {
+        let mut p = client(addr);
+        let pad = "x".repeat(64 * 1024);
+        for i in 0..N {
+            send(&mut p, &format!("pub big|{pad}{i}"));
+        }
+        p
+    });
+    let started = Instant::now();
+    for i in 0..N {
+        let m = recv(&mut sub, WAIT).unwrap_or_else(|| panic!("local message {i} never came"));
+        assert!(
+            m.ends_with(&format!("x{i}")),
+            "local message {i} out of order"
+        );
+    }
+    let local = started.elapsed();
+    let _p = publisher.join().unwrap();
+    // the bridge saw the broker stall: the connection was given up, publishes dropped
+    let end = Instant::now() + WAIT;
+    while a.cluster_stats().unwrap().connected {
+        assert!(Instant::now() < end, "{:?}", a.cluster_stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = a.cluster_stats().unwrap();
+    assert!(
+        s.dropped_full + s.dropped_disconnected > 0,
+        "nothing dropped: {s:?}"
+    );
+    eprintln!("local delivery of {N} x 64 KiB with the broker stopped: {local:?}; {s:?}");
+    signal("-CONT");
+    let end = Instant::now() + WAIT;
+    while !a.cluster_stats().unwrap().connected {
+        assert!(Instant::now() < end, "{:?}", a.cluster_stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(a.cluster_stats().unwrap().reconnects >= 1);
+    nats.wait_subscribers("t7.big", 1);
+    a.shutdown(Duration::ZERO).unwrap();
 }

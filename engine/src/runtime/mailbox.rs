@@ -113,6 +113,7 @@ impl Mailbox {
     }
 
     /// Posts every command in `cmds` (left empty) with one wake-up.
+    #[cfg(feature = "nats")]
     pub(crate) fn post_all(&self, cmds: &mut Vec<Command>) {
         self.queue
             .lock()
