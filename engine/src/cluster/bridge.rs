@@ -44,6 +44,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct State {
     connected: AtomicBool,
     stop: AtomicBool,
+    /// Bytes of frames in the queue to the writer.
+    queued_bytes: AtomicUsize,
     /// Topics whose local interest changed since the writer last looked: the latest
     /// state (true: has local subscribers).
     interest: Mutex<HashMap<Arc<str>, bool>>,
@@ -69,6 +71,7 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Bridge {
     state: Arc<State>,
+    queue_bytes: usize,
     tx: SyncSender<Op>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -145,6 +148,7 @@ impl Bridge {
             .spawn(move || w.run())?;
         Ok(Bridge {
             state,
+            queue_bytes: cfg.queue_bytes,
             tx,
             thread: Mutex::new(Some(thread)),
         })
@@ -156,15 +160,19 @@ impl Bridge {
             self.state.dropped_disconnected.fetch_add(1, Relaxed);
             return;
         }
-        match self.tx.try_send(Op::Publish(topic.clone(), frame.clone())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.state.dropped_full.fetch_add(1, Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.state.dropped_disconnected.fetch_add(1, Relaxed);
-            }
+        let n = frame.len();
+        if self.state.queued_bytes.fetch_add(n, Relaxed) + n > self.queue_bytes {
+            self.state.queued_bytes.fetch_sub(n, Relaxed);
+            self.state.dropped_full.fetch_add(1, Relaxed);
+            return;
         }
+        let dropped = match self.tx.try_send(Op::Publish(topic.clone(), frame.clone())) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => &self.state.dropped_full,
+            Err(TrySendError::Disconnected(_)) => &self.state.dropped_disconnected,
+        };
+        self.state.queued_bytes.fetch_sub(n, Relaxed);
+        dropped.fetch_add(1, Relaxed);
     }
 
     /// `topic` gained its first local subscriber (`true`) or lost its last. Called
@@ -492,6 +500,7 @@ impl Writer {
         let Op::Publish(topic, frame) = op else {
             return;
         };
+        self.state.queued_bytes.fetch_sub(frame.len(), Relaxed);
         let Some(c) = &self.conn else {
             self.state.dropped_disconnected.fetch_add(1, Relaxed);
             return;

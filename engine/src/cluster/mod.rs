@@ -62,6 +62,8 @@ pub struct NatsConfig {
     /// Publishes queued for the broker, at most; past it they are dropped (counted as
     /// `dropped_full`). Default 65,536.
     pub queue: usize,
+    /// Bytes of frames queued for the broker, at most (the same rule). Default 64 MiB.
+    pub queue_bytes: usize,
     /// Connecting (TCP and the NATS handshake) at start and on each reconnect attempt.
     /// Default 2 s.
     pub connect_timeout: Duration,
@@ -87,6 +89,7 @@ impl Default for NatsConfig {
             subject_prefix: "soliton".into(),
             name: "soliton".into(),
             queue: 65_536,
+            queue_bytes: 64 << 20,
             connect_timeout: Duration::from_secs(2),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
@@ -129,7 +132,8 @@ pub struct ClusterStats {
     pub received: u64,
     /// Publishes dropped because the broker was away.
     pub dropped_disconnected: u64,
-    /// Publishes dropped because the queue to the broker was full (a slow broker).
+    /// Publishes dropped because the queue to the broker was full (a slow broker):
+    /// `queue` publishes or `queue_bytes` bytes.
     pub dropped_full: u64,
     /// Publishes kept local because they were larger than the broker's `max_payload`
     /// or their subject was too long (over 1 KiB).
