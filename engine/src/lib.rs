@@ -27,6 +27,8 @@
 //!   interface, with its contract in the module docs.
 //! * [`layer`]: the per-connection slot between the driver's bytes and the protocol.
 //! * `tls` (feature `tls`, on by default): `wss://` with rustls as a layer.
+//! * `cluster` (feature `nats`): topics shared by several servers through a NATS
+//!   broker.
 //! * [`server`] and [`client`]: the two roles, on the same workers, drivers and
 //!   [`server::Handler`].
 //! * `bridge` (feature `tokio`, off by default): an application on tokio awaits
@@ -41,6 +43,8 @@ mod bits;
 #[cfg(feature = "tokio")]
 pub mod bridge;
 pub mod client;
+#[cfg(feature = "nats")]
+pub mod cluster;
 pub mod driver;
 pub mod layer;
 pub mod metrics;

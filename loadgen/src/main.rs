@@ -321,6 +321,11 @@ struct FanoutArgs {
     /// Total messages published per second.
     #[arg(long, short = 'r', default_value_t = 100.0)]
     rate: f64,
+    /// Subscribers connect here instead of URL, spread over every one given
+    /// (repeatable): publishers on one node, subscribers on others sharing topics
+    /// through a broker (`soliton-server --nats`).
+    #[arg(long = "subscriber-url", value_name = "URL")]
+    subscriber_urls: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -423,15 +428,9 @@ fn config_entry(cfg: &mut BTreeMap<String, Value>, k: &str, v: impl Into<Value>)
     cfg.insert(k.to_string(), v.into());
 }
 
-/// Builds the run's settings from the shared options.
-fn spec(
-    scenario: &str,
-    c: &Common,
-    conns: usize,
-    kind: Kind,
-    msg: Option<&MsgArgs>,
-) -> Result<Spec, String> {
-    let mut target = target::Target::new(&c.url, &c.protocols, &c.headers, c.origin.clone())?.tls(
+/// The server at `url` with the shared options (TLS trust, compression offer, ...).
+fn make_target(url: &str, c: &Common) -> Result<target::Target, String> {
+    let mut target = target::Target::new(url, &c.protocols, &c.headers, c.origin.clone())?.tls(
         c.ca.as_deref(),
         c.insecure,
         !c.no_tls_resume,
@@ -448,6 +447,18 @@ fn spec(
     if let Some(o) = deflate {
         target.req = target.req.deflate(o);
     }
+    Ok(target)
+}
+
+/// Builds the run's settings from the shared options.
+fn spec(
+    scenario: &str,
+    c: &Common,
+    conns: usize,
+    kind: Kind,
+    msg: Option<&MsgArgs>,
+) -> Result<Spec, String> {
+    let target = make_target(&c.url, c)?;
     let cores = c.cores.as_deref().map(target::parse_cores).transpose()?;
     let threads = c
         .threads
@@ -521,6 +532,7 @@ fn spec(
     Ok(Spec {
         scenario: scenario.to_string(),
         target: Arc::new(target),
+        subscriber_targets: Arc::new(Vec::new()),
         sources: Arc::new(sources),
         threads,
         cores,
@@ -648,7 +660,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
             if a.publishers == 0 {
                 return Err("--publishers must be at least 1".into());
             }
-            let s = spec(
+            let mut s = spec(
                 "fanout",
                 &a.common,
                 a.publishers + a.subscribers,
@@ -658,6 +670,14 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 },
                 Some(&a.msg),
             )?;
+            let subs = a.subscriber_urls.iter();
+            s.subscriber_targets = Arc::new(
+                subs.map(|u| make_target(u, &a.common))
+                    .collect::<Result<_, _>>()?,
+            );
+            if !a.subscriber_urls.is_empty() {
+                config_entry(&mut s.config, "subscriber_urls", a.subscriber_urls.clone());
+            }
             (run::run(&s), a.common)
         }
         Cmd::Slo(a) => {

@@ -35,6 +35,8 @@ pub(crate) enum Kind {
 pub(crate) struct Spec {
     pub(crate) scenario: String,
     pub(crate) target: Arc<Target>,
+    /// Fanout: where subscribers connect, if not to `target` (spread over these).
+    pub(crate) subscriber_targets: Arc<Vec<Target>>,
     pub(crate) sources: Arc<Vec<IpAddr>>,
     pub(crate) threads: usize,
     pub(crate) cores: Option<Vec<usize>>,
@@ -380,6 +382,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
             threads,
             core: spec.cores.as_ref().map(|c| c[w % c.len()]),
             target: spec.target.clone(),
+            subscriber_targets: spec.subscriber_targets.clone(),
             sources: spec.sources.clone(),
             mode,
             size: spec.size,

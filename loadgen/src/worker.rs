@@ -171,6 +171,8 @@ pub(crate) struct Plan {
     pub(crate) threads: usize,
     pub(crate) core: Option<usize>,
     pub(crate) target: Arc<Target>,
+    /// Fanout: where subscribers connect, if not to `target` (spread over these).
+    pub(crate) subscriber_targets: Arc<Vec<Target>>,
     pub(crate) sources: Arc<Vec<std::net::IpAddr>>,
     pub(crate) mode: Mode,
     pub(crate) size: usize,
@@ -231,6 +233,8 @@ pub(crate) struct Load {
     opcode: OpCode,
     /// The connect request per source address (or one, without --source).
     requests: Vec<ConnectRequest>,
+    /// Fanout: subscribers' requests, when they go elsewhere than publishers'.
+    subscriber_requests: Vec<ConnectRequest>,
     /// Open connections, for the schedule and the housekeeping (those that closed since
     /// are dropped from it when next met).
     open_ids: Vec<ConnId>,
@@ -291,6 +295,15 @@ impl Load {
             },
             template: template(plan.payload, size, plan.text, plan.index as u64 + 7),
             requests,
+            subscriber_requests: plan
+                .subscriber_targets
+                .iter()
+                .map(|t| {
+                    t.req
+                        .clone()
+                        .timeout(std::time::Duration::from_nanos(plan.connect_timeout))
+                })
+                .collect(),
             plan,
             stats: Stats::new(),
             interval: new_hist(),
@@ -426,7 +439,13 @@ impl Load {
                 seq: 0,
                 expect: 0,
             };
-            match w.connect(&self.requests[src], conn) {
+            let req = match (&self.plan.mode, self.subscriber_requests.len()) {
+                (Mode::Fanout { publishers, .. }, n) if n > 0 && gi >= *publishers => {
+                    &self.subscriber_requests[(gi - publishers) % n]
+                }
+                _ => &self.requests[src],
+            };
+            match w.connect(req, conn) {
                 Ok(id) => {
                     self.pending += 1;
                     self.live += 1;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use soliton::cluster::NatsConfig;
 use soliton::proto::handshake::{HeadLimits, OriginPolicy, Request};
 use soliton::proto::{Limits, Message};
 use soliton::server::{
@@ -194,6 +195,19 @@ struct Args {
     /// refused as a whole, and says which).
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Share topics with other nodes through this NATS broker (nats://host:port; a
+    /// comma-separated list is tried in turn). The server does not start if it cannot
+    /// connect.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// NATS subjects are PREFIX.TOPIC (nodes that share topics use the same prefix).
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "soliton",
+        requires = "nats"
+    )]
+    nats_prefix: String,
 }
 
 struct App {
@@ -582,7 +596,11 @@ fn main() {
         }
     };
     let mode = a.mode;
-    let server = match start(Server::builder().config(config(&a, tls.as_ref())), mode) {
+    let mut builder = Server::builder().config(config(&a, tls.as_ref()));
+    if let Some(url) = &a.nats {
+        builder = builder.cluster(NatsConfig::new(url).subject_prefix(&a.nats_prefix));
+    }
+    let server = match start(builder, mode) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("soliton-server: cannot start on {}:{}: {e}", a.host, a.port);
@@ -670,6 +688,9 @@ fn reload(server: &ServerHandle, old: Args) -> Args {
     }
     if new.log != old.log {
         ignored.push("log");
+    }
+    if (&new.nats, &new.nats_prefix) != (&old.nats, &old.nats_prefix) {
+        ignored.push("nats");
     }
     match r {
         Ok(()) if ignored.is_empty() => {

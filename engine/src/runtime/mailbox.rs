@@ -112,6 +112,23 @@ impl Mailbox {
         }
     }
 
+    /// Posts every command in `cmds` (left empty) with one wake-up.
+    #[cfg(feature = "nats")]
+    pub(crate) fn post_all(&self, cmds: &mut Vec<Command>) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(cmds);
+        if let Some(w) = self
+            .waker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            w.wake();
+        }
+    }
+
     pub(crate) fn take(&self, into: &mut Vec<Command>) {
         std::mem::swap(
             &mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()),
@@ -144,6 +161,9 @@ pub(crate) struct Shared {
     pub(crate) send_limits: [AtomicUsize; 2],
     /// Each worker's counters (written by that worker only).
     pub(crate) metrics: Vec<Arc<crate::metrics::WorkerMetrics>>,
+    /// The bridge to other nodes, set at start (feature `nats`).
+    #[cfg(feature = "nats")]
+    pub(crate) cluster: std::sync::OnceLock<crate::cluster::Bridge>,
 }
 
 impl Shared {
@@ -160,6 +180,8 @@ impl Shared {
             handler,
             send_limits: [AtomicUsize::new(0), AtomicUsize::new(0)],
             metrics: (0..workers).map(|_| Arc::default()).collect(),
+            #[cfg(feature = "nats")]
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -170,15 +192,42 @@ impl Shared {
             match m.get_mut(topic) {
                 Some(n) => *n += 1,
                 None => {
-                    m.insert(Arc::from(topic), 1);
+                    let t: Arc<str> = Arc::from(topic);
+                    self.interest(&t, true);
+                    m.insert(t, 1);
                 }
             }
         } else if let Some(n) = m.get_mut(topic) {
             *n -= 1;
             if *n == 0 {
-                m.remove(topic);
+                if let Some((t, _)) = m.remove_entry(topic) {
+                    self.interest(&t, false);
+                }
             }
         }
+    }
+
+    /// The first local subscriber of `topic` joined, or the last left (called under
+    /// the `subscribers` lock, so the calls come in the order of the changes): the
+    /// cluster bridge takes or drops its broker subscription.
+    fn interest(&self, topic: &Arc<str>, on: bool) {
+        #[cfg(feature = "nats")]
+        if let Some(c) = self.cluster.get() {
+            c.interest(topic, on);
+        }
+        #[cfg(not(feature = "nats"))]
+        let _ = (topic, on);
+    }
+
+    /// A publish made on this node (by a worker or a handle), for the other nodes.
+    #[inline]
+    pub(crate) fn forward(&self, topic: &Arc<str>, frame: &Arc<[u8]>) {
+        #[cfg(feature = "nats")]
+        if let Some(c) = self.cluster.get() {
+            c.publish(topic, frame);
+        }
+        #[cfg(not(feature = "nats"))]
+        let _ = (topic, frame);
     }
 
     pub(crate) fn num_subscribers(&self, topic: &str) -> usize {

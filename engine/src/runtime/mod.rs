@@ -155,6 +155,7 @@ impl Remote {
     pub(crate) fn publish(&self, topic: &str, msg: crate::proto::Message<'_>) {
         let frame: Arc<[u8]> = Arc::from(ws::serialize(msg));
         let topic: Arc<str> = Arc::from(topic);
+        self.shared.forward(&topic, &frame);
         for mb in &self.shared.mailboxes {
             mb.post(mailbox::Command::Publish {
                 topic: topic.clone(),

@@ -53,6 +53,8 @@ impl Server {
     pub fn builder() -> Builder {
         Builder {
             cfg: Config::default(),
+            #[cfg(feature = "nats")]
+            cluster: None,
         }
     }
 }
@@ -61,6 +63,8 @@ impl Server {
 #[derive(Debug, Clone)]
 pub struct Builder {
     cfg: Config,
+    #[cfg(feature = "nats")]
+    cluster: Option<crate::cluster::NatsConfig>,
 }
 
 impl Builder {
@@ -114,6 +118,16 @@ impl Builder {
         self
     }
 
+    /// Shares topics with other servers through a NATS broker (see
+    /// [`cluster`](crate::cluster)): a publish here reaches the subscribers of its topic
+    /// on every node. `start` connects to the broker first and fails if it cannot, or
+    /// if the settings are wrong (the subject prefix, the URL).
+    #[cfg(feature = "nats")]
+    pub fn cluster(mut self, c: crate::cluster::NatsConfig) -> Self {
+        self.cluster = Some(c);
+        self
+    }
+
     /// Binds every worker's listener and starts the workers; returns once every
     /// worker runs, or with the first set-up error (a bind, an io_uring ring that cannot
     /// be made). `factory(i)` makes worker `i`'s handler on that worker's thread.
@@ -146,6 +160,11 @@ impl Builder {
         }
         let cfg = Arc::new(cfg);
         let shared = Arc::new(Shared::new(cfg.workers, std::any::TypeId::of::<H>()));
+        #[cfg(feature = "nats")]
+        if let Some(c) = &self.cluster {
+            let bridge = crate::cluster::Bridge::start(c, shared.mailboxes.clone())?;
+            let _ = shared.cluster.set(bridge);
+        }
         let handle = ServerHandle {
             inner: Arc::new(Inner {
                 addr,
@@ -287,6 +306,13 @@ impl ServerHandle {
         self.inner.remote.shared.num_subscribers(topic)
     }
 
+    /// The cluster bridge's state and counters; `None` without
+    /// [`Builder::cluster`].
+    #[cfg(feature = "nats")]
+    pub fn cluster_stats(&self) -> Option<crate::cluster::ClusterStats> {
+        self.inner.remote.shared.cluster.get().map(|c| c.stats())
+    }
+
     /// Runs `f` on worker `worker`'s thread with its handler and context, at its next
     /// loop iteration, without locks: `H` is the handler type the server was started
     /// with ([`PostError::WrongHandler`] otherwise). A panic in `f` is caught.
@@ -366,6 +392,11 @@ impl ServerHandle {
     /// `Ok` at once. Not from a worker's own thread.
     pub fn join(&self) -> io::Result<()> {
         let mut threads = self.inner.threads.lock().unwrap_or_else(|e| e.into_inner());
-        crate::runtime::join(std::mem::take(&mut *threads))
+        let r = crate::runtime::join(std::mem::take(&mut *threads));
+        #[cfg(feature = "nats")]
+        if let Some(c) = self.inner.remote.shared.cluster.get() {
+            c.stop();
+        }
+        r
     }
 }

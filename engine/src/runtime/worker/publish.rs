@@ -29,6 +29,7 @@ impl<H: Handler> Worker<H> {
                     });
                 }
             }
+            self.rt.shared.forward(&topic, &frame);
             self.publish_local(&topic, &frame);
         }
     }
