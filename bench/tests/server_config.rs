@@ -169,3 +169,63 @@ fn a_bad_config_file_is_a_clear_error_at_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn metrics_are_served_on_their_own_address() {
+    let server = Server::start(&[
+        "--port",
+        "0",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let l = server.wait_line("metrics on http://");
+    let at: SocketAddr = l
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // one upgrade refused (version 8 is not 13), then the counters
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    assert!(
+        reply.starts_with(b"HTTP/1.1 426"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let get = |path: &str| {
+        let mut m = TcpStream::connect(at).unwrap();
+        m.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            m,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        let _ = m.read_to_string(&mut body);
+        body
+    };
+    let end = Instant::now() + WAIT;
+    loop {
+        let body = get("/metrics");
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        if body.contains("soliton_handshakes_total{worker=\"0\",status=\"426\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < end, "the 426 was never counted:\n{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(get("/nothing").starts_with("HTTP/1.1 404"));
+}
