@@ -102,6 +102,10 @@ impl Mailbox {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(cmd);
+        self.wake();
+    }
+
+    fn wake(&self) {
         if let Some(w) = self
             .waker
             .lock()
@@ -119,14 +123,7 @@ impl Mailbox {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .append(cmds);
-        if let Some(w) = self
-            .waker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            w.wake();
-        }
+        self.wake();
     }
 
     pub(crate) fn take(&self, into: &mut Vec<Command>) {
