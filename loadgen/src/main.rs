@@ -62,7 +62,7 @@ enum Cmd {
     /// connection with --server-pid (--steps gives the marginal cost too).
     Hold(HoldArgs),
     /// Publishers and subscribers against a broadcast server: delivery latency over all
-    /// receivers and deliveries per second.
+    /// receivers and deliveries per second (per node too, with --subscriber-url).
     Fanout(FanoutArgs),
     /// Open flood: every connection writes messages as fast as its socket takes them,
     /// with no cap on messages in flight (as tcpkali does); the server's throughput at
@@ -323,7 +323,8 @@ struct FanoutArgs {
     rate: f64,
     /// Subscribers connect here instead of URL, spread over every one given
     /// (repeatable): publishers on one node, subscribers on others sharing topics
-    /// through a broker (`soliton-server --nats`).
+    /// through a broker (`soliton-server --nats`). Deliveries and their latency are
+    /// then also reported per node (URL), the publishers' URL included.
     #[arg(long = "subscriber-url", value_name = "URL")]
     subscriber_urls: Vec<String>,
 }
@@ -533,6 +534,7 @@ fn spec(
         scenario: scenario.to_string(),
         target: Arc::new(target),
         subscriber_targets: Arc::new(Vec::new()),
+        nodes: Arc::default(),
         sources: Arc::new(sources),
         threads,
         cores,
@@ -675,6 +677,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
                 subs.map(|u| make_target(u, &a.common))
                     .collect::<Result<_, _>>()?,
             );
+            s.nodes = Arc::new(target::Nodes::new(&a.common.url, &a.subscriber_urls)?);
             if !a.subscriber_urls.is_empty() {
                 config_entry(&mut s.config, "subscriber_urls", a.subscriber_urls.clone());
             }

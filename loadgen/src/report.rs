@@ -194,6 +194,29 @@ pub(crate) struct Fanout {
     pub(crate) delivered: u64,
     pub(crate) deliveries_per_message: f64,
     pub(crate) delivered_per_s: f64,
+    /// Across nodes (`--subscriber-url`): the deliveries and their latency split by the
+    /// URL the receiving connection went to; they add up to `delivered` and the overall
+    /// latency histogram. Empty for a run on one URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) nodes: Vec<FanoutNode>,
+}
+
+/// One node of a fanout across nodes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct FanoutNode {
+    /// The URL as given (publishers' URL or a `--subscriber-url`).
+    pub(crate) url: String,
+    /// Publishers asked for on this URL (they receive too).
+    pub(crate) publishers: u64,
+    /// Subscribers asked for on this URL.
+    pub(crate) subscribers: u64,
+    /// Messages received by its connections (stamp in the window).
+    pub(crate) deliveries: u64,
+    pub(crate) deliveries_per_s: f64,
+    /// Delivery latency on this node, microseconds, from the intended send time.
+    pub(crate) latency_us: Summary,
+    /// The same as an HdrHistogram (nanoseconds), V2 + DEFLATE, base64.
+    pub(crate) latency_hist: String,
 }
 
 /// `slo`: every step of the search.
@@ -491,6 +514,9 @@ impl Report {
                 f.deliveries_per_message,
                 fmt_rate(f.delivered_per_s)
             );
+            if f.nodes.len() > 1 {
+                o.push_str(&nodes_table(&f.nodes));
+            }
         }
         let _ = writeln!(
             o,
@@ -611,6 +637,40 @@ impl Report {
     }
 }
 
+/// The per-node table of a fanout across nodes.
+fn nodes_table(nodes: &[FanoutNode]) -> String {
+    let w = nodes.iter().map(|n| n.url.len()).max().unwrap_or(0).max(4);
+    let mut o = format!(
+        "\n{:<w$}{:>5}{:>7}{:>13}{:>14}{:>10}{:>10}{:>10}{:>10}\n",
+        "node", "pub", "sub", "deliveries", "deliveries/s", "p50", "p99", "p99.9", "max"
+    );
+    for n in nodes {
+        let l = &n.latency_us;
+        // a node that received nothing has no latency (not a latency of 0)
+        let t = |v: f64| {
+            if l.count == 0 {
+                "-".to_string()
+            } else {
+                fmt_us(v)
+            }
+        };
+        let _ = writeln!(
+            o,
+            "{:<w$}{:>5}{:>7}{:>13}{:>14}{:>10}{:>10}{:>10}{:>10}",
+            n.url,
+            fmt_n(n.publishers),
+            fmt_n(n.subscribers),
+            fmt_n(n.deliveries),
+            fmt_rate(n.deliveries_per_s),
+            t(l.p50),
+            t(l.p99),
+            t(l.p99_9),
+            t(l.max)
+        );
+    }
+    o
+}
+
 fn bytes(b: u64) -> String {
     if b >= 10 << 20 {
         format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
@@ -677,6 +737,11 @@ fn slo_table(slo: &Slo) -> String {
 /// Combines reports of runs made at the same time (several load machines against one
 /// server): counts, bytes, rates and histograms add; the window is the longest.
 pub(crate) fn merge(reports: Vec<Report>) -> Result<Report, String> {
+    let node_sets: Vec<_> = reports
+        .iter()
+        .filter(|r| r.fanout.is_some())
+        .map(nodes_of)
+        .collect();
     let mut it = reports.into_iter();
     let mut m = it.next().ok_or("merge: no report")?;
     let mut lat = decode_hist(&m.latency_hist)?;
@@ -836,6 +901,7 @@ pub(crate) fn merge(reports: Vec<Report>) -> Result<Report, String> {
     m.connections.connect_hist = encode_hist(&con);
     if let Some(f) = &mut m.fanout {
         f.deliveries_per_message = f.delivered as f64 / f.published.max(1) as f64;
+        f.nodes = merge_nodes(&node_sets, &mut m.notes)?;
     }
     let per = load_msgs_s.max(1) as f64;
     if load_msgs_s > 0 {
@@ -862,6 +928,77 @@ pub(crate) fn merge(reports: Vec<Report>) -> Result<Report, String> {
         );
     }
     Ok(m)
+}
+
+/// A fanout report's nodes for `merge`, and whether the report gave them itself: a run on
+/// one URL (no `--subscriber-url`) is one node with the run's figures; `None` when the
+/// split is not known (a run across nodes from before per-node figures, or a merged
+/// report that did not keep them).
+fn nodes_of(r: &Report) -> Option<(Vec<FanoutNode>, bool)> {
+    let f = r.fanout.as_ref()?;
+    if !f.nodes.is_empty() {
+        return Some((f.nodes.clone(), true));
+    }
+    if r.runs > 1 || r.config.contains_key("subscriber_urls") {
+        return None;
+    }
+    let one = FanoutNode {
+        url: r.url.clone(),
+        publishers: f.publishers,
+        subscribers: f.subscribers,
+        deliveries: f.delivered,
+        deliveries_per_s: f.delivered_per_s,
+        latency_us: r.latency_us.clone(),
+        latency_hist: r.latency_hist.clone(),
+    };
+    Some((vec![one], false))
+}
+
+/// Combines the nodes of several fanout reports by URL: counts and rates add,
+/// histograms add exactly. None when no report was across nodes and every run was on
+/// the same URL (the totals say it all).
+fn merge_nodes(
+    sets: &[Option<(Vec<FanoutNode>, bool)>],
+    notes: &mut Vec<String>,
+) -> Result<Vec<FanoutNode>, String> {
+    let mut out: Vec<FanoutNode> = Vec::new();
+    let mut hists: Vec<Histogram<u64>> = Vec::new();
+    let mut real = false;
+    for (nodes, given) in sets.iter().flatten() {
+        real |= *given;
+        for n in nodes {
+            let h = decode_hist(&n.latency_hist)?;
+            match out.iter().position(|o| o.url == n.url) {
+                Some(i) => {
+                    let o = &mut out[i];
+                    o.publishers += n.publishers;
+                    o.subscribers += n.subscribers;
+                    o.deliveries += n.deliveries;
+                    o.deliveries_per_s += n.deliveries_per_s;
+                    hists[i].add(h).map_err(|e| format!("merge: {e:?}"))?;
+                }
+                None => {
+                    out.push(n.clone());
+                    hists.push(h);
+                }
+            }
+        }
+    }
+    if !real && out.len() < 2 {
+        return Ok(Vec::new());
+    }
+    for (n, h) in out.iter_mut().zip(&hists) {
+        n.latency_us = Summary::of(h);
+        n.latency_hist = encode_hist(h);
+    }
+    let unknown = sets.iter().filter(|s| s.is_none()).count();
+    if unknown > 0 {
+        notes.push(format!(
+            "{unknown} fanout run(s) across nodes without per-node figures: their deliveries \
+             are in the totals but not in the node table"
+        ));
+    }
+    Ok(out)
 }
 
 /// What CPU per message divides by: messages received (echo, rate), deliveries
@@ -893,6 +1030,29 @@ mod tests {
         assert_eq!(sum.len(), a.len() + b.len());
         let s = Summary::of(&sum);
         assert!(s.p50 <= s.p90 && s.p90 <= s.p99 && s.p99 <= s.p99_9 && s.p99_9 <= s.max);
+    }
+
+    #[test]
+    fn node_table_has_a_row_per_node_and_no_latency_where_nothing_came() {
+        let mut h = new_hist();
+        h.record(1_500_000).unwrap();
+        let node = |url: &str, deliveries: u64, h: &Histogram<u64>| FanoutNode {
+            url: url.into(),
+            publishers: 0,
+            subscribers: 2,
+            deliveries,
+            deliveries_per_s: deliveries as f64,
+            latency_us: Summary::of(h),
+            latency_hist: encode_hist(h),
+        };
+        let t = nodes_table(&[node("ws://a:1/", 1, &h), node("ws://bb:2/", 0, &new_hist())]);
+        let lines: Vec<&str> = t.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(lines[0].starts_with("node") && lines[0].contains("deliveries/s"));
+        assert!(lines[1].starts_with("ws://a:1/ ") && lines[1].contains("1.50ms"));
+        assert!(lines[2].starts_with("ws://bb:2/") && lines[2].trim_end().ends_with('-'));
+        // the columns line up whatever the URL's length (these rows are ASCII)
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{t}");
     }
 
     #[test]

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use crate::procfs::{self as sys, now_ns};
 use crate::report::{
-    cpu_weight, encode_hist, fmt_n, fmt_rate, fmt_us, Conns, Cpu, Fanout, Hold, HoldStep, Messages,
-    Report, Summary, Tick, FORMAT,
+    cpu_weight, encode_hist, fmt_n, fmt_rate, fmt_us, Conns, Cpu, Fanout, FanoutNode, Hold,
+    HoldStep, Messages, Report, Summary, Tick, FORMAT,
 };
 use crate::stats::{Shared, Stats, NEVER};
-use crate::target::Target;
+use crate::target::{Nodes, Target};
 use crate::worker::{self, Mode, Plan, STAMP};
 use soliton::driver as engine;
 
@@ -37,6 +37,9 @@ pub(crate) struct Spec {
     pub(crate) target: Arc<Target>,
     /// Fanout: where subscribers connect, if not to `target` (spread over these).
     pub(crate) subscriber_targets: Arc<Vec<Target>>,
+    /// Fanout across nodes: the URLs whose deliveries are counted apart (none without
+    /// subscriber targets).
+    pub(crate) nodes: Arc<Nodes>,
     pub(crate) sources: Arc<Vec<IpAddr>>,
     pub(crate) threads: usize,
     pub(crate) cores: Option<Vec<usize>>,
@@ -383,6 +386,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
             core: spec.cores.as_ref().map(|c| c[w % c.len()]),
             target: spec.target.clone(),
             subscriber_targets: spec.subscriber_targets.clone(),
+            nodes: spec.nodes.clone(),
             sources: spec.sources.clone(),
             mode,
             size: spec.size,
@@ -713,6 +717,30 @@ fn build_report(
         notes,
     };
     if let Kind::Fanout { publishers, .. } = spec.kind {
+        let subs = spec.nodes.subscribers(spec.conns - publishers);
+        let nodes = spec
+            .nodes
+            .urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let (received, latency) = s
+                    .nodes
+                    .get(i)
+                    .map_or((0, None), |n| (n.received, Some(&n.latency)));
+                let empty = crate::stats::new_hist();
+                let h = latency.unwrap_or(&empty);
+                FanoutNode {
+                    url: url.clone(),
+                    publishers: if i == 0 { publishers as u64 } else { 0 },
+                    subscribers: subs[i],
+                    deliveries: received,
+                    deliveries_per_s: received as f64 / secs,
+                    latency_us: Summary::of(h),
+                    latency_hist: encode_hist(h),
+                }
+            })
+            .collect();
         r.fanout = Some(Fanout {
             publishers: publishers as u64,
             subscribers: (spec.conns - publishers) as u64,
@@ -720,6 +748,7 @@ fn build_report(
             delivered: s.received,
             deliveries_per_message: s.received as f64 / s.sent.max(1) as f64,
             delivered_per_s: s.received as f64 / secs,
+            nodes,
         });
     }
     // CPU over the window

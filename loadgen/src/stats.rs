@@ -132,6 +132,23 @@ pub(crate) fn describe(name: &str) -> &'static str {
     }
 }
 
+/// One node's deliveries (fanout across nodes): what the connections to one URL received
+/// with a stamp in the window, and its latency.
+#[derive(Debug)]
+pub(crate) struct NodeStats {
+    pub(crate) received: u64,
+    pub(crate) latency: Histogram<u64>,
+}
+
+impl NodeStats {
+    pub(crate) fn new() -> NodeStats {
+        NodeStats {
+            received: 0,
+            latency: new_hist(),
+        }
+    }
+}
+
 /// A worker's own figures, returned when it ends.
 #[derive(Debug)]
 pub(crate) struct Stats {
@@ -173,6 +190,10 @@ pub(crate) struct Stats {
     /// bytes their frames took.
     pub(crate) deflate_payload: u64,
     pub(crate) deflate_wire: u64,
+    /// Fanout across nodes: `received` and `latency` again, split by the node (URL)
+    /// of the receiving connection (empty otherwise). Indexed by a number each
+    /// connection carries: no lookup per message.
+    pub(crate) nodes: Vec<NodeStats>,
 }
 
 impl Stats {
@@ -197,7 +218,15 @@ impl Stats {
             errors: BTreeMap::new(),
             deflate_payload: 0,
             deflate_wire: 0,
+            nodes: Vec::new(),
         }
+    }
+
+    /// With a figure set for each of `nodes` nodes.
+    pub(crate) fn with_nodes(nodes: usize) -> Stats {
+        let mut s = Stats::new();
+        s.nodes = (0..nodes).map(|_| NodeStats::new()).collect();
+        s
     }
 
     pub(crate) fn error(&mut self, k: ErrKind, n: u64) {
@@ -232,6 +261,13 @@ impl Stats {
         self.deflate_wire += o.deflate_wire;
         for (k, v) in &o.errors {
             self.error(*k, *v);
+        }
+        if self.nodes.len() < o.nodes.len() {
+            self.nodes.resize_with(o.nodes.len(), NodeStats::new);
+        }
+        for (a, b) in self.nodes.iter_mut().zip(&o.nodes) {
+            a.received += b.received;
+            let _ = a.latency.add(&b.latency);
         }
     }
 }

@@ -79,6 +79,54 @@ impl Target {
     }
 }
 
+/// Fanout across nodes: the distinct URLs that connections go to, the publishers' URL
+/// first (node 0), then the `--subscriber-url`s in the order given (a URL given twice,
+/// or the publishers' URL given again, is one node). Nodes are told apart by the URL
+/// as written.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Nodes {
+    /// One per node.
+    pub(crate) urls: Vec<String>,
+    /// For each subscriber URL (in the order given), the index of its node.
+    pub(crate) of_subscriber_url: Vec<u16>,
+}
+
+impl Nodes {
+    /// The nodes of a run with publishers on `url` and subscribers spread over
+    /// `subscriber_urls`; none (no per-node figures) when that list is empty.
+    pub(crate) fn new(url: &str, subscriber_urls: &[String]) -> Result<Nodes, String> {
+        let mut n = Nodes::default();
+        if subscriber_urls.is_empty() {
+            return Ok(n);
+        }
+        n.urls.push(url.to_string());
+        for u in subscriber_urls {
+            let i = match n.urls.iter().position(|x| x == u) {
+                Some(i) => i,
+                None => {
+                    n.urls.push(u.clone());
+                    n.urls.len() - 1
+                }
+            };
+            let i = u16::try_from(i).map_err(|_| "--subscriber-url: too many nodes")?;
+            n.of_subscriber_url.push(i);
+        }
+        Ok(n)
+    }
+
+    /// Subscribers asked for on each node: the k-th subscriber connects to subscriber
+    /// URL `k % len` (as the workers do).
+    pub(crate) fn subscribers(&self, subscribers: usize) -> Vec<u64> {
+        let mut per = vec![0; self.urls.len()];
+        let n = self.of_subscriber_url.len();
+        for (t, &node) in self.of_subscriber_url.iter().enumerate() {
+            // k in 0..subscribers with k % n == t
+            per[node as usize] += subscribers.saturating_sub(t).div_ceil(n) as u64;
+        }
+        per
+    }
+}
+
 /// Parses `--source`: addresses and inclusive ranges, comma-separated
 /// (`127.0.0.2-127.0.0.60,10.0.0.5`).
 pub(crate) fn parse_sources(s: &str) -> Result<Vec<IpAddr>, String> {
@@ -164,6 +212,22 @@ mod tests {
             .is_err());
         assert!(Target::new("http://x/", &[], &[], None).is_err());
         assert!(Target::new("ws://127.0.0.1/", &[], &["nocolon".into()], None).is_err());
+    }
+
+    #[test]
+    fn nodes_are_distinct_urls_publishers_first() {
+        let n = Nodes::new("ws://a/", &[]).unwrap();
+        assert!(n.urls.is_empty());
+        let subs = ["ws://a/", "ws://b/", "ws://c/", "ws://b/"].map(String::from);
+        let n = Nodes::new("ws://a/", &subs).unwrap();
+        assert_eq!(n.urls, ["ws://a/", "ws://b/", "ws://c/"]);
+        assert_eq!(n.of_subscriber_url, [0, 1, 2, 1]);
+        // 10 subscribers over 4 URLs: 3, 3, 2, 2; b is given twice
+        assert_eq!(n.subscribers(10), [3, 5, 2]);
+        assert_eq!(n.subscribers(1), [1, 0, 0]);
+        let n = Nodes::new("ws://p/", &subs[1..3]).unwrap();
+        assert_eq!(n.urls, ["ws://p/", "ws://b/", "ws://c/"]);
+        assert_eq!(n.subscribers(7), [0, 4, 3]);
     }
 
     #[test]

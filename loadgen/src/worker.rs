@@ -25,7 +25,7 @@ type StatsOut = Arc<Mutex<Option<mpsc::Sender<(usize, Stats)>>>>;
 
 use crate::procfs::{self, instant_of, ns_of};
 use crate::stats::{new_hist, ErrKind, Shared, Stats, NEVER};
-use crate::target::Target;
+use crate::target::{Nodes, Target};
 
 /// Bytes at the start of every payload: send time and sequence number.
 pub(crate) const STAMP: usize = 16;
@@ -173,6 +173,9 @@ pub(crate) struct Plan {
     pub(crate) target: Arc<Target>,
     /// Fanout: where subscribers connect, if not to `target` (spread over these).
     pub(crate) subscriber_targets: Arc<Vec<Target>>,
+    /// Fanout across nodes: deliveries are counted per node too (publishers on node 0,
+    /// subscribers on their URL's).
+    pub(crate) nodes: Arc<Nodes>,
     pub(crate) sources: Arc<Vec<std::net::IpAddr>>,
     pub(crate) mode: Mode,
     pub(crate) size: usize,
@@ -219,6 +222,8 @@ pub(crate) struct Conn {
     outstanding: u64,
     seq: u64,
     expect: u64,
+    /// Fanout across nodes: the index of this connection's node in `Stats::nodes`.
+    node: u16,
 }
 
 /// The handler of one worker.
@@ -304,8 +309,8 @@ impl Load {
                         .timeout(std::time::Duration::from_nanos(plan.connect_timeout))
                 })
                 .collect(),
+            stats: Stats::with_nodes(plan.nodes.urls.len()),
             plan,
-            stats: Stats::new(),
             interval: new_hist(),
             latency_seen: new_hist(),
             open_ids: Vec::new(),
@@ -427,6 +432,15 @@ impl Load {
             } else {
                 0
             };
+            let node = match self.plan.mode {
+                Mode::Fanout { publishers, .. } if gi >= publishers => {
+                    let of = &self.plan.nodes.of_subscriber_url;
+                    of.get((gi - publishers) % of.len().max(1))
+                        .copied()
+                        .unwrap_or(0)
+                }
+                _ => 0,
+            };
             let conn = Conn {
                 state: State::Opening,
                 we_closed: false,
@@ -438,6 +452,7 @@ impl Load {
                 outstanding: 0,
                 seq: 0,
                 expect: 0,
+                node,
             };
             let req = match (&self.plan.mode, self.subscriber_requests.len()) {
                 (Mode::Fanout { publishers, .. }, n) if n > 0 && gi >= *publishers => {
@@ -737,6 +752,11 @@ impl Handler for Load {
             self.stats.latency.saturating_record(lat);
             self.stats.received += 1;
             self.stats.bytes_received += len as u64;
+            // across nodes: the same again in the receiver's node (an index, no lookup)
+            if let Some(n) = self.stats.nodes.get_mut(c.node as usize) {
+                n.received += 1;
+                n.latency.saturating_record(lat);
+            }
         } else {
             self.interval.saturating_record(lat);
         }
