@@ -274,6 +274,214 @@ fn fanout_ours() {
     assert_ordered(&j, "latency_us");
 }
 
+/// The `fanout.nodes` entry for `url`.
+fn node<'a>(j: &'a serde_json::Value, url: &str) -> &'a serde_json::Value {
+    j["fanout"]["nodes"]
+        .as_array()
+        .expect("fanout.nodes")
+        .iter()
+        .find(|n| n["url"] == url)
+        .unwrap_or_else(|| panic!("no node {url} in {}", j["fanout"]))
+}
+
+/// Adds the base64 histograms of every node of a report.
+fn nodes_hist(j: &serde_json::Value) -> hdrhistogram::Histogram<u64> {
+    let mut sum = hdrhistogram::Histogram::new(3).unwrap();
+    for n in j["fanout"]["nodes"].as_array().unwrap() {
+        sum.add(hist(n["latency_hist"].as_str().unwrap())).unwrap();
+    }
+    sum
+}
+
+/// Every bucket of `a` holds what `b` does, and nothing else.
+fn same_hist(a: &hdrhistogram::Histogram<u64>, b: &hdrhistogram::Histogram<u64>, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: counts");
+    for v in b.iter_recorded() {
+        let x = v.value_iterated_to();
+        assert_eq!(a.count_at(x), v.count_at_value(), "{what}: bucket {x}");
+    }
+}
+
+/// One fanout run: publishers on `url`, subscribers over `subs`; the JSON report.
+fn fanout_run(url: &str, subs: &[String], extra: &[&str]) -> (serde_json::Value, String) {
+    let mut a = vec!["fanout", url, "--duration", "1s", "--warmup", "300ms"];
+    for s in subs {
+        a.extend(["--subscriber-url", s.as_str()]);
+    }
+    a.extend_from_slice(extra);
+    let r = load(&a, Duration::from_secs(30));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    (r.json.unwrap(), r.stdout)
+}
+
+#[test]
+fn fanout_across_nodes_counts_and_times_each_node_apart() {
+    // node A under two URLs (bound to 0.0.0.0: 127.0.0.1 and 127.0.0.2 both reach it,
+    // so both get every publish), and node B, a second broadcast server with no broker
+    // to A: its subscribers get nothing, and the node table shows it
+    let a = Ours::start_all_loopback(true);
+    let b = Ours::start(true);
+    let (a1, a2, b1) = (a.url_at("127.0.0.1"), a.url_at("127.0.0.2"), b.url());
+    let subs = [a1.clone(), a2.clone(), b1.clone()];
+    let (j, out) = fanout_run(
+        &a1,
+        &subs,
+        &[
+            "--subscribers",
+            "7",
+            "--publishers",
+            "2",
+            "--rate",
+            "200",
+            // two workers: the node figures of each are merged at the end
+            "--threads",
+            "2",
+        ],
+    );
+    let published = u(&j, "fanout.published");
+    assert!((190..=210).contains(&published), "published {published}");
+    assert_eq!(u(&j, "errors_total"), 0, "{out}");
+    // subscribers 0, 3, 6 on a1 (with the 2 publishers), 1 and 4 on a2, 2 and 5 on b1
+    let nodes = j["fanout"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{}", j["fanout"]);
+    assert_eq!(nodes[0]["url"], a1.as_str(), "the publishers' node first");
+    for (url, pubs, subs, receivers) in [(&a1, 2, 3, 5), (&a2, 0, 2, 2), (&b1, 0, 2, 0)] {
+        let n = node(&j, url);
+        assert_eq!(u(n, "publishers"), pubs, "{url}");
+        assert_eq!(u(n, "subscribers"), subs, "{url}");
+        assert_eq!(u(n, "deliveries"), receivers * published, "{url}: {out}");
+        assert_eq!(u(n, "latency_us.count"), u(n, "deliveries"), "{url}");
+        assert_ordered(n, "latency_us");
+        let rate = f(n, "deliveries_per_s");
+        assert!((rate - u(n, "deliveries") as f64 / f(&j, "window_s")).abs() < 1e-6);
+    }
+    // the nodes add up to the totals: deliveries, and the latency histogram exactly
+    let sum: u64 = nodes
+        .iter()
+        .map(|n| n["deliveries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, u(&j, "fanout.delivered"));
+    assert_eq!(sum, 7 * published);
+    same_hist(
+        &nodes_hist(&j),
+        &hist(j["latency_hist"].as_str().unwrap()),
+        "nodes vs overall",
+    );
+    // the text report has the node table, a row per node
+    assert!(out.contains("deliveries/s"), "{out}");
+    for url in &subs {
+        assert!(out.lines().any(|l| l.starts_with(url.as_str())), "{out}");
+    }
+    // on one URL there is no node split
+    let (j, _) = fanout_run(&a1, &[], &["--subscribers", "2", "--rate", "50"]);
+    assert!(j["fanout"].get("nodes").is_none(), "{}", j["fanout"]);
+}
+
+#[test]
+fn merge_combines_fanout_nodes_by_url() {
+    let a = Ours::start_all_loopback(true);
+    let (a1, a2) = (a.url_at("127.0.0.1"), a.url_at("127.0.0.2"));
+    // run 1 across both URLs, run 2 with subscribers on a2 only, run 3 on a2 alone
+    // (no --subscriber-url: one node, from before or without the split)
+    let (r1, _) = fanout_run(
+        &a1,
+        &[a1.clone(), a2.clone()],
+        &["--subscribers", "4", "--rate", "100"],
+    );
+    let (r2, _) = fanout_run(
+        &a1,
+        std::slice::from_ref(&a2),
+        &["--subscribers", "3", "--rate", "100"],
+    );
+    let (r3, _) = fanout_run(&a2, &[], &["--subscribers", "2", "--rate", "100"]);
+    let files: Vec<_> = [&r1, &r2, &r3]
+        .iter()
+        .map(|r| {
+            let p = temp("node.json");
+            std::fs::write(&p, r.to_string()).unwrap();
+            p
+        })
+        .collect();
+    let names: Vec<&str> = files.iter().map(|p| p.to_str().unwrap()).collect();
+    let m = load(&[&["merge"], &names[..]].concat(), Duration::from_secs(30));
+    assert_eq!(m.status, 0, "{}", m.stderr);
+    let j = m.json.unwrap();
+    let nodes = j["fanout"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{}", j["fanout"]);
+    // a1: run 1's first node and run 2's publisher node; a2: the rest
+    let parts: [(&str, Vec<&serde_json::Value>); 2] = [
+        (&a1, vec![node(&r1, &a1), node(&r2, &a1)]),
+        (&a2, vec![node(&r1, &a2), node(&r2, &a2)]),
+    ];
+    for (url, from) in &parts {
+        let n = node(&j, url);
+        for k in ["publishers", "subscribers", "deliveries"] {
+            let mut want: u64 = from.iter().map(|x| u(x, k)).sum();
+            if *url == a2 {
+                want += match k {
+                    "publishers" => u(&r3, "fanout.publishers"),
+                    "subscribers" => u(&r3, "fanout.subscribers"),
+                    _ => u(&r3, "fanout.delivered"),
+                };
+            }
+            assert_eq!(u(n, k), want, "{url} {k}");
+        }
+        let mut want = hdrhistogram::Histogram::new(3).unwrap();
+        for x in from {
+            want.add(hist(x["latency_hist"].as_str().unwrap())).unwrap();
+        }
+        if *url == a2 {
+            want.add(hist(r3["latency_hist"].as_str().unwrap()))
+                .unwrap();
+        }
+        same_hist(&hist(n["latency_hist"].as_str().unwrap()), &want, url);
+        assert_eq!(u(n, "latency_us.count"), u(n, "deliveries"));
+    }
+    let rate_sum = f(&r1, "fanout.delivered_per_s")
+        + f(&r2, "fanout.delivered_per_s")
+        + f(&r3, "fanout.delivered_per_s");
+    let node_rates: f64 = nodes
+        .iter()
+        .map(|n| n["deliveries_per_s"].as_f64().unwrap())
+        .sum();
+    assert!((node_rates - rate_sum).abs() < 1e-6 * rate_sum);
+    let sum: u64 = nodes
+        .iter()
+        .map(|n| n["deliveries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, u(&j, "fanout.delivered"));
+    same_hist(
+        &nodes_hist(&j),
+        &hist(j["latency_hist"].as_str().unwrap()),
+        "merged nodes vs overall",
+    );
+    assert!(m.stdout.contains("deliveries/s"), "{}", m.stdout);
+    // an older report across nodes has no split: it still merges, into the totals, and
+    // the report says its deliveries are missing from the node table
+    let mut old = r1.clone();
+    old["fanout"].as_object_mut().unwrap().remove("nodes");
+    std::fs::write(&files[0], old.to_string()).unwrap();
+    let m = load(&["merge", names[0], names[1]], Duration::from_secs(30));
+    assert_eq!(m.status, 0, "{}", m.stderr);
+    let j = m.json.unwrap();
+    assert_eq!(
+        u(&j, "fanout.delivered"),
+        u(&r1, "fanout.delivered") + u(&r2, "fanout.delivered")
+    );
+    assert_eq!(
+        u(node(&j, &a2), "deliveries"),
+        u(node(&r2, &a2), "deliveries")
+    );
+    assert!(
+        m.stdout.contains("without per-node figures"),
+        "{}",
+        m.stdout
+    );
+    for p in files {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 #[test]
 fn slo_ours() {
     let s = Ours::start(false);

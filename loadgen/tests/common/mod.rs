@@ -1,6 +1,7 @@
 //! Shared helpers: an in-process Soliton server, misbehaving servers, a peer server
 //! written by someone else (Python `websockets`), and running `soliton-load` with a time
-//! limit. Everything listens on 127.0.0.1 and is stopped when dropped.
+//! limit. Everything listens on 127.0.0.1 (but [`Ours::start_all_loopback`]) and is
+//! stopped when dropped.
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -56,6 +57,17 @@ impl Ours {
         Ours::start_with(broadcast, false)
     }
 
+    /// A server bound to 0.0.0.0, so that every loopback address (127.0.0.1, 127.0.0.2,
+    /// ...) reaches it: one node under several URLs ([`Ours::url_at`]).
+    pub fn start_all_loopback(broadcast: bool) -> Ours {
+        Ours::start_on("0.0.0.0:0".parse().unwrap(), broadcast, false)
+    }
+
+    /// `ws://HOST:PORT/` for this server's port.
+    pub fn url_at(&self, host: &str) -> String {
+        format!("ws://{host}:{}/", self.addr.port())
+    }
+
     /// An echo server on wss:// with a self-signed certificate for 127.0.0.1, written
     /// to a PEM file for --ca.
     pub fn start_tls() -> Ours {
@@ -63,10 +75,11 @@ impl Ours {
     }
 
     fn start_with(broadcast: bool, tls: bool) -> Ours {
-        let mut b = Server::builder()
-            .addr("127.0.0.1:0".parse().unwrap())
-            .workers(1)
-            .pin(None);
+        Ours::start_on("127.0.0.1:0".parse().unwrap(), broadcast, tls)
+    }
+
+    fn start_on(addr: SocketAddr, broadcast: bool, tls: bool) -> Ours {
+        let mut b = Server::builder().addr(addr).workers(1).pin(None);
         let mut ca = None;
         if tls {
             let (cert, key) = soliton::tls::self_signed(&["127.0.0.1", "localhost"]);
