@@ -146,18 +146,34 @@ fn a_tokio_task_echoes_through_the_bridge_in_order() {
         // two workers: each pauses and resumes its own connections
         let (served, mut events) = Served::start(builder(backend).workers(2), opts);
         let bridge = served.bridge.clone();
+        // One task per connection sends its echoes in order. (Awaiting each send in the
+        // event loop itself would tie every connection to the slowest: while it waits
+        // for connection X to drain, the queue fills, X is paused, X's client blocks
+        // writing its window before it reads, and X never drains. Seen once in CI.)
         let consumer = on_tokio(async move {
             let (mut opens, mut closes) = (Vec::new(), Vec::new());
+            let mut echoers = std::collections::HashMap::new();
+            let mut tasks = Vec::new();
             while let Some(ev) = events.next().await {
                 match ev {
                     Event::Open {
                         id, path, headers, ..
-                    } => opens.push((id, path, headers)),
+                    } => {
+                        opens.push((id, path, headers));
+                        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Payload>();
+                        let bridge = bridge.clone();
+                        tasks.push(tokio::spawn(async move {
+                            while let Some(p) = rx.recv().await {
+                                bridge
+                                    .send(id, p.as_message())
+                                    .await
+                                    .expect("the client is there");
+                            }
+                        }));
+                        echoers.insert(id, tx);
+                    }
                     Event::Message { id, payload } => {
-                        bridge
-                            .send(id, payload.as_message())
-                            .await
-                            .expect("the client is there");
+                        echoers[&id].send(payload).expect("the echo task runs");
                     }
                     Event::Close {
                         id,
@@ -165,12 +181,16 @@ fn a_tokio_task_echoes_through_the_bridge_in_order() {
                         reason,
                         clean,
                     } => {
+                        echoers.remove(&id);
                         closes.push((id, code.get(), reason, clean));
                         if closes.len() == CLIENTS {
                             break;
                         }
                     }
                 }
+            }
+            for t in tasks {
+                t.await.expect("an echo task");
             }
             (opens, closes)
         });
