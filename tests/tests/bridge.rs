@@ -160,7 +160,8 @@ fn a_tokio_task_echoes_through_the_bridge_in_order() {
                         id, path, headers, ..
                     } => {
                         opens.push((id, path, headers));
-                        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Payload>();
+                        // bounded (memory stays bounded), and larger than a client's window
+                        let (tx, mut rx) = tokio::sync::mpsc::channel::<Payload>(4 * WINDOW);
                         let bridge = bridge.clone();
                         tasks.push(tokio::spawn(async move {
                             while let Some(p) = rx.recv().await {
@@ -173,7 +174,10 @@ fn a_tokio_task_echoes_through_the_bridge_in_order() {
                         echoers.insert(id, tx);
                     }
                     Event::Message { id, payload } => {
-                        echoers[&id].send(payload).expect("the echo task runs");
+                        echoers[&id]
+                            .send(payload)
+                            .await
+                            .expect("the echo task runs");
                     }
                     Event::Close {
                         id,
