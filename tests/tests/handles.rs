@@ -31,6 +31,11 @@ enum Ev {
     Ran(usize),
 }
 
+/// The event for a close.
+fn closed(id: ConnId, info: CloseInfo<'_>) -> Ev {
+    Ev::Closed(id, info.code.get(), info.reason.into(), info.was_clean)
+}
+
 fn wait_for<T>(rx: &Receiver<T>, what: &str) -> T {
     rx.recv_timeout(IO_TIMEOUT)
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
@@ -103,12 +108,7 @@ impl Handler for App {
         }
     }
     fn on_close(&mut self, id: ConnId, _data: (), info: CloseInfo<'_>) {
-        let _ = self.tx.send(Ev::Closed(
-            id,
-            info.code.get(),
-            info.reason.into(),
-            info.was_clean,
-        ));
+        let _ = self.tx.send(closed(id, info));
     }
 }
 
@@ -323,12 +323,7 @@ impl Handler for Deferring {
         ws.send(msg);
     }
     fn on_close(&mut self, id: ConnId, _data: User, info: CloseInfo<'_>) {
-        let _ = self.tx.send(Ev::Closed(
-            id,
-            info.code.get(),
-            info.reason.into(),
-            info.was_clean,
-        ));
+        let _ = self.tx.send(closed(id, info));
     }
 }
 
@@ -534,12 +529,7 @@ impl Handler for ClientSide {
     }
     fn on_message(&mut self, _ws: &mut WebSocket<'_, ()>, _msg: Message<'_>) {}
     fn on_close(&mut self, id: ConnId, _data: (), info: CloseInfo<'_>) {
-        let _ = self.tx.send(Ev::Closed(
-            id,
-            info.code.get(),
-            info.reason.into(),
-            info.was_clean,
-        ));
+        let _ = self.tx.send(closed(id, info));
     }
 }
 

@@ -110,7 +110,7 @@ impl ClientBuilder {
         let shared = Arc::new(Shared::new(cfg.workers, std::any::TypeId::of::<H>()));
         let listeners = (0..cfg.workers).map(|_| None).collect();
         let (threads, backend) = crate::runtime::spawn(
-            cfg.clone(),
+            cfg,
             shared.clone(),
             Arc::new(factory),
             listeners,
@@ -118,7 +118,7 @@ impl ClientBuilder {
             None,
         )?;
         Ok(ClientHandle {
-            remote: Remote { cfg, shared },
+            remote: Remote { shared },
             backend,
             threads,
             next: AtomicUsize::new(0),

@@ -3,12 +3,13 @@
 //! [`Handler::on_upgrade`], a client's at a connect; from `on_open` on they are the same.
 
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::ctx::WorkerCtx;
 use super::error::ConnError;
 use super::id::ConnId;
-use super::mailbox::{Command, Verdict};
+use super::mailbox::{Command, Shared, Verdict};
 use super::ws::WebSocket;
 use super::Remote;
 use crate::proto::close::CloseCode;
@@ -76,7 +77,8 @@ pub struct UpgradeRequest<'a, 'b> {
     pub(crate) protocol: Cell<Option<&'b str>>,
     pub(crate) headers: RefCell<Vec<(String, String)>>,
     pub(crate) id: ConnId,
-    pub(crate) remote: &'a Remote,
+    /// The worker's shared state (its mailboxes), for a deferred upgrade's verdict.
+    pub(crate) shared: &'a Arc<Shared>,
 }
 
 impl<'b> UpgradeRequest<'_, 'b> {
@@ -99,7 +101,9 @@ impl<'b> UpgradeRequest<'_, 'b> {
     pub fn defer(&self) -> PendingUpgrade {
         PendingUpgrade {
             id: self.id,
-            remote: Some(self.remote.clone()),
+            remote: Some(Remote {
+                shared: self.shared.clone(),
+            }),
         }
     }
 

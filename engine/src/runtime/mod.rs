@@ -147,7 +147,6 @@ where
 /// The part of a server's or client's handle that talks to the workers.
 #[derive(Debug, Clone)]
 pub(crate) struct Remote {
-    pub(crate) cfg: Arc<Config>,
     pub(crate) shared: Arc<Shared>,
 }
 

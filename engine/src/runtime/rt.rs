@@ -45,8 +45,6 @@ pub(crate) struct Rt {
     pub(crate) codecs: super::deflate::Codecs,
     /// Scratch: the receivers of a publish.
     pub(crate) fanout: Vec<usize>,
-    /// The worker's way to the mailboxes, for handles made on it (deferred upgrades).
-    pub(crate) remote: super::Remote,
     /// The server's handle (none for a client's workers).
     pub(crate) handle: Option<crate::server::ServerHandle>,
     /// The application's timers.

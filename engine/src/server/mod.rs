@@ -170,14 +170,16 @@ impl Builder {
                 addr,
                 backend,
                 config: Mutex::new(cfg.clone()),
-                remote: Remote { cfg, shared },
+                remote: Remote {
+                    shared: shared.clone(),
+                },
                 threads: Mutex::new(Vec::new()),
             }),
         };
         let h = handle.clone();
         let (threads, _) = crate::runtime::spawn(
-            handle.inner.remote.cfg.clone(),
-            handle.inner.remote.shared.clone(),
+            cfg,
+            shared,
             Arc::new(move |i| factory(i, &h)),
             listeners,
             "soliton",

@@ -37,10 +37,7 @@ impl<H: Handler> Worker<H> {
                     }
                 }
                 Command::Connect(p) => self.start_connect(driver, *p),
-                Command::Reconfigure(cfg) => {
-                    self.rt.remote.cfg = cfg.clone();
-                    self.rt.cfg = cfg;
-                }
+                Command::Reconfigure(cfg) => self.rt.cfg = cfg,
                 Command::Shutdown { deadline } => self.begin_shutdown(deadline),
             }
         }

@@ -79,10 +79,6 @@ impl<H: Handler> Worker<H> {
         shared: Arc<Shared>,
         handle: Option<crate::server::ServerHandle>,
     ) -> Self {
-        let remote = super::Remote {
-            cfg: cfg.clone(),
-            shared: shared.clone(),
-        };
         Worker {
             handler,
             slots: Slots::new(),
@@ -104,7 +100,6 @@ impl<H: Handler> Worker<H> {
                 direct: None,
                 codecs: Default::default(),
                 fanout: Vec::new(),
-                remote,
                 handle,
                 app_timers: Default::default(),
                 metrics: shared.metrics[index].clone(),

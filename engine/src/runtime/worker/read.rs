@@ -132,15 +132,16 @@ impl<H: Handler> Worker<H> {
     /// Processes `buf` for `idx`; returns how many bytes were used.
     fn process(&mut self, idx: usize, buf: &mut [u8]) -> usize {
         let mut start = 0;
-        if self.is_deferred(idx) {
-            // the request is answered later: what follows it waits (bounded like a head)
-            if buf.len() > self.rt.cfg.handshake.limits.max_head {
-                self.http_error(idx, 400, "data before the upgrade was answered");
-                return buf.len();
-            }
-            return 0;
-        }
         if let Some(slot) = self.slots.get(idx) {
+            if slot.phase == Phase::Handshake && self.is_deferred(idx) {
+                // the request is answered later: what follows it waits (bounded like a
+                // head)
+                if buf.len() > self.rt.cfg.handshake.limits.max_head {
+                    self.http_error(idx, 400, "data before the upgrade was answered");
+                    return buf.len();
+                }
+                return 0;
+            }
             if slot.phase == Phase::Handshake {
                 let head = match slot.proto.role() {
                     Role::Server => self.server_handshake(idx, buf),

@@ -67,7 +67,7 @@ impl<H: Handler> Worker<H> {
             ),
             headers: Default::default(),
             id,
-            remote: &self.rt.remote,
+            shared: &self.rt.shared,
         };
         let handler = &mut self.handler;
         let verdict = catch_unwind(AssertUnwindSafe(|| handler.on_upgrade_request(&up)));
