@@ -7,16 +7,19 @@
 //! `SOLITON_REQUIRE_NATS=1` (CI installs it: Debian's `nats-server` package).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use soliton::cluster::NatsConfig;
 use soliton::proto::Message;
 use soliton::server::{Handler, Reject, Server, ServerHandle, UpgradeRequest, WebSocket};
 use tungstenite::stream::MaybeTlsStream;
+
+mod common;
+
+use common::ServerProcess;
 
 type Ws = tungstenite::WebSocket<MaybeTlsStream<TcpStream>>;
 
@@ -167,14 +170,14 @@ impl Drop for Nats {
     }
 }
 
-/// A `soliton-server --mode broadcast --nats URL` process, killed when dropped; its
-/// standard error lines arrive on `lines`.
-struct Node {
-    child: Child,
-    lines: Receiver<String>,
-    /// Every line read from `lines` so far.
-    seen: std::cell::RefCell<Vec<String>>,
-    addr: SocketAddr,
+/// A `soliton-server --mode broadcast --nats URL` process, killed when dropped.
+struct Node(ServerProcess);
+
+impl std::ops::Deref for Node {
+    type Target = ServerProcess;
+    fn deref(&self) -> &ServerProcess {
+        &self.0
+    }
 }
 
 impl Node {
@@ -184,79 +187,28 @@ impl Node {
 
     /// Starts a node; `Err` with its standard error if it exits instead.
     fn try_start(nats: &str, prefix: &str) -> Result<Node, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_soliton-server"))
-            .args(["--port", "0", "--threads", "2", "--no-pin", "--mode"])
-            .args(["broadcast", "--log", "info", "--shutdown-grace", "0"])
-            .args(["--nats", nats, "--nats-prefix", prefix])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("soliton-server starts");
-        let (tx, lines) = channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let end = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        loop {
-            match lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
-                Ok(l) if l.contains("listening on") => {
-                    let at = l.split("://").nth(1).and_then(|r| r.split(' ').next());
-                    let addr = at.unwrap().parse().expect("the address it listens on");
-                    return Ok(Node {
-                        child,
-                        lines,
-                        seen: Default::default(),
-                        addr,
-                    });
-                }
-                Ok(l) => seen.push(l),
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().unwrap();
-                    return Err(format!("{status}: {}", seen.join("\n")));
-                }
-            }
-        }
-    }
-
-    /// The first standard-error line containing `what` since the node started
-    /// (waiting for it if it has not come yet).
-    fn wait_line(&self, what: &str) -> String {
-        if let Some(l) = self.seen.borrow().iter().find(|l| l.contains(what)) {
-            return l.clone();
-        }
-        let end = Instant::now() + WAIT;
-        loop {
-            match self
-                .lines
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) => {
-                    self.seen.borrow_mut().push(l.clone());
-                    if l.contains(what) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!("the node never printed {what:?}: {:?}", self.seen.borrow()),
-            }
-        }
+        let args = [
+            "--port",
+            "0",
+            "--threads",
+            "2",
+            "--no-pin",
+            "--mode",
+            "broadcast",
+            "--log",
+            "info",
+            "--shutdown-grace",
+            "0",
+            "--nats",
+            nats,
+            "--nats-prefix",
+            prefix,
+        ];
+        ServerProcess::start(&args, WAIT).map(Node)
     }
 
     fn client(&self) -> Ws {
         client(self.addr)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,81 +2,28 @@
 //! wins), and SIGHUP applying a changed file to new connections while the server runs;
 //! a change that needs a restart is refused and says so. Real processes on loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The server process, killed when dropped; its standard error lines arrive on `lines`.
-struct Server {
-    child: Child,
-    lines: Receiver<String>,
-    addr: SocketAddr,
+mod common;
+
+use common::ServerProcess;
+
+fn start(args: &[&str]) -> ServerProcess {
+    ServerProcess::start(args, WAIT).unwrap_or_else(|e| panic!("soliton-server: {e}"))
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_soliton-server"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("soliton-server starts");
-        let (tx, lines) = channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut s = Server {
-            child,
-            lines,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let l = s.wait_line("listening on");
-        let at = l
-            .split("://")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .unwrap();
-        s.addr = at.parse().expect("the address it listens on");
-        s
-    }
-
-    /// The next standard-error line containing `what`.
-    fn wait_line(&self, what: &str) -> String {
-        let end = Instant::now() + WAIT;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(what) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("soliton-server never printed {what:?}"),
-            }
-        }
-    }
-
-    fn hup(&self) {
-        let ok = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -HUP");
-    }
+fn hup(server: &ServerProcess) {
+    let ok = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -HUP");
 }
 
 /// The status of an upgrade request with this Origin.
@@ -113,7 +60,7 @@ fn a_config_file_is_read_and_sighup_applies_a_changed_one() {
     )
     .unwrap();
     let path = file.to_str().unwrap();
-    let server = Server::start(&["--config", path, "--port", "0"]);
+    let server = start(&["--config", path, "--port", "0"]);
     assert_ne!(server.addr.port(), 1);
     assert_eq!(upgrade_status(server.addr, "https://evil.example"), 101);
 
@@ -124,8 +71,8 @@ fn a_config_file_is_read_and_sighup_applies_a_changed_one() {
          origin = [\"https://good.example\"]\nmax-message = 100\n",
     )
     .unwrap();
-    server.hup();
-    server.wait_line("SIGHUP: reloaded");
+    hup(&server);
+    server.next_line("SIGHUP: reloaded");
     assert_eq!(upgrade_status(server.addr, "https://evil.example"), 403);
     assert_eq!(upgrade_status(server.addr, "https://good.example"), 101);
 
@@ -135,15 +82,15 @@ fn a_config_file_is_read_and_sighup_applies_a_changed_one() {
         "port = 1\nthreads = 3\nno-pin = true\nbackend = \"epoll\"\n",
     )
     .unwrap();
-    server.hup();
-    let l = server.wait_line("SIGHUP: not reloaded");
+    hup(&server);
+    let l = server.next_line("SIGHUP: not reloaded");
     assert!(l.contains("workers"), "{l}");
     assert_eq!(upgrade_status(server.addr, "https://evil.example"), 403);
 
     // a broken file: refused, the server goes on
     std::fs::write(&file, "port = \n").unwrap();
-    server.hup();
-    server.wait_line("SIGHUP: not reloaded");
+    hup(&server);
+    server.next_line("SIGHUP: not reloaded");
     assert_eq!(upgrade_status(server.addr, "https://good.example"), 101);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -172,7 +119,7 @@ fn a_bad_config_file_is_a_clear_error_at_start() {
 
 #[test]
 fn metrics_are_served_on_their_own_address() {
-    let server = Server::start(&[
+    let server = start(&[
         "--port",
         "0",
         "--threads",
@@ -181,7 +128,7 @@ fn metrics_are_served_on_their_own_address() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let l = server.wait_line("metrics on http://");
+    let l = server.next_line("metrics on http://");
     let at: SocketAddr = l
         .split("http://")
         .nth(1)
