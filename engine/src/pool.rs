@@ -25,10 +25,11 @@ pub struct Pool {
 const POOL_KEEP_MAX: usize = 256 * 1024;
 /// Most buffers a pool keeps.
 const POOL_MAX: usize = 1024;
-/// Most bytes a pool keeps: enough for a loop iteration's worth of write chunks
-/// (64 of 64 KiB), while a flood's queues, once written, go back to the allocator
-/// instead of staying resident here (1,024 buffers of up to 256 KiB could hold 256 MiB).
-const POOL_BYTES_MAX: usize = 4 << 20;
+/// Most bytes a pool keeps: a loop iteration's worth of write chunks (64 of 16 KiB),
+/// while a flood's queues, once written, go back to the allocator instead of staying
+/// resident here (1,024 buffers of up to 256 KiB could hold 256 MiB; 4 MiB kept was
+/// a third of the 100-connection flood's RSS bound).
+const POOL_BYTES_MAX: usize = 1 << 20;
 
 impl Pool {
     /// An empty buffer, with the capacity it had when it was put back.
@@ -113,8 +114,11 @@ pub(crate) struct Inner {
     sealed: usize,
 }
 
-/// Owned chunks grow up to this before a new one is started.
-const CHUNK_MAX: usize = 64 * 1024;
+/// Owned chunks grow up to this before a new one is started (a written chunk goes
+/// back to the pool whole: smaller chunks keep less of a long queue resident).
+const CHUNK_MAX: usize = 16 * 1024;
+/// The least room a new chunk gets.
+const CHUNK_START: usize = 4 * 1024;
 /// Owned chunks under this size are copied behind the last chunk when it has room,
 /// rather than queued as a chunk of their own.
 const COALESCE_MAX: usize = 1024;
@@ -201,7 +205,8 @@ impl OutQueue {
                 Some(Chunk::Owned(v)) if v.len() + n <= CHUNK_MAX.max(v.capacity()));
         if !fits {
             let mut v = pool.get();
-            v.reserve(n + spare);
+            // a fresh buffer starts at a page rather than doubling up from a few bytes
+            v.reserve((n + spare).max(CHUNK_START));
             q.chunks.push_back(Chunk::Owned(v));
         }
         match q.chunks.back_mut() {

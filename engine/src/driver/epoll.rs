@@ -398,8 +398,7 @@ impl Epoll {
     /// `hup`: the peer's FIN (or an error) is known to have come, so a short read does
     /// not mean drained: read on to the end (no further edge will say so).
     fn read<S: Sink>(&mut self, t: Token, hup: bool, sink: &mut S) {
-        let chunk = self.buf_len;
-        let (at, end) = (self.buf_at, self.buf_at + self.buf_len);
+        let at = self.buf_at;
         loop {
             let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen) else {
                 return;
@@ -407,12 +406,15 @@ impl Epoll {
             if s.ended {
                 return;
             }
-            if !s.reading || !sink.wants_read(t) {
+            let budget = if s.reading { sink.read_budget(t) } else { 0 };
+            if budget == 0 {
                 if let Some(s) = self.socks.get_mut(t.index()) {
                     s.read_pending = true;
                 }
                 return;
             }
+            let chunk = budget.min(self.buf_len);
+            let end = at + chunk;
             let Some(s) = self.socks.get_mut(t.index()) else {
                 return;
             };

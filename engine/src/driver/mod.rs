@@ -195,12 +195,14 @@ pub trait Sink {
     fn immediate(&mut self, w: Option<Immediate>) {
         let _ = w;
     }
-    /// Whether to go on reading `token` now (epoll reads a socket until it is drained
-    /// unless this says stop; io_uring's receive is cancelled by
-    /// [`Driver::set_reading`]).
-    fn wants_read(&mut self, token: Token) -> bool {
+    /// How many bytes to read from `token` now: 0 to stop reading it (epoll reads a
+    /// socket until it is drained unless this says stop; io_uring's receive is
+    /// cancelled by [`Driver::set_reading`]), a smaller number than the driver's
+    /// buffer to read only that much (epoll; read-side flow control sizes a read by
+    /// the room left in the connection's outgoing queue).
+    fn read_budget(&mut self, token: Token) -> usize {
         let _ = token;
-        true
+        usize::MAX
     }
     /// `n` more bytes of what was written to this socket went out.
     fn sent(&mut self, token: Token, n: usize);
@@ -442,9 +444,14 @@ mod tests {
         sent: usize,
         closed: Vec<Token>,
         woken: usize,
+        /// What `read_budget` answers (`None`: no limit).
+        budget: Option<usize>,
     }
 
     impl Sink for Log {
+        fn read_budget(&mut self, _: Token) -> usize {
+            self.budget.unwrap_or(usize::MAX)
+        }
         fn accepted(&mut self, token: Token, peer: Option<SocketAddr>) {
             assert!(peer.is_some_and(|p| p.ip().is_loopback()));
             self.accepted.push(token);
@@ -518,6 +525,41 @@ mod tests {
             turn(&mut d, &mut log);
             assert_eq!(d.sockets(), 0, "the socket is gone once nothing names it");
         }
+    }
+
+    /// epoll reads no more than the sink's budget at a time, and a read that fills the
+    /// budget is not taken for a drained socket: every byte still arrives, in order,
+    /// without another edge (the peer writes once, then waits).
+    #[test]
+    fn epoll_reads_at_most_the_budget_and_loses_nothing() {
+        const BUDGET: usize = 1000;
+        let mut d = driver(Backend::Epoll);
+        let l = listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = local_addr(&l).unwrap();
+        d.listen(l).unwrap();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let mut log = Log {
+            budget: Some(BUDGET),
+            ..Log::default()
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while log.accepted.is_empty() && Instant::now() < until {
+            turn(&mut d, &mut log);
+        }
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        c.write_all(&data).unwrap();
+        let got = |log: &Log| log.received.iter().map(|(_, b)| b.len()).sum::<usize>();
+        while got(&log) < data.len() && Instant::now() < until {
+            turn(&mut d, &mut log);
+        }
+        assert!(
+            log.received.iter().all(|(_, b)| b.len() <= BUDGET),
+            "a read past the budget"
+        );
+        let all: Vec<u8> = log.received.iter().flat_map(|(_, b)| b.clone()).collect();
+        assert_eq!(all.len(), data.len(), "every byte read");
+        assert!(all == data, "in order");
+        assert!(log.received.len() >= data.len() / BUDGET);
     }
 
     /// A waker keeps its descriptor as long as it lives: waking after the driver is

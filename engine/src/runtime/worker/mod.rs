@@ -70,6 +70,9 @@ const WIRE_CHUNK: usize = 64 * 1024;
 
 /// A partial frame that lacks at least this many bytes is read into behind (epoll).
 const READ_BEHIND_MIN: usize = 8 * 1024;
+/// The smallest read of a connection with writes queued under read-side flow control
+/// (below it, reads would cost more system calls than the memory they save).
+const READ_MIN: usize = 4 * 1024;
 
 impl<H: Handler> Worker<H> {
     pub(crate) fn new(
@@ -460,10 +463,13 @@ impl<H: Handler> Worker<H> {
             return;
         };
         slot.wire = slot.wire.saturating_sub(n.min(u32::MAX as usize) as u32);
-        if slot.buffered() > limit {
+        let queued = slot.buffered();
+        if queued > limit {
             return;
         }
-        if slot.flags.throttled() {
+        // reading resumes once the queue is down to half the limit, so that a resumed
+        // connection reads a good part of a buffer rather than a few bytes at a time
+        if slot.flags.throttled() && queued <= limit / 2 {
             slot.flags.set_throttled(false);
             self.rt.reading_changed.push(idx);
         }
@@ -636,10 +642,25 @@ impl<H: Handler> Sink for Worker<H> {
         self.rt.direct = w;
     }
 
-    fn wants_read(&mut self, token: Token) -> bool {
-        self.slots
-            .by_token(token)
-            .is_some_and(|s| !(s.flags.paused() || s.flags.throttled()))
+    fn read_budget(&mut self, token: Token) -> usize {
+        let Some(s) = self.slots.by_token(token) else {
+            return 0;
+        };
+        if s.flags.paused() || s.flags.throttled() {
+            return 0;
+        }
+        let queued = s.buffered();
+        if queued == 0 || !self.rt.cfg.read_throttle {
+            return usize::MAX;
+        }
+        // a connection with writes queued reads about what its queue has room for, so
+        // that an echo-like load does not push the queue a whole read past the limit
+        // (or leave the rest of that read waiting in the carry)
+        self.rt
+            .cfg
+            .backpressure_limit
+            .saturating_sub(queued)
+            .max(READ_MIN)
     }
 
     fn sent(&mut self, token: Token, n: usize) {
