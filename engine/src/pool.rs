@@ -284,16 +284,39 @@ impl OutQueue {
         }
     }
 
-    /// Moves every chunk out, in order, into `f` (the queue must hold no partly
-    /// written or sealed chunk: a connection's queue before it goes to the driver).
+    /// Moves every chunk out, in order, into `f` (the queue must hold no sealed chunk:
+    /// a connection's queue before it goes to the driver). A partly written first
+    /// chunk goes out as its unwritten rest.
     pub(crate) fn take_all(&mut self, pool: &mut Pool, mut f: impl FnMut(&mut Pool, Chunk)) {
         if let Some(mut q) = self.inner.take() {
-            debug_assert!(q.head_off == 0 && q.sealed == 0);
-            for c in q.chunks.drain(..) {
+            debug_assert!(q.sealed == 0);
+            let off = std::mem::take(&mut q.head_off);
+            for (i, c) in q.chunks.drain(..).enumerate() {
+                let c = match c {
+                    Chunk::Owned(mut v) if i == 0 && off > 0 => {
+                        v.drain(..off);
+                        Chunk::Owned(v)
+                    }
+                    Chunk::Shared(a) if i == 0 && off > 0 => {
+                        let mut v = pool.get();
+                        v.extend_from_slice(&a[off..]);
+                        Chunk::Owned(v)
+                    }
+                    c => c,
+                };
                 f(pool, c);
             }
             q.len = 0;
             pool.put_queue(q);
+        }
+    }
+
+    /// The queue's bytes when they are one whole chunk (nothing written of it yet).
+    pub(crate) fn only_chunk(&self) -> Option<&[u8]> {
+        let q = self.inner.as_ref()?;
+        match q.chunks.len() {
+            1 if q.head_off == 0 && q.sealed == 0 => q.chunks.front().map(Chunk::bytes),
+            _ => None,
         }
     }
 
@@ -492,6 +515,30 @@ mod tests {
             })
             .collect();
         assert_eq!(all(&fast), expect);
+    }
+
+    /// A queue whose first chunk was partly written (a direct write the socket took
+    /// only some of) hands over the rest of it, then the other chunks, in order; a
+    /// whole single chunk is offered for a direct write, a partly written one is not.
+    #[test]
+    fn take_all_hands_over_the_unwritten_rest() {
+        for shared in [false, true] {
+            let mut pool = Pool::default();
+            let mut q = OutQueue::default();
+            if shared {
+                q.push_shared(&mut pool, Arc::from(&b"abcdef"[..]));
+            } else {
+                q.push_bytes(&mut pool, b"abcdef");
+            }
+            assert_eq!(q.only_chunk(), Some(&b"abcdef"[..]));
+            q.advance(4, &mut pool);
+            assert_eq!(q.only_chunk(), None, "partly written");
+            q.push_shared(&mut pool, Arc::from(&b"GH"[..]));
+            let mut got = Vec::new();
+            q.take_all(&mut pool, |_, c| got.push(c.bytes().to_vec()));
+            assert_eq!(got, vec![b"ef".to_vec(), b"GH".to_vec()]);
+            assert!(q.is_empty());
+        }
     }
 
     /// Every byte queued, across as many chunks as it takes.

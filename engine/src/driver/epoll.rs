@@ -176,6 +176,30 @@ impl Epoll {
         }
     }
 
+    /// Writes `bytes` to `t` at once when nothing is queued for it or waiting on it;
+    /// how many went out (0 when the socket took none), or `None` when it could not be
+    /// tried or failed (the caller then queues as usual, and the queue's write
+    /// reports the error).
+    pub(super) fn write_now(&mut self, t: Token, bytes: &[u8]) -> Option<usize> {
+        let s = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen)?;
+        if !s.q.is_empty() || s.blocked || s.connecting || s.ended || s.shut_wanted {
+            return None;
+        }
+        match sys::send_vectored(s.fd.as_raw_fd(), &[io::IoSlice::new(bytes)]) {
+            Ok(n) => {
+                if n < bytes.len() {
+                    s.blocked = true;
+                }
+                Some(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                s.blocked = true;
+                Some(0)
+            }
+            Err(_) => None,
+        }
+    }
+
     pub(super) fn shutdown_write(&mut self, t: Token) {
         let Some(s) = self.sock(t) else { return };
         s.shut_wanted = true;

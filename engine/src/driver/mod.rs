@@ -362,6 +362,18 @@ impl Driver {
         on_backend!(self, d => d.write(token, chunk))
     }
 
+    /// Writes `bytes` to `token` there and then where the backend allows it (epoll,
+    /// with nothing queued for that socket): how many bytes went out; `None` when not
+    /// tried (io_uring, a queue in front, an error): queue them with [`Self::write`].
+    #[inline]
+    pub fn write_now(&mut self, token: Token, bytes: &[u8]) -> Option<usize> {
+        match &mut self.inner {
+            Inner::Epoll(d) => d.write_now(token, bytes),
+            #[cfg(target_os = "linux")]
+            Inner::Uring(_) => None,
+        }
+    }
+
     /// Sends FIN once everything queued on `token` is written.
     pub fn shutdown_write(&mut self, token: Token) {
         on_backend!(self, d => d.shutdown_write(token))

@@ -258,10 +258,30 @@ impl<H: Handler> Worker<H> {
             let mut moved = 0usize;
             let mut failed = None;
             match slot.cold.as_mut().and_then(|c| c.layer.as_mut()) {
-                None => slot.out.take_all(&mut self.rt.pool, |_, c| {
-                    moved += c.bytes().len();
-                    driver.write(token, c);
-                }),
+                None => {
+                    // one chunk and nothing queued in the driver (epoll): written now,
+                    // without moving it through the driver's queue; only what the
+                    // socket does not take is queued (not while over the limit: the
+                    // driver's reports of progress drive on_drain and the throttle)
+                    let now = match slot.out.only_chunk() {
+                        Some(b) if !(slot.flags.backpressured() || slot.flags.throttled()) => {
+                            driver.write_now(token, b).map(|n| (n, b.len()))
+                        }
+                        _ => None,
+                    };
+                    if let Some((n, len)) = now {
+                        self.rt.metrics.bytes_out.add(n as u64);
+                        if n == len {
+                            slot.out.clear(&mut self.rt.pool);
+                        } else {
+                            slot.out.advance(n, &mut self.rt.pool);
+                        }
+                    }
+                    slot.out.take_all(&mut self.rt.pool, |_, c| {
+                        moved += c.bytes().len();
+                        driver.write(token, c);
+                    })
+                }
                 Some(layer) => {
                     let pool = &mut self.rt.pool;
                     let mut wire = pool.get();
