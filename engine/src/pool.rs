@@ -186,7 +186,17 @@ impl OutQueue {
                 }
             }
         }
-        self.push_pair(pool, &head, payload);
+        self.push_small_new_chunk(pool, head, payload);
+    }
+
+    /// [`Self::push_small`] when there is no queue yet or no room: the general way to
+    /// a chunk with room (out of line, so that the fast path stays small).
+    #[inline(never)]
+    fn push_small_new_chunk(&mut self, pool: &mut Pool, head: [u8; 2], payload: &[u8]) {
+        let n = 2 + payload.len();
+        let v = self.tail(pool, n, 0);
+        v.reserve(n);
+        append_small(v, head, payload);
     }
 
     /// Appends a frame whose `len` payload bytes `fill` appends (padded with zeros or
@@ -390,15 +400,12 @@ impl OutQueue {
     /// write that uses the sealed chunks is in flight.
     pub(crate) fn clear(&mut self, pool: &mut Pool) {
         if let Some(mut q) = self.inner.take() {
-            for c in q.chunks.drain(..) {
+            while let Some(c) = q.chunks.pop_front() {
                 if let Chunk::Owned(v) = c {
                     pool.put(v);
                 }
             }
-            *q = Inner {
-                chunks: std::mem::take(&mut q.chunks),
-                ..Inner::default()
-            };
+            // put_queue resets the counts
             pool.put_queue(q);
         }
     }
