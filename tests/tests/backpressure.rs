@@ -214,116 +214,153 @@ impl Handler for EchoWatch {
 /// (TCP's window), and when the client reads again every echo comes back, in order.
 #[test]
 fn a_client_that_floods_without_reading_is_slowed_by_tcp_not_dropped() {
+    let payload: Vec<u8> = (0..16 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    for_each_backend(|backend| flood_without_reading(backend, std::slice::from_ref(&payload)));
+}
+
+/// The same with small frames of every length up to 125 bytes (the server's
+/// small-frame send path, and on epoll writes made there and then that the full socket
+/// takes only part of): every echo back, whole and in order, and the queue within a
+/// read of the limit.
+#[test]
+fn small_frames_flooded_without_reading_all_come_back_in_order() {
+    let payloads: Vec<Vec<u8>> = (1..=125usize)
+        .map(|n| (0..n).map(|i| (n * 13 + i) as u8).collect())
+        .collect();
+    for_each_backend(|backend| flood_without_reading(backend, &payloads));
+}
+
+/// Writes `payloads` (in turn, over and over) as masked binary frames until the writes
+/// have blocked for half a second, checks that the server neither dropped the
+/// connection nor queued more than a read past the limit, then reads every echo back.
+fn flood_without_reading(backend: soliton::server::Backend, payloads: &[Vec<u8>]) {
     use std::io::{ErrorKind, Read, Write};
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
-    const FRAME: usize = 16 * 1024;
     const LIMIT: usize = 64 * 1024;
     const MAX: usize = 2 * MIB;
     /// Far more than every socket buffer on the path together: reaching it means the
     /// server never stopped reading.
     const CAP: usize = 512 * MIB;
-    for_each_backend(|backend| {
-        let max = Arc::new(AtomicUsize::new(0));
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let (m, d) = (max.clone(), dropped.clone());
-        let b = builder(backend).buffered_limits(LIMIT, MAX);
-        let server = TestServer::start(b, move |_| EchoWatch {
-            max: m.clone(),
-            dropped: d.clone(),
-        });
-        let mut ws = RawWs::connect(server.addr());
-        let payload: Vec<u8> = (0..FRAME).map(|i| (i * 7 % 251) as u8).collect();
-        let frame = ws.masked_frame(true, op::BINARY, &payload);
-        ws.stream.set_nonblocking(true).expect("nonblocking");
-        // flood until the writes have blocked for half a second
-        let (mut frames, mut at, mut written) = (0usize, 0usize, 0usize);
-        let mut blocked_since: Option<Instant> = None;
-        loop {
-            assert!(
-                written < CAP,
-                "{written} bytes taken: the server never stopped reading"
-            );
-            match ws.stream.write(&frame[at..]) {
-                Ok(n) => {
-                    blocked_since = None;
-                    written += n;
-                    at += n;
-                    if at == frame.len() {
-                        at = 0;
-                        frames += 1;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    let since = *blocked_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_millis(500) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => panic!(
-                    "write failed after {written} bytes: {e} (sends dropped: {}, highest queue {} B)",
-                    dropped.load(Relaxed),
-                    max.load(Relaxed)
-                ),
-            }
-        }
-        if at > 0 {
-            frames += 1; // its rest is written below, while reading
-        }
-        eprintln!(
-            "  writes blocked after {written} bytes ({frames} frames); highest queue {} B",
-            max.load(Relaxed)
-        );
-        assert_eq!(dropped.load(Relaxed), 0, "the server dropped the flooder");
-        assert!(
-            max.load(Relaxed) < MAX,
-            "the queue reached {} B",
-            max.load(Relaxed)
-        );
-        // now read every echo back (finishing the last frame as the window opens)
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut got, mut buf, mut tmp) = (0usize, Vec::new(), vec![0u8; 256 * 1024]);
-        while got < frames {
-            assert!(
-                Instant::now() < deadline,
-                "{got} of {frames} echoes came back"
-            );
-            if at > 0 {
-                match ws.stream.write(&frame[at..]) {
-                    Ok(n) => at = (at + n) % frame.len(),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => panic!("write failed: {e}"),
-                }
-            }
-            match ws.stream.read(&mut tmp) {
-                Ok(0) => panic!("the server closed after {got} of {frames} echoes"),
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                Err(e) => panic!("read failed after {got} echoes: {e}"),
-            }
-            let mut used = 0;
-            while let Some((f, n)) = soliton_tests::decode_frame(&buf[used..]) {
-                assert_eq!(f.opcode, op::BINARY, "echo {got}");
-                assert!(f.payload == payload, "echo {got} differs");
-                got += 1;
-                used += n;
-            }
-            buf.drain(..used);
-        }
-        assert!(buf.is_empty(), "bytes past the last echo");
-        // and the connection is still fine
-        ws.stream.set_nonblocking(false).expect("blocking");
-        ws.send_frame(true, op::PING, b"alive");
-        let pong = ws.read_frame().expect("pong");
-        assert_eq!(
-            (pong.opcode, pong.payload.as_slice()),
-            (op::PONG, &b"alive"[..])
-        );
+    let max = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (m, d) = (max.clone(), dropped.clone());
+    let b = builder(backend).buffered_limits(LIMIT, MAX);
+    let server = TestServer::start(b, move |_| EchoWatch {
+        max: m.clone(),
+        dropped: d.clone(),
     });
+    let mut ws = RawWs::connect(server.addr());
+    // one run of frames, every payload once
+    let mut cycle = Vec::new();
+    for p in payloads {
+        cycle.extend_from_slice(&ws.masked_frame(true, op::BINARY, p));
+    }
+    // where each frame of the run ends, to count the frames written
+    let mut ends = Vec::new();
+    let mut at_end = 0;
+    for p in payloads {
+        at_end += ws.masked_frame(true, op::BINARY, p).len();
+        ends.push(at_end);
+    }
+    ws.stream.set_nonblocking(true).expect("nonblocking");
+    // flood until the writes have blocked for half a second
+    let (mut runs, mut at, mut written) = (0usize, 0usize, 0usize);
+    let mut blocked_since: Option<Instant> = None;
+    loop {
+        assert!(
+            written < CAP,
+            "{written} bytes taken: the server never stopped reading"
+        );
+        match ws.stream.write(&cycle[at..]) {
+            Ok(n) => {
+                blocked_since = None;
+                written += n;
+                at += n;
+                if at == cycle.len() {
+                    at = 0;
+                    runs += 1;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!(
+                "write failed after {written} bytes: {e} (sends dropped: {}, highest queue {} B)",
+                dropped.load(Relaxed),
+                max.load(Relaxed)
+            ),
+        }
+    }
+    // the frames wholly or partly written (a partly written one is finished below)
+    let frames = runs * payloads.len()
+        + ends.iter().filter(|&&e| e <= at).count()
+        + usize::from(at > 0 && !ends.contains(&at));
+    eprintln!(
+        "  writes blocked after {written} bytes ({frames} frames); highest queue {} B",
+        max.load(Relaxed)
+    );
+    assert_eq!(dropped.load(Relaxed), 0, "the server dropped the flooder");
+    let longest = payloads.iter().map(Vec::len).max().unwrap_or(0) + 14;
+    assert!(
+        max.load(Relaxed) <= LIMIT + 32 * 1024 + longest,
+        "the queue reached {} B",
+        max.load(Relaxed)
+    );
+    // now read every echo back (finishing the last frame as the window opens)
+    let end_of_frame = ends.iter().copied().find(|&e| e >= at).unwrap_or(0);
+    let mut to_write = if at > 0 { end_of_frame - at } else { 0 };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut got, mut buf, mut tmp) = (0usize, Vec::new(), vec![0u8; 256 * 1024]);
+    while got < frames {
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {frames} echoes came back"
+        );
+        if to_write > 0 {
+            match ws.stream.write(&cycle[at..at + to_write]) {
+                Ok(n) => {
+                    at += n;
+                    to_write -= n;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("write failed: {e}"),
+            }
+        }
+        match ws.stream.read(&mut tmp) {
+            Ok(0) => panic!("the server closed after {got} of {frames} echoes"),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("read failed after {got} echoes: {e}"),
+        }
+        let mut used = 0;
+        while let Some((f, n)) = soliton_tests::decode_frame(&buf[used..]) {
+            assert_eq!(f.opcode, op::BINARY, "echo {got}");
+            assert!(
+                f.payload == payloads[got % payloads.len()],
+                "echo {got} differs"
+            );
+            got += 1;
+            used += n;
+        }
+        buf.drain(..used);
+    }
+    assert!(buf.is_empty(), "bytes past the last echo");
+    // and the connection is still fine
+    ws.stream.set_nonblocking(false).expect("blocking");
+    ws.send_frame(true, op::PING, b"alive");
+    let pong = ws.read_frame().expect("pong");
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (op::PONG, &b"alive"[..])
+    );
 }
 
 /// The same flood with read-side flow control turned off (`read_throttle(false)`, what

@@ -574,6 +574,45 @@ mod tests {
         assert!(log.received.len() >= data.len() / BUDGET);
     }
 
+    /// epoll's write there and then: a buffer larger than the socket takes goes out in
+    /// part, the socket is then left to its queue (no second direct write jumps ahead
+    /// of what is queued), and the rest queued with `write` follows in order.
+    #[test]
+    fn epoll_write_now_in_part_then_the_queue_in_order() {
+        let mut d = driver(Backend::Epoll);
+        let l = listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = local_addr(&l).unwrap();
+        d.listen(l).unwrap();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut log = Log::default();
+        let until = Instant::now() + Duration::from_secs(5);
+        while log.accepted.is_empty() && Instant::now() < until {
+            turn(&mut d, &mut log);
+        }
+        let t = log.accepted[0];
+        // more than loopback's socket buffers take while the peer does not read
+        let data: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+        let n = d.write_now(t, &data).expect("tried");
+        assert!(n < data.len(), "64 MiB taken at once");
+        assert_eq!(d.write_now(t, b"x"), None, "blocked: no direct write");
+        d.write(t, Chunk::Owned(data[n..].to_vec()));
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).map(|_| got)
+        });
+        let until = Instant::now() + Duration::from_secs(30);
+        while log.sent < data.len() - n && Instant::now() < until {
+            turn(&mut d, &mut log);
+        }
+        assert_eq!(log.sent, data.len() - n, "the queued rest reported written");
+        d.close(t, false);
+        turn(&mut d, &mut log);
+        let got = reader.join().unwrap().expect("read");
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "in order");
+    }
+
     /// A waker keeps its descriptor as long as it lives: waking after the driver is
     /// gone writes to that eventfd, never to a descriptor number reused since.
     #[test]
