@@ -489,23 +489,31 @@ mod tests {
         d.dispatch(log);
     }
 
+    /// A driver on `backend` listening on loopback, a client connected to it (5 s read
+    /// timeout) and the accepted socket's token.
+    fn accepted(backend: Backend, log: &mut Log) -> (Driver, std::net::TcpStream, Token) {
+        let mut d = driver(backend);
+        let l = listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = local_addr(&l).unwrap();
+        d.listen(l).unwrap();
+        let c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        while log.accepted.is_empty() && Instant::now() < until {
+            turn(&mut d, log);
+        }
+        let t = *log.accepted.first().expect("accepted within 5 s");
+        (d, c, t)
+    }
+
     /// Accept, receive, write (owned and shared chunks, in order), FIN after the
     /// queue, the peer's FIN reported once, wake-ups: the contract, on each backend.
     #[test]
     fn the_contract_over_loopback() {
         for backend in backends() {
-            let mut d = driver(backend);
-            let l = listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-            let addr = local_addr(&l).unwrap();
-            d.listen(l).unwrap();
-            let mut c = std::net::TcpStream::connect(addr).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut log = Log::default();
+            let (mut d, mut c, t) = accepted(backend, &mut log);
             let until = Instant::now() + Duration::from_secs(5);
-            while log.accepted.is_empty() && Instant::now() < until {
-                turn(&mut d, &mut log);
-            }
-            let t = log.accepted[0];
             c.write_all(b"ping").unwrap();
             while log.received.is_empty() && Instant::now() < until {
                 turn(&mut d, &mut log);
@@ -545,19 +553,12 @@ mod tests {
     #[test]
     fn epoll_reads_at_most_the_budget_and_loses_nothing() {
         const BUDGET: usize = 1000;
-        let mut d = driver(Backend::Epoll);
-        let l = listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-        let addr = local_addr(&l).unwrap();
-        d.listen(l).unwrap();
-        let mut c = std::net::TcpStream::connect(addr).unwrap();
         let mut log = Log {
             budget: Some(BUDGET),
             ..Log::default()
         };
+        let (mut d, mut c, _) = accepted(Backend::Epoll, &mut log);
         let until = Instant::now() + Duration::from_secs(5);
-        while log.accepted.is_empty() && Instant::now() < until {
-            turn(&mut d, &mut log);
-        }
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
         c.write_all(&data).unwrap();
         let got = |log: &Log| log.received.iter().map(|(_, b)| b.len()).sum::<usize>();
@@ -579,18 +580,8 @@ mod tests {
     /// of what is queued), and the rest queued with `write` follows in order.
     #[test]
     fn epoll_write_now_in_part_then_the_queue_in_order() {
-        let mut d = driver(Backend::Epoll);
-        let l = listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-        let addr = local_addr(&l).unwrap();
-        d.listen(l).unwrap();
-        let mut c = std::net::TcpStream::connect(addr).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut log = Log::default();
-        let until = Instant::now() + Duration::from_secs(5);
-        while log.accepted.is_empty() && Instant::now() < until {
-            turn(&mut d, &mut log);
-        }
-        let t = log.accepted[0];
+        let (mut d, mut c, t) = accepted(Backend::Epoll, &mut log);
         // more than loopback's socket buffers take while the peer does not read
         let data: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
         let n = d.write_now(t, &data).expect("tried");
