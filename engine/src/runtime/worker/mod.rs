@@ -271,6 +271,8 @@ impl<H: Handler> Worker<H> {
                     };
                     if let Some((n, len)) = now {
                         self.rt.metrics.bytes_out.add(n as u64);
+                        // (advance(len) would do too, but clear is 25 instructions
+                        // cheaper per one-in-flight echo, callgrind)
                         if n == len {
                             slot.out.clear(&mut self.rt.pool);
                         } else {
