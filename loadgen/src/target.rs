@@ -114,8 +114,17 @@ impl Nodes {
         Ok(n)
     }
 
-    /// Subscribers asked for on each node: the k-th subscriber connects to subscriber
-    /// URL `k % len` (as the workers do).
+    /// The node of the `k`-th subscriber: it connects to subscriber URL `k % len` (0,
+    /// the publishers' node, when there are no subscriber URLs).
+    pub(crate) fn of_subscriber(&self, k: usize) -> u16 {
+        let n = self.of_subscriber_url.len();
+        if n == 0 {
+            return 0;
+        }
+        self.of_subscriber_url[k % n]
+    }
+
+    /// Subscribers asked for on each node (the k-th on [`Self::of_subscriber`]`(k)`).
     pub(crate) fn subscribers(&self, subscribers: usize) -> Vec<u64> {
         let mut per = vec![0; self.urls.len()];
         let n = self.of_subscriber_url.len();
@@ -225,6 +234,16 @@ mod tests {
         // 10 subscribers over 4 URLs: 3, 3, 2, 2; b is given twice
         assert_eq!(n.subscribers(10), [3, 5, 2]);
         assert_eq!(n.subscribers(1), [1, 0, 0]);
+        let per = (0..10).fold([0u64; 3], |mut per, k| {
+            per[n.of_subscriber(k) as usize] += 1;
+            per
+        });
+        assert_eq!(
+            per.to_vec(),
+            n.subscribers(10),
+            "the count follows the placement"
+        );
+        assert_eq!(Nodes::new("ws://a/", &[]).unwrap().of_subscriber(5), 0);
         let n = Nodes::new("ws://p/", &subs[1..3]).unwrap();
         assert_eq!(n.urls, ["ws://p/", "ws://b/", "ws://c/"]);
         assert_eq!(n.subscribers(7), [0, 4, 3]);

@@ -432,15 +432,12 @@ impl Load {
             } else {
                 0
             };
-            let node = match self.plan.mode {
-                Mode::Fanout { publishers, .. } if gi >= publishers => {
-                    let of = &self.plan.nodes.of_subscriber_url;
-                    of.get((gi - publishers) % of.len().max(1))
-                        .copied()
-                        .unwrap_or(0)
-                }
-                _ => 0,
+            // the k-th subscriber of a fanout (none: a publisher, or another scenario)
+            let sub = match self.plan.mode {
+                Mode::Fanout { publishers, .. } if gi >= publishers => Some(gi - publishers),
+                _ => None,
             };
+            let node = sub.map_or(0, |k| self.plan.nodes.of_subscriber(k));
             let conn = Conn {
                 state: State::Opening,
                 we_closed: false,
@@ -454,10 +451,8 @@ impl Load {
                 expect: 0,
                 node,
             };
-            let req = match (&self.plan.mode, self.subscriber_requests.len()) {
-                (Mode::Fanout { publishers, .. }, n) if n > 0 && gi >= *publishers => {
-                    &self.subscriber_requests[(gi - publishers) % n]
-                }
+            let req = match (sub, self.subscriber_requests.len()) {
+                (Some(k), n) if n > 0 => &self.subscriber_requests[k % n],
                 _ => &self.requests[src],
             };
             match w.connect(req, conn) {
