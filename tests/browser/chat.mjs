@@ -89,7 +89,9 @@ function startServer() {
     server.stderr.setEncoding('utf8');
     server.stderr.on('data', (chunk) => {
       serverLog += chunk;
-      const m = serverLog.match(/chat page at (http:\/\/\S+)/);
+      // Only a whole line: the line can arrive in two chunks, and a URL cut at the
+      // chunk's end ("http://127.0.0.1:") would be taken for the whole one.
+      const m = serverLog.match(/chat page at (http:\/\/\S+)\r?\n/);
       if (m) { clearTimeout(timer); res(m[1]); }
     });
   });

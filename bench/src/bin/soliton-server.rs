@@ -389,6 +389,15 @@ fn start(b: Builder, mode: Mode) -> std::io::Result<ServerHandle> {
     }
 }
 
+/// Writes one line to stderr in one `write`. `eprintln!` writes each piece of its format
+/// separately (stderr is unbuffered), so a script reading the address from a pipe could
+/// see "listening on ws://127.0.0.1:" before the port; the lines scripts parse go here.
+fn announce(mut line: String) {
+    use std::io::Write;
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
@@ -607,29 +616,29 @@ fn main() {
             std::process::exit(1);
         }
     };
-    eprintln!(
+    announce(format!(
         "soliton-server: listening on {}://{} ({:?}, {:?} mode)",
         if tls.is_some() { "wss" } else { "ws" },
         server.local_addr(),
         server.backend(),
         a.mode
-    );
+    ));
     if let Mode::Chat = a.mode {
         let scheme = if tls.is_some() { "https" } else { "http" };
-        eprintln!(
+        announce(format!(
             "soliton-server: chat page at {scheme}://{}/",
             server.local_addr()
-        );
+        ));
     }
 
     let exporter = a.metrics.map(|addr| {
         let reader = server.metrics_reader();
         match soliton::metrics::serve(addr, move || reader.snapshot().to_prometheus()) {
             Ok(e) => {
-                eprintln!(
+                announce(format!(
                     "soliton-server: metrics on http://{}/metrics",
                     e.local_addr()
-                );
+                ));
                 e
             }
             Err(e) => {
@@ -759,10 +768,10 @@ fn raw_tcp(a: &Args) {
             std::process::exit(1);
         }
     };
-    eprintln!(
+    announce(format!(
         "soliton-server: listening on {} ({:?}, raw TCP echo)",
         server.addr, server.backend
-    );
+    ));
     wait_for_signal(false);
     if let Err(e) = server.stop() {
         eprintln!("soliton-server: {e}");
