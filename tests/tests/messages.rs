@@ -230,3 +230,38 @@ fn a_pipelined_stream_cut_at_every_kind_of_boundary_is_echoed_whole_and_in_order
         }
     });
 }
+
+#[test]
+fn echoes_around_the_direct_write_sizes_stay_whole_and_in_order_when_read_late() {
+    // A large echo (from 8 KiB) goes out at once from the receive buffer when nothing
+    // is queued before it, a smaller one is copied into the queue, on either backend.
+    // Here the client writes everything before it reads, so the server's
+    // socket fills: direct writes are cut short and their rest queued, and later echoes
+    // must line up behind them on either path.
+    for_each_backend(|backend| {
+        let server = TestServer::start(builder(backend), |_| Echo);
+        let mut ws = RawWs::connect(server.addr());
+        let mut wire = Vec::new();
+        let mut want: Vec<(u8, Vec<u8>)> = Vec::new();
+        let sizes = [20, 1023, 1024, 8191, 8192, 16_384, 65_536, 125];
+        for i in 0..6 * sizes.len() {
+            let len = sizes[(i * 5) % sizes.len()];
+            let payload: Vec<u8> = (0..len).map(|k| b'a' + ((k * 7 + i) % 26) as u8).collect();
+            let opcode = if i % 3 == 0 { op::TEXT } else { op::BINARY };
+            wire.extend(ws.masked_frame(true, opcode, &payload));
+            want.push((opcode, payload));
+        }
+        for piece in wire.chunks(100_000) {
+            ws.send_raw(piece);
+        }
+        for (i, (opcode, payload)) in want.iter().enumerate() {
+            let (got_op, got) = ws.read_message();
+            assert_eq!(got_op, *opcode, "message {i}: opcode");
+            assert!(
+                got == *payload,
+                "message {i}: payload of {} bytes differs",
+                payload.len()
+            );
+        }
+    });
+}

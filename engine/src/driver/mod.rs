@@ -190,8 +190,9 @@ pub trait Sink {
         let _ = (token, n);
     }
     /// The socket about to be received from may be written to at once, with `w`, until
-    /// this is called again with `None` (epoll; io_uring never offers it). A sink that
-    /// echoes a large payload writes it from the receive buffer, with no copy.
+    /// this is called again with `None` (offered only while nothing is queued or in
+    /// flight for it, on either backend). A sink that echoes a large payload writes it
+    /// from the receive buffer, with no copy.
     fn immediate(&mut self, w: Option<Immediate>) {
         let _ = w;
     }

@@ -81,6 +81,7 @@ pub(super) fn probe() -> Result<(), String> {
         (opcode::AcceptMulti::CODE, "accept"),
         (opcode::RecvMulti::CODE, "recv"),
         (opcode::SendMsg::CODE, "sendmsg"),
+        (opcode::Send::CODE, "send"),
         (opcode::AsyncCancel::CODE, "async_cancel"),
         (opcode::PollAdd::CODE, "poll_add"),
         (opcode::Read::CODE, "read"),
@@ -508,10 +509,23 @@ impl Uring {
         op.msg.msg_iovlen = n as _;
         s.q.seal();
         s.ops += 1;
-        let e = opcode::SendMsg::new(Fd(s.fd.as_raw_fd()), &op.msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
+        let fd = Fd(s.fd.as_raw_fd());
+        // one chunk (an echo, a single queued frame) goes as a plain send: the kernel
+        // then copies no msghdr and imports no iovec array for it
+        let e = if n == 1 {
+            opcode::Send::new(
+                fd,
+                op.iov[0].iov_base.cast_const().cast(),
+                op.iov[0].iov_len.min(u32::MAX as usize) as u32,
+            )
+            .flags(libc::MSG_NOSIGNAL)
             .build()
-            .user_data(ud(K_SEND, idx, s.gen));
+        } else {
+            opcode::SendMsg::new(fd, &op.msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+        }
+        .user_data(ud(K_SEND, idx, s.gen));
         s.send = self.sends.insert(op) as u32;
         self.sends_in_flight += 1;
         self.new_sends += 1;
@@ -598,8 +612,29 @@ impl Uring {
                                 .get(idx)
                                 .is_some_and(|s| s.gen == gen && !s.f.released() && !s.f.ended());
                             if live {
+                                let t = Token::new(idx, gen);
+                                // nothing queued or in flight for it: a large echo may
+                                // go out at once with a system call of its own, from
+                                // the received buffer, rather than be copied into the
+                                // queue for the next submit
+                                let direct = self.socks.get(idx).and_then(|s| {
+                                    (s.send == NO_SEND
+                                        && s.q.is_empty()
+                                        && !s.f.connecting()
+                                        && !s.f.shut_wanted())
+                                    .then(|| super::Immediate {
+                                        fd: s.fd.as_raw_fd(),
+                                        token: t,
+                                    })
+                                });
+                                if direct.is_some() {
+                                    sink.immediate(direct);
+                                }
                                 let data = self.bufs.get(bid, res as usize);
-                                sink.received(Token::new(idx, gen), data);
+                                sink.received(t, data);
+                                if direct.is_some() {
+                                    sink.immediate(None);
+                                }
                             }
                         }
                         self.bufs.give_back(bid);

@@ -13,9 +13,14 @@ use crate::proto::conn::{Message, ReadyState, Role};
 use crate::proto::OpCode;
 
 /// Payloads of at least this many bytes are written at once where the driver allows
-/// it (`ConnCtx::send_direct`): below it, the copy into the queue costs less than a
-/// system call of its own.
-const DIRECT_MIN: usize = 1024;
+/// it (`ConnCtx::send_direct`), header and payload gathered from where they lie;
+/// smaller ones are copied into the queue and go out as one buffer. Measured (server
+/// CPU per echo, medians of 5 interleaved runs): a 1 KiB echo costs 10 % less copied
+/// and sent from one buffer than gathered from two (epoll), 4 KiB still a few percent
+/// less, 16 KiB is level at 10 connections, and at 200 connections the direct write
+/// costs 20-25 % less on either backend (no copy, and none of the queue chunks whose
+/// page faults a copy of every echo brings).
+const DIRECT_MIN: usize = 8 * 1024;
 /// Payloads up to this many bytes (a frame with a two-byte header) take
 /// `ConnCtx::send_small`.
 const SMALL_MAX: usize = 125;
