@@ -19,7 +19,19 @@ pub struct Pool {
     // boxed: a queue body moves between a connection (8-byte handle) and this list
     #[allow(clippy::vec_box)]
     queues: Vec<Box<Inner>>,
+    /// Queue bodies that hold one empty owned chunk each, ready for the next write: a
+    /// connection with one write at a time (an echo in flight) takes one and gives it
+    /// back whole, rather than a body and a buffer separately.
+    #[allow(clippy::vec_box)]
+    spares: Vec<Box<Inner>>,
+    /// The capacity of the spares' chunks (within `POOL_BYTES_MAX` with `free_bytes`).
+    spare_bytes: usize,
 }
+
+/// Most spare queue bodies a pool keeps (one per connection written in a loop
+/// iteration, up to this and the pool's byte bound: 100 connections with an echo in
+/// flight each are written in one iteration).
+const SPARES_MAX: usize = 256;
 
 /// Buffers above this capacity are freed rather than kept.
 const POOL_KEEP_MAX: usize = 256 * 1024;
@@ -55,6 +67,50 @@ impl Pool {
         self.queues.pop().unwrap_or_default()
     }
 
+    /// A queue body for bytes about to be appended: a spare (with its empty chunk)
+    /// when there is one.
+    #[inline(always)]
+    fn get_queue_for_bytes(&mut self) -> Box<Inner> {
+        match self.spares.pop() {
+            Some(q) => {
+                if let Some(Chunk::Owned(v)) = q.chunks.front() {
+                    self.spare_bytes -= v.capacity();
+                }
+                q
+            }
+            None => self.get_queue(),
+        }
+    }
+
+    /// Takes back a queue body and what it holds: one owned chunk, emptied, stays in it
+    /// as a spare (within the bounds the pool keeps buffers in); otherwise the chunks
+    /// and the body go back separately.
+    fn recycle_queue(&mut self, mut q: Box<Inner>) {
+        if q.chunks.len() == 1 && self.spares.len() < SPARES_MAX {
+            if let Some(Chunk::Owned(v)) = q.chunks.front_mut() {
+                let cap = v.capacity();
+                if (CHUNK_START..=POOL_KEEP_MAX).contains(&cap)
+                    && self.free_bytes + self.spare_bytes + cap <= POOL_BYTES_MAX
+                {
+                    v.clear();
+                    q.head_off = 0;
+                    q.sealed = 0;
+                    q.len = 0;
+                    self.spare_bytes += cap;
+                    self.spares.push(q);
+                    return;
+                }
+            }
+        }
+        while let Some(c) = q.chunks.pop_front() {
+            if let Chunk::Owned(v) = c {
+                self.put(v);
+            }
+        }
+        // put_queue resets the counts
+        self.put_queue(q);
+    }
+
     fn put_queue(&mut self, mut q: Box<Inner>) {
         q.head_off = 0;
         q.sealed = 0;
@@ -70,7 +126,7 @@ impl Pool {
         if cap != 0
             && cap <= POOL_KEEP_MAX
             && self.free.len() < POOL_MAX
-            && self.free_bytes + cap <= POOL_BYTES_MAX
+            && self.free_bytes + self.spare_bytes + cap <= POOL_BYTES_MAX
         {
             v.clear();
             self.free_bytes += cap;
@@ -250,16 +306,22 @@ impl OutQueue {
     /// room for `n + spare`.
     #[inline(always)]
     fn tail(&mut self, pool: &mut Pool, n: usize, spare: usize) -> &mut Vec<u8> {
-        let q = self.inner.get_or_insert_with(|| pool.get_queue());
+        let q = self.inner.get_or_insert_with(|| pool.get_queue_for_bytes());
         q.len += n;
-        let fits = q.chunks.len() > q.sealed
+        let open = q.chunks.len() > q.sealed;
+        let fits = open
             && matches!(q.chunks.back(),
                 Some(Chunk::Owned(v)) if v.len() + n <= CHUNK_MAX.max(v.capacity()));
         if !fits {
-            let mut v = pool.get();
-            // a fresh buffer starts at a page rather than doubling up from a few bytes
-            v.reserve((n + spare).max(CHUNK_START));
-            q.chunks.push_back(Chunk::Owned(v));
+            // an empty last chunk (the spare's) grows; otherwise a new one
+            let empty = open && matches!(q.chunks.back(), Some(Chunk::Owned(v)) if v.is_empty());
+            if !empty {
+                q.chunks.push_back(Chunk::Owned(pool.get()));
+            }
+            if let Some(Chunk::Owned(v)) = q.chunks.back_mut() {
+                // a fresh buffer starts at a page rather than doubling up from a few bytes
+                v.reserve((n + spare).max(CHUNK_START));
+            }
         }
         match q.chunks.back_mut() {
             Some(Chunk::Owned(v)) => v,
@@ -360,6 +422,13 @@ impl OutQueue {
     /// the queue's body once it is empty.
     pub(crate) fn advance(&mut self, mut n: usize, pool: &mut Pool) {
         let Some(q) = self.inner.as_mut() else { return };
+        if n == q.len && q.chunks.len() == 1 {
+            // all of it, one chunk: the body goes back with its chunk in it
+            if let Some(q) = self.inner.take() {
+                pool.recycle_queue(q);
+            }
+            return;
+        }
         q.len -= n;
         while n > 0 {
             let Some(front) = q.chunks.front() else { break };
@@ -399,14 +468,8 @@ impl OutQueue {
     /// Drops everything queued, returning owned buffers to the pool. Never while a
     /// write that uses the sealed chunks is in flight.
     pub(crate) fn clear(&mut self, pool: &mut Pool) {
-        if let Some(mut q) = self.inner.take() {
-            while let Some(c) = q.chunks.pop_front() {
-                if let Chunk::Owned(v) = c {
-                    pool.put(v);
-                }
-            }
-            // put_queue resets the counts
-            pool.put_queue(q);
+        if let Some(q) = self.inner.take() {
+            pool.recycle_queue(q);
         }
     }
 }
@@ -415,7 +478,7 @@ impl OutQueue {
 mod tests {
     use super::*;
 
-    fn drain(q: &OutQueue) -> Vec<u8> {
+    pub(super) fn drain(q: &OutQueue) -> Vec<u8> {
         let mut iov = [IoSlice::new(&[]); 16];
         let n = q.iovecs(&mut iov);
         iov[..n].iter().flat_map(|s| s.iter().copied()).collect()
@@ -439,7 +502,11 @@ mod tests {
         assert!(q.is_empty());
         assert!(q.inner.is_none(), "an empty queue holds no allocation");
         assert!(!pool.free.is_empty(), "owned buffers went back to the pool");
-        assert_eq!(pool.queues.len(), 1, "the body went back to the pool");
+        assert_eq!(
+            pool.spares.len(),
+            1,
+            "the body went back to the pool, with its last chunk as a spare"
+        );
     }
 
     #[test]
@@ -559,6 +626,7 @@ mod tests {
 
 #[cfg(test)]
 mod bound_tests {
+    use super::tests::drain;
     use super::*;
 
     #[test]
@@ -587,5 +655,79 @@ mod bound_tests {
         assert_eq!(pool.free_bytes, 0);
         assert!(pool.free.is_empty());
         assert_eq!(other.free_bytes, POOL_BYTES_MAX);
+    }
+
+    #[test]
+    fn a_written_one_chunk_queue_comes_back_whole_as_a_spare_and_is_reused() {
+        let mut pool = Pool::default();
+        let mut q = OutQueue::default();
+        q.push_small(&mut pool, [0x81, 2], b"hi");
+        let chunk_at = drain_ptr(&q);
+        q.clear(&mut pool);
+        assert!(q.inner.is_none(), "an empty queue holds no allocation");
+        assert_eq!(
+            pool.spares.len(),
+            1,
+            "the body and its chunk are kept together"
+        );
+        assert!(pool.free.is_empty() && pool.queues.is_empty());
+        assert_eq!(pool.spare_bytes, CHUNK_START);
+        // the next write takes the spare: the same buffer, nothing before the bytes
+        q.push_small(&mut pool, [0x82, 3], b"abc");
+        assert_eq!(drain_ptr(&q), chunk_at);
+        assert_eq!(drain(&q), b"\x82\x03abc");
+        assert!(pool.spares.is_empty());
+        assert_eq!(pool.spare_bytes, 0);
+        // written in two steps: the last one gives it back as a spare again
+        q.advance(2, &mut pool);
+        assert_eq!(drain(&q), b"abc");
+        q.advance(3, &mut pool);
+        assert!(q.inner.is_none());
+        assert_eq!(pool.spares.len(), 1);
+        // a write larger than a chunk grows the spare's empty chunk: no empty chunk
+        // is left before the bytes
+        let big = vec![7u8; CHUNK_MAX + 100];
+        q.push_bytes(&mut pool, &big);
+        let mut iov = [IoSlice::new(&[]); 4];
+        assert_eq!(q.iovecs(&mut iov), 1);
+        assert_eq!(q.only_chunk(), Some(&big[..]));
+        // a queue of two chunks goes back in pieces
+        let mut r = OutQueue::default();
+        r.push_bytes(&mut pool, b"x");
+        r.push_shared(&mut pool, Arc::from(&b"y"[..]));
+        r.clear(&mut pool);
+        assert!(pool.spares.is_empty());
+        assert_eq!(pool.free.len(), 1);
+        // the grown chunk is kept as a spare too (within the byte bound)
+        q.clear(&mut pool);
+        assert_eq!(pool.spares.len(), 1);
+        assert_eq!(pool.queues.len(), 1);
+        assert!(pool.spare_bytes > CHUNK_MAX);
+        q.push_small(&mut pool, [0x81, 1], b"z");
+        assert!(pool.spares.is_empty() && pool.spare_bytes == 0);
+        q.clear(&mut pool);
+        // one grown too large to keep at all is freed (its body is kept)
+        let free = pool.free.len();
+        q.push_bytes(&mut pool, &vec![1u8; POOL_KEEP_MAX + 1]);
+        q.clear(&mut pool);
+        assert!(pool.spares.is_empty() && pool.spare_bytes == 0);
+        assert_eq!(pool.free.len(), free);
+        assert_eq!(pool.queues.len(), 2);
+        // several connections written in one iteration: a spare each, up to the bound
+        let mut qs: Vec<OutQueue> = (0..SPARES_MAX + 3).map(|_| OutQueue::default()).collect();
+        for q in &mut qs {
+            q.push_small(&mut pool, [0x81, 1], b"z");
+        }
+        for q in &mut qs {
+            q.clear(&mut pool);
+        }
+        assert_eq!(pool.spares.len(), SPARES_MAX);
+        assert!(pool.free_bytes + pool.spare_bytes <= POOL_BYTES_MAX);
+    }
+
+    fn drain_ptr(q: &OutQueue) -> *const u8 {
+        let mut iov = [IoSlice::new(&[]); 16];
+        assert!(q.iovecs(&mut iov) >= 1);
+        iov[0].as_ptr()
     }
 }
