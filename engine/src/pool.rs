@@ -419,17 +419,18 @@ impl OutQueue {
     }
 
     /// Marks `n` bytes written; fully written chunks go back to the pool, and so does
-    /// the queue's body once it is empty.
+    /// the queue's body once it is empty (with its chunk in it, as a spare, when that
+    /// was its only one).
     pub(crate) fn advance(&mut self, mut n: usize, pool: &mut Pool) {
         let Some(q) = self.inner.as_mut() else { return };
-        if n == q.len && q.chunks.len() == 1 {
-            // all of it, one chunk: the body goes back with its chunk in it
+        q.len -= n;
+        if q.len == 0 {
             if let Some(q) = self.inner.take() {
                 pool.recycle_queue(q);
             }
             return;
         }
-        q.len -= n;
+        // some bytes are left, so the loop never empties the queue
         while n > 0 {
             let Some(front) = q.chunks.front() else { break };
             let left = front.bytes().len() - q.head_off;
@@ -442,11 +443,6 @@ impl OutQueue {
             q.sealed = q.sealed.saturating_sub(1);
             if let Some(Chunk::Owned(v)) = q.chunks.pop_front() {
                 pool.put(v);
-            }
-        }
-        if q.chunks.is_empty() {
-            if let Some(q) = self.inner.take() {
-                pool.put_queue(q);
             }
         }
     }

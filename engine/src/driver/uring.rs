@@ -606,35 +606,31 @@ impl Uring {
                 K_RECV => {
                     if let Some(bid) = cqueue::buffer_select(flags) {
                         self.bufs.lend(bid);
-                        if res > 0 {
-                            let live = self
-                                .socks
-                                .get(idx)
-                                .is_some_and(|s| s.gen == gen && !s.f.released() && !s.f.ended());
-                            if live {
-                                let t = Token::new(idx, gen);
-                                // nothing queued or in flight for it: a large echo may
-                                // go out at once with a system call of its own, from
-                                // the received buffer, rather than be copied into the
-                                // queue for the next submit
-                                let direct = self.socks.get(idx).and_then(|s| {
-                                    (s.send == NO_SEND
-                                        && s.q.is_empty()
-                                        && !s.f.connecting()
-                                        && !s.f.shut_wanted())
-                                    .then(|| super::Immediate {
-                                        fd: s.fd.as_raw_fd(),
-                                        token: t,
-                                    })
-                                });
-                                if direct.is_some() {
-                                    sink.immediate(direct);
-                                }
-                                let data = self.bufs.get(bid, res as usize);
-                                sink.received(t, data);
-                                if direct.is_some() {
-                                    sink.immediate(None);
-                                }
+                        let live = self
+                            .socks
+                            .get(idx)
+                            .filter(|s| res > 0 && s.gen == gen && !s.f.released() && !s.f.ended());
+                        if let Some(s) = live {
+                            let t = Token::new(idx, gen);
+                            // nothing queued or in flight for it: a large echo may go
+                            // out at once with a system call of its own, from the
+                            // received buffer, rather than be copied into the queue
+                            // for the next submit
+                            let direct = (s.send == NO_SEND
+                                && s.q.is_empty()
+                                && !s.f.connecting()
+                                && !s.f.shut_wanted())
+                            .then(|| super::Immediate {
+                                fd: s.fd.as_raw_fd(),
+                                token: t,
+                            });
+                            if direct.is_some() {
+                                sink.immediate(direct);
+                            }
+                            let data = self.bufs.get(bid, res as usize);
+                            sink.received(t, data);
+                            if direct.is_some() {
+                                sink.immediate(None);
                             }
                         }
                         self.bufs.give_back(bid);
