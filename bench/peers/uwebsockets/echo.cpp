@@ -3,7 +3,15 @@
  * message handler sends every message back with its own opcode (text as text, binary
  * as binary), one thread, uSockets' default epoll event loop. Built by build.sh.
  *
- * Usage: uwebsockets-echo [--host 127.0.0.1] [--port 9001] [anything else is ignored]
+ * Usage: uwebsockets-echo [--host 127.0.0.1] [--port 9001] [--broadcast]
+ *                         [anything else is ignored]
+ *
+ * --broadcast: publish every message to every connection, the sender too, the way
+ * uWebSockets' examples/Broadcast.cpp does pub/sub: each connection subscribes to one
+ * topic on open and the message handler calls App::publish (the app-level publish,
+ * which unlike WebSocket::publish does not skip the sender), so uWebSockets' TopicTree
+ * batches the deliveries and writes each subscriber's share once per loop iteration.
+ * `compare`'s fan-out rows run it so.
  *
  * Differences from EchoServer.cpp, and why:
  *   - the port comes from --port N (EchoServer.cpp listens on 9001), and --host H is
@@ -40,9 +48,13 @@
 #include <cstring>
 #include <string>
 
+/* --broadcast: the app publish() is called on (as examples/Broadcast.cpp's globalApp) */
+static uWS::App *broadcastApp = nullptr;
+
 int main(int argc, char **argv) {
     std::string host;
     int port = 9001;
+    bool broadcast = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!std::strcmp(a, "--port") && i + 1 < argc) {
@@ -53,8 +65,11 @@ int main(int argc, char **argv) {
             host = argv[++i];
         } else if (!std::strncmp(a, "--host=", 7)) {
             host = a + 7;
+        } else if (!std::strcmp(a, "--broadcast")) {
+            broadcast = true;
         } else if (!std::strcmp(a, "--help") || !std::strcmp(a, "-h")) {
-            std::printf("usage: %s [--host H] [--port N] (other flags are ignored)\n", argv[0]);
+            std::printf("usage: %s [--host H] [--port N] [--broadcast] (other flags are ignored)\n",
+                        argv[0]);
             return 0;
         }
         /* anything else (--nodelay, --core N, ...) is ignored */
@@ -67,8 +82,11 @@ int main(int argc, char **argv) {
     struct PerSocketData {};
     static unsigned long long dropped = 0;
 
-    uWS::App()
-        .ws<PerSocketData>(
+    uWS::App app;
+    if (broadcast) {
+        broadcastApp = &app;
+    }
+    app.ws<PerSocketData>(
             "/*",
             {
                 .compression = uWS::DISABLED,
@@ -80,10 +98,19 @@ int main(int argc, char **argv) {
                 .sendPingsAutomatically = false,
                 .maxLifetime = 0,
                 .upgrade = nullptr,
-                .open = nullptr,
+                .open =
+                    [](auto *ws) {
+                        if (broadcastApp) {
+                            ws->subscribe("all");
+                        }
+                    },
                 .message =
                     [](auto *ws, std::string_view message, uWS::OpCode opCode) {
-                        ws->send(message, opCode, false);
+                        if (broadcastApp) {
+                            broadcastApp->publish("all", message, opCode);
+                        } else {
+                            ws->send(message, opCode, false);
+                        }
                     },
                 .dropped =
                     [](auto * /*ws*/, std::string_view /*message*/, uWS::OpCode /*opCode*/) {
@@ -102,8 +129,9 @@ int main(int argc, char **argv) {
         .listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT,
                 [&](auto *listen_socket) {
                     if (listen_socket) {
-                        std::fprintf(stderr, "uwebsockets-echo: listening on ws://%s:%d\n",
-                                     host.empty() ? "*" : host.c_str(), port);
+                        std::fprintf(stderr, "uwebsockets-echo: listening on ws://%s:%d%s\n",
+                                     host.empty() ? "*" : host.c_str(), port,
+                                     broadcast ? " (broadcast)" : "");
                     } else {
                         std::fprintf(stderr, "uwebsockets-echo: cannot listen on port %d\n",
                                      port);

@@ -5,7 +5,10 @@
 //! and drives it with `soliton-load` pinned to the other (`--cores 0 --server-pid PID
 //! --json`), over a matrix of echo rows, an open-loop row at half of our peak, a
 //! handshake storm and an idle hold, repeating every row interleaved (A B C … A B C …),
-//! and prints the medians, each server's ratio to ours, the server's and the load
+//! and a fan-out in the manner of uWebSockets' `broadcast_test` (every connection
+//! publishes one message a round and receives everyone's, driven by
+//! `soliton_bench::broadcast` on the load core, against the servers that have a
+//! broadcast mode), and prints the medians, each server's ratio to ours, the server's and the load
 //! generator's CPU per message, and a load-bound mark where the load side was the
 //! busier one. The raw-TCP ceiling (`soliton-server --mode raw-tcp`) speaks no
 //! WebSocket, so it is driven by a raw TCP closed-loop client in this process
@@ -34,6 +37,7 @@ use clap::Parser;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
+use soliton_bench::broadcast::{self, FanoutParams};
 use soliton_bench::rawtcp::{self, RawParams};
 
 /// Soliton against peer engines (uWebSockets, fastwebsockets, tokio-websockets,
@@ -67,13 +71,18 @@ struct Args {
     /// raw-tcp-epoll. uwebsockets is skipped (with a note) when it is not built.
     #[arg(long)]
     servers: Option<String>,
-    /// Scenarios to run, comma-separated: echo, rate, flood, connect, hold. flood: 100
-    /// connections writing 20 B messages as fast as their sockets take them (no in-flight
-    /// cap): throughput at saturation, echo latency under it, and the server's peak RSS.
-    #[arg(long, default_value = "echo,rate,flood,connect,hold")]
+    /// Scenarios to run, comma-separated: echo, rate, flood, fanout, connect, hold. flood:
+    /// 100 connections writing 20 B messages as fast as their sockets take them (no
+    /// in-flight cap): throughput at saturation, echo latency under it, and the server's
+    /// peak RSS. fanout: N connections to a broadcast server, each publishing one
+    /// message a round and receiving all N (N² deliveries a round, as uWebSockets'
+    /// broadcast_test), on the servers with a broadcast mode (soliton, uwebsockets,
+    /// tokio-websockets); the server's CPU per delivery.
+    #[arg(long, default_value = "echo,rate,flood,fanout,connect,hold")]
     scenarios: String,
-    /// Echo rows to run, comma-separated ids (default: all): echo-100x20, echo-10x1k,
-    /// echo-10x16k, echo-200x16k, echo-1000x125-16, echo-100x20-1024.
+    /// Echo and fan-out rows to run, comma-separated ids (default: all): echo-100x20,
+    /// echo-10x1k, echo-10x16k, echo-200x16k, echo-1000x125-16, echo-100x20-1024,
+    /// fanout-100x20, fanout-1000x20, fanout-1000x1k.
     #[arg(long)]
     rows: Option<String>,
     /// Offered rate of the open-loop row (default: half of soliton-uring's median at
@@ -137,6 +146,8 @@ struct Spec {
     id: &'static str,
     label: &'static str,
     kind: Kind,
+    /// Has a broadcast mode (every message to every connection): runs the fan-out rows.
+    fanout: bool,
 }
 
 const SERVERS: [Spec; 8] = [
@@ -144,41 +155,49 @@ const SERVERS: [Spec; 8] = [
         id: "soliton-uring",
         label: "soliton (io_uring)",
         kind: Kind::Soliton("uring"),
+        fanout: true,
     },
     Spec {
         id: "soliton-epoll",
         label: "soliton (epoll)",
         kind: Kind::Soliton("epoll"),
+        fanout: true,
     },
     Spec {
         id: "uwebsockets",
         label: "uWebSockets (epoll)",
         kind: Kind::External("uwebsockets-echo", "bench/peers/uwebsockets/build.sh"),
+        fanout: true,
     },
     Spec {
         id: "fastwebsockets",
         label: "fastwebsockets",
         kind: Kind::Peer("fastwebsockets-echo"),
+        fanout: false,
     },
     Spec {
         id: "tokio-websockets",
         label: "tokio-websockets",
         kind: Kind::Peer("tokio-websockets-echo"),
+        fanout: true,
     },
     Spec {
         id: "tokio-tungstenite",
         label: "tokio-tungstenite",
         kind: Kind::Peer("tungstenite-echo"),
+        fanout: false,
     },
     Spec {
         id: "raw-tcp-uring",
         label: "raw TCP ceiling (io_uring)*",
         kind: Kind::Raw("uring"),
+        fanout: false,
     },
     Spec {
         id: "raw-tcp-epoll",
         label: "raw TCP ceiling (epoll)*",
         kind: Kind::Raw("epoll"),
+        fanout: false,
     },
 ];
 
@@ -216,6 +235,11 @@ enum Scenario {
     },
     /// Open flood: soliton-load flood (no in-flight cap).
     Flood {
+        conns: usize,
+        size: usize,
+    },
+    /// Fan-out rounds: `conns` connections to a broadcast server, `size`-byte messages.
+    Fanout {
         conns: usize,
         size: usize,
     },
@@ -257,6 +281,34 @@ fn echo_rows() -> Vec<Row> {
             "100 conns × 20 B, 1,024 in flight (pipelined)",
             100,
             20,
+            1024,
+        ),
+    ]
+}
+
+fn fanout_rows() -> Vec<Row> {
+    let r = |id: &str, label: &str, conns, size| Row {
+        id: id.into(),
+        label: label.into(),
+        sc: Scenario::Fanout { conns, size },
+    };
+    vec![
+        r(
+            "fanout-100x20",
+            "fan-out 100 × 20 B (10,000 deliveries a round)",
+            100,
+            20,
+        ),
+        r(
+            "fanout-1000x20",
+            "fan-out 1,000 × 20 B (1,000,000 deliveries a round)",
+            1000,
+            20,
+        ),
+        r(
+            "fanout-1000x1k",
+            "fan-out 1,000 × 1 KiB (1,000,000 deliveries a round)",
+            1000,
             1024,
         ),
     ]
@@ -354,7 +406,11 @@ fn sample_of(sc: Scenario, r: &Value) -> Sample {
     };
     s.mark();
     match sc {
-        Scenario::Echo { .. } | Scenario::Rate { .. } | Scenario::Flood { .. } => {
+        // compare runs fan-out rows with its own client (Env::run_fanout)
+        Scenario::Echo { .. }
+        | Scenario::Rate { .. }
+        | Scenario::Flood { .. }
+        | Scenario::Fanout { .. } => {
             s.value = f(r, &["messages", "received_per_s"]).unwrap_or(0.0);
             s.lat = lat(&r["latency_us"]);
             s.hist = r["latency_hist"].as_str().map(str::to_owned);
@@ -470,7 +526,8 @@ impl Env {
         p
     }
 
-    fn start_server(&mut self, spec: &Spec) -> Result<(Proc, u16), String> {
+    /// Starts `spec` on the server core, in its broadcast mode for `fanout`.
+    fn start_server(&mut self, spec: &Spec, fanout: bool) -> Result<(Proc, u16), String> {
         let port = self.port();
         let core = self.args.server_core.to_string();
         let mut cmd = Command::new("taskset");
@@ -487,7 +544,13 @@ impl Env {
                     "--port",
                     &port.to_string(),
                     "--mode",
-                    if spec.is_raw() { "raw-tcp" } else { "echo" },
+                    if spec.is_raw() {
+                        "raw-tcp"
+                    } else if fanout {
+                        "broadcast"
+                    } else {
+                        "echo"
+                    },
                 ]);
             }
             Kind::Peer(bin) | Kind::External(bin, _) => {
@@ -495,6 +558,9 @@ impl Env {
                     .args(["--port", &port.to_string()]);
                 if self.args.peer_nodelay {
                     cmd.arg("--nodelay");
+                }
+                if fanout {
+                    cmd.arg("--broadcast");
                 }
             }
         }
@@ -584,7 +650,8 @@ impl Env {
         rate: Option<f64>,
         plot: Option<PathBuf>,
     ) -> Result<Sample, String> {
-        let (mut server, port) = self.start_server(spec)?;
+        let fanout = matches!(row.sc, Scenario::Fanout { .. });
+        let (mut server, port) = self.start_server(spec, fanout)?;
         let pid = server.pid();
         let cpu0 = user_sys(pid);
         let url = format!("ws://127.0.0.1:{port}/");
@@ -625,6 +692,7 @@ impl Env {
                 push(&["--warmup", &w, "--server-pid", &pid.to_string()]);
                 sample_of(row.sc, &self.load(&a, limit)?)
             }
+            Scenario::Fanout { conns, size } => self.run_fanout(pid, port, conns, size)?,
             Scenario::Connect => {
                 push(&["connect", &url, "-c", &self.handshakes.to_string()]);
                 push(&["--concurrency", "100", "--source", "127.0.0.2-127.0.0.9"]);
@@ -653,6 +721,48 @@ impl Env {
         }
         drop(server);
         Ok(sample)
+    }
+
+    /// A fan-out row: compare's own broadcast_test-style client, on the load core.
+    fn run_fanout(&self, pid: u32, port: u16, conns: usize, size: usize) -> Result<Sample, String> {
+        let p = FanoutParams {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            conns,
+            size,
+            warmup: Duration::from_secs_f64(self.warmup),
+            duration: Duration::from_secs_f64(self.duration),
+            server_pid: Some(pid),
+        };
+        let core = self.args.load_core;
+        let stop = self.stop.clone();
+        let r = std::thread::spawn(move || {
+            if let Some(c) =
+                core_affinity::get_core_ids().and_then(|ids| ids.into_iter().find(|c| c.id == core))
+            {
+                core_affinity::set_for_current(c);
+            }
+            broadcast::run(p, &stop)
+        })
+        .join()
+        .map_err(|_| "fan-out client panicked".to_string())?
+        .map_err(|e| format!("fan-out client: {e}"))?;
+        stopped(&self.stop)?;
+        if r.rounds == 0 {
+            return Err("no whole round in the measured window".into());
+        }
+        let secs = r.elapsed.as_secs_f64().max(1e-9);
+        let per = |cpu: f64| cpu / r.deliveries as f64 * 1e6;
+        let mut s = Sample {
+            value: r.rate(),
+            server_us: Some(per(r.server_cpu)),
+            load_us: Some(per(r.cpu)),
+            server_busy: Some(r.server_cpu / secs),
+            load_busy: r.cpu / secs,
+            note: Some(format!("{} rounds (compare's fan-out client)", r.rounds)),
+            ..Sample::default()
+        };
+        s.mark();
+        Ok(s)
     }
 
     /// The raw-TCP ceiling: compare's own raw closed-loop client, on the load core.
@@ -1323,6 +1433,7 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
             Ok(s) => {
                 let unit = match row.sc {
                     Scenario::Connect => "handshakes/s",
+                    Scenario::Fanout { .. } => "deliveries/s",
                     Scenario::Hold => "B/conn",
                     _ => "msg/s",
                 };
@@ -1423,6 +1534,22 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
                 }
             }
             rows.push(row);
+        }
+        // phase 2c: fan-out rounds, on the servers with a broadcast mode
+        let fan: Vec<Spec> = servers.iter().filter(|s| s.fanout).copied().collect();
+        if has("fanout") && !fan.is_empty() {
+            let mut rows_f = fanout_rows();
+            if let Some(only) = &env.args.rows {
+                rows_f.retain(|r| only.split(',').any(|o| o.trim() == r.id));
+            }
+            for rep in 0..env.reps {
+                for row in &rows_f {
+                    for spec in &fan {
+                        one(&mut env, &mut res, rep, row, spec, None, None)?;
+                    }
+                }
+            }
+            rows.extend(rows_f);
         }
         // phase 3: handshakes per second
         if has("connect") && !ws.is_empty() {
@@ -1548,6 +1675,18 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
                 "load busy",
                 "",
             ],
+            Scenario::Fanout { .. } => vec![
+                "server",
+                "deliveries/s",
+                "÷ours",
+                "spread",
+                "server µs/delivery",
+                "user",
+                "load µs/delivery",
+                "server busy",
+                "load busy",
+                "",
+            ],
             Scenario::Rate { .. } => vec![
                 "server",
                 "achieved msg/s",
@@ -1621,7 +1760,7 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
                     .map_or("-".into(), |o| format!("{:.2}", v / o))
             };
             let r = match row.sc {
-                Scenario::Echo { .. } | Scenario::Connect => {
+                Scenario::Echo { .. } | Scenario::Connect | Scenario::Fanout { .. } => {
                     let mut r = vec![
                         spec.label.to_string(),
                         commas(m.value),
@@ -1632,12 +1771,19 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
                         r.push(m.lat.map_or("-".into(), |l| fmt_us(l[0])));
                         r.push(m.lat.map_or("-".into(), |l| fmt_us(l[1])));
                     }
-                    r.push(opt(m.server_us, 2));
-                    if let Scenario::Echo { .. } = row.sc {
+                    let digits = if let Scenario::Fanout { .. } = row.sc {
+                        3
+                    } else {
+                        2
+                    };
+                    let echo_like =
+                        matches!(row.sc, Scenario::Echo { .. } | Scenario::Fanout { .. });
+                    r.push(opt(m.server_us, digits));
+                    if echo_like {
                         r.push(pct(m.server_user));
                     }
-                    r.push(opt(m.load_us, 2));
-                    if let Scenario::Echo { .. } = row.sc {
+                    r.push(opt(m.load_us, digits));
+                    if echo_like {
                         r.push(pct(m.server_busy));
                         r.push(pct(Some(m.load_busy)));
                     }
@@ -1709,6 +1855,9 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
             Scenario::Flood { .. } => out.push_str(
                 "every message stamped; latency from the load generator's queueing of a message to its echo; errors: echoes missing or out of order (a server that drops what it cannot send shows here); RSS peak: median over repetitions of the highest RSS sampled every 20 ms\n",
             ),
+            Scenario::Fanout { .. } => out.push_str(
+                "compare's fan-out client (soliton_bench::broadcast, as uWebSockets' broadcast_test): each round every connection sends one message and waits for all N (every frame parsed and checked); the window runs from a round's end to a round's end; µs/delivery: CPU over the window ÷ (rounds × N²); peers without a broadcast mode are not run\n",
+            ),
             Scenario::Hold => out.push_str(
                 "average: (RSS − RSS before connecting) ÷ held at the last step; marginal: ΔRSS ÷ Δheld between the two steps\n",
             ),
@@ -1734,7 +1883,10 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
                 continue;
             };
             let (vs_best, eff) = match row.sc {
-                Scenario::Echo { .. } | Scenario::Connect | Scenario::Flood { .. } => (
+                Scenario::Echo { .. }
+                | Scenario::Connect
+                | Scenario::Flood { .. }
+                | Scenario::Fanout { .. } => (
                     om.value / bm.value,
                     // CPU per message: the most efficient peer's ÷ ours
                     servers
@@ -1916,6 +2068,11 @@ fn json_doc(
                 "flood",
                 json!({"connections": conns, "size": size}),
                 "msg/s",
+            ),
+            Scenario::Fanout { conns, size } => (
+                "fanout",
+                json!({"connections": conns, "size": size, "deliveries_per_round": conns * conns}),
+                "deliveries/s",
             ),
             Scenario::Connect => (
                 "connect",

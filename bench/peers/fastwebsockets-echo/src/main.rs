@@ -40,7 +40,12 @@ async fn server_upgrade(
 }
 
 fn main() {
-    let (peer_common::Opts { addr, nodelay, tls }, rt) = peer_common::start();
+    let (
+        peer_common::Opts {
+            addr, nodelay, tls, ..
+        },
+        rt,
+    ) = peer_common::start();
     if tls.is_some() {
         eprintln!("fastwebsockets-echo: no wss:// mode; --tls-cert/--tls-key are not supported");
         std::process::exit(2);

@@ -1,6 +1,6 @@
 //! What every peer echo server shares, so that each one's `main.rs` holds only what
 //! its engine's examples do: the command line (`--host`, `--port`, `--core`,
-//! `--nodelay`, `--tls-cert`, `--tls-key`), pinning to a core, tokio's `current_thread`
+//! `--nodelay`, `--broadcast`, `--tls-cert`, `--tls-key`), pinning to a core, tokio's `current_thread`
 //! runtime (one core, for the per-core comparison), and the TLS acceptor for wss://.
 
 use std::sync::Arc;
@@ -16,6 +16,9 @@ pub struct Opts {
     /// Set `TCP_NODELAY` on each accepted connection (off by default, as in the
     /// engines' examples).
     pub nodelay: bool,
+    /// `--broadcast`: publish every message to every connection (the sender too)
+    /// instead of echoing it; peers without a broadcast mode refuse the flag.
+    pub broadcast: bool,
     /// The TLS acceptor when `--tls-cert` and `--tls-key` are given (wss://); `None`
     /// for plain ws://.
     pub tls: Option<TlsAcceptor>,
@@ -25,7 +28,16 @@ pub struct Opts {
 /// certificate and key if given, and builds the single-threaded runtime the server
 /// runs on.
 pub fn start() -> (Opts, tokio::runtime::Runtime) {
+    start_with(false)
+}
+
+/// [`start`] for a peer that has a broadcast mode when `broadcast_mode` is true (the
+/// others exit with a usage error on `--broadcast`).
+pub fn start_with(broadcast_mode: bool) -> (Opts, tokio::runtime::Runtime) {
     let (opts, core) = args();
+    if opts.broadcast && !broadcast_mode {
+        usage("--broadcast (this peer has no broadcast mode)");
+    }
     if let Some(c) = core {
         pin(c);
     }
@@ -36,14 +48,18 @@ pub fn start() -> (Opts, tokio::runtime::Runtime) {
     (opts, rt)
 }
 
-/// `--host`, `--port`, `--core`, `--nodelay`, `--tls-cert`, `--tls-key`.
+/// `--host`, `--port`, `--core`, `--nodelay`, `--broadcast`, `--tls-cert`, `--tls-key`.
 fn args() -> (Opts, Option<usize>) {
     let (mut host, mut port, mut core) = ("127.0.0.1".to_string(), 9001u16, None);
-    let (mut nodelay, mut cert, mut key) = (false, None, None);
+    let (mut nodelay, mut broadcast, mut cert, mut key) = (false, false, None, None);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         if a == "--nodelay" {
             nodelay = true;
+            continue;
+        }
+        if a == "--broadcast" {
+            broadcast = true;
             continue;
         }
         let v = it.next().unwrap_or_else(|| usage(&a));
@@ -65,13 +81,19 @@ fn args() -> (Opts, Option<usize>) {
         _ => usage("--tls-cert/--tls-key (give both)"),
     };
     let addr = format!("{host}:{port}");
-    (Opts { addr, nodelay, tls }, core)
+    let opts = Opts {
+        addr,
+        nodelay,
+        broadcast,
+        tls,
+    };
+    (opts, core)
 }
 
 fn usage(at: &str) -> ! {
     eprintln!(
         "bad argument {at:?}; usage: [--host 127.0.0.1] [--port 9001] [--core N] [--nodelay] \
-         [--tls-cert CHAIN.pem --tls-key KEY.pem]"
+         [--broadcast] [--tls-cert CHAIN.pem --tls-key KEY.pem]"
     );
     std::process::exit(2)
 }

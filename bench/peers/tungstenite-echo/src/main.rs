@@ -30,7 +30,12 @@ async fn accept_connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
 }
 
 fn main() {
-    let (peer_common::Opts { addr, nodelay, tls }, rt) = peer_common::start();
+    let (
+        peer_common::Opts {
+            addr, nodelay, tls, ..
+        },
+        rt,
+    ) = peer_common::start();
     rt.block_on(async move {
         let listener = TcpListener::bind(&addr).await.expect("bind");
         let scheme = if tls.is_some() { "wss" } else { "ws" };
