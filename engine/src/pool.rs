@@ -392,6 +392,21 @@ impl OutQueue {
         }
     }
 
+    /// Queues a frame serialized once for many receivers (a publish): one under
+    /// `COALESCE_MAX` is copied behind the last chunk like any small write (a 20-byte
+    /// frame costs less copied than referenced: no reference count to raise and drop,
+    /// and a thousand of them go out as one buffer instead of a thousand iovecs), a
+    /// larger one is queued as the shared frame itself.
+    #[inline]
+    pub(crate) fn push_published(&mut self, pool: &mut Pool, frame: &Arc<[u8]>) {
+        if frame.len() < COALESCE_MAX {
+            self.push_bytes(pool, frame);
+        } else {
+            self.push_shared(pool, frame.clone());
+        }
+    }
+
+    /// Queues a shared frame as a chunk of its own (never copied).
     pub(crate) fn push_shared(&mut self, pool: &mut Pool, frame: Arc<[u8]>) {
         if frame.is_empty() {
             return;
@@ -403,16 +418,24 @@ impl OutQueue {
 
     /// Fills `iov` with the unwritten bytes in order; returns how many slices.
     pub(crate) fn iovecs<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
+        let max = iov.len();
+        self.slices(max, |i, b| iov[i] = IoSlice::new(b))
+    }
+
+    /// Calls `f(i, bytes)` for the first `max` pieces of unwritten bytes in order (the
+    /// `i`th piece); returns how many there were.
+    #[inline]
+    pub(crate) fn slices<'a>(&'a self, max: usize, mut f: impl FnMut(usize, &'a [u8])) -> usize {
         let Some(q) = self.inner.as_ref() else {
             return 0;
         };
         let mut n = 0;
         for (i, c) in q.chunks.iter().enumerate() {
-            if n == iov.len() {
+            if n == max {
                 break;
             }
             let b = c.bytes();
-            iov[n] = IoSlice::new(if i == 0 { &b[q.head_off..] } else { b });
+            f(n, if i == 0 { &b[q.head_off..] } else { b });
             n += 1;
         }
         n
@@ -609,6 +632,41 @@ mod tests {
             assert_eq!(got, vec![b"ef".to_vec(), b"GH".to_vec()]);
             assert!(q.is_empty());
         }
+    }
+
+    /// A published frame under the coalescing size is copied behind what is queued (one
+    /// buffer for many frames, the shared frame not held); a larger one is queued as
+    /// the shared frame itself (held, not copied); the bytes stay in order either way.
+    #[test]
+    fn small_published_frames_are_copied_and_large_ones_shared() {
+        let mut pool = Pool::default();
+        let mut q = OutQueue::default();
+        let small: Arc<[u8]> = Arc::from(&b"\x82\x03abc"[..]);
+        for _ in 0..100 {
+            q.push_published(&mut pool, &small);
+        }
+        assert_eq!(Arc::strong_count(&small), 1, "small frames are copied");
+        let mut iov = [IoSlice::new(&[]); 4];
+        assert_eq!(
+            q.iovecs(&mut iov),
+            1,
+            "a hundred small frames in one buffer"
+        );
+        let large: Arc<[u8]> = Arc::from(vec![9u8; COALESCE_MAX]);
+        q.push_published(&mut pool, &large);
+        q.push_published(&mut pool, &small);
+        assert_eq!(Arc::strong_count(&large), 2, "a large frame is shared");
+        let mut expect = small.repeat(100);
+        expect.extend_from_slice(&large);
+        expect.extend_from_slice(&small);
+        assert_eq!(all(&q), expect);
+        assert_eq!(q.len(), expect.len());
+        q.advance(q.len(), &mut pool);
+        assert_eq!(
+            Arc::strong_count(&large),
+            1,
+            "written: the queue let go of it"
+        );
     }
 
     /// Every byte queued, across as many chunks as it takes.

@@ -137,3 +137,31 @@ fn unsubscribed_connection_no_longer_receives_publishes() {
         assert_eq!(b.read_text(), "news");
     });
 }
+
+/// Publishes of every size around the point where a published frame stops being copied
+/// into each receiver's queue and is queued shared instead (1 KiB), many of them before
+/// any receiver reads, so that copied and shared frames sit in the same queues: every
+/// subscriber gets every message whole and in publish order.
+#[test]
+fn publishes_small_and_large_arrive_whole_and_in_order_when_read_late() {
+    for_each_backend(|backend| {
+        let (server, _opened, _rx) = room_server(builder(backend).workers(2));
+        let mut clients = open_many(server.addr(), 8);
+        let sizes = [0, 20, 125, 126, 1000, 1019, 1020, 1021, 1024, 4000, 20_000];
+        let body = |i: usize| -> Vec<u8> {
+            let len = sizes[i % sizes.len()];
+            (0..len).map(|j| (i * 7 + j) as u8).collect()
+        };
+        let n = 10 * sizes.len();
+        for i in 0..n {
+            server.publish("all", Message::Binary(&body(i)));
+        }
+        for (c, client) in clients.iter_mut().enumerate() {
+            for i in 0..n {
+                let (opcode, p) = client.read_message();
+                assert_eq!(opcode, soliton_tests::op::BINARY, "client {c}, message {i}");
+                assert!(p == body(i), "client {c}, message {i}: {} bytes", p.len());
+            }
+        }
+    });
+}

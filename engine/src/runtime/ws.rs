@@ -206,9 +206,10 @@ impl<D> ConnCtx<'_, D> {
     }
 
     /// Queues a serialized frame shared with other receivers (a publish, or a send from
-    /// another thread), under the same limits as `send`.
-    pub(crate) fn send_shared(&mut self, frame: Arc<[u8]>) -> SendStatus {
-        self.slot.out.push_shared(&mut self.rt.pool, frame);
+    /// another thread), under the same limits as `send`: copied when small, else held
+    /// (see `OutQueue::push_published`).
+    pub(crate) fn send_shared(&mut self, frame: &Arc<[u8]>) -> SendStatus {
+        self.slot.out.push_published(&mut self.rt.pool, frame);
         self.after_queue()
     }
 

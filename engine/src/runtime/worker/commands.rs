@@ -60,7 +60,7 @@ impl<H: Handler> Worker<H> {
             slot,
             rt: &mut self.rt,
         }
-        .send_shared(frame);
+        .send_shared(&frame);
     }
 
     /// A handle's request for one connection (ignored if it is gone).

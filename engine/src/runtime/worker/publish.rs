@@ -78,17 +78,16 @@ impl<H: Handler> Worker<H> {
                 }
             };
             let f = match shared_window {
-                None => frame.clone(),
-                Some(w) => match compressed.iter().find(|(cw, _)| *cw == w) {
-                    Some((_, f)) => f.clone(),
+                None => frame,
+                Some(w) => match compressed.iter().position(|(cw, _)| *cw == w) {
+                    Some(i) => &compressed[i].1,
                     None => {
                         let cfg = self.rt.cfg.deflate;
                         let d = self.rt.codecs.shared_deflater(w, &cfg);
                         let mut v = Vec::with_capacity(payload.len() + 16);
                         write_server_message(d, opcode, payload, &mut v);
-                        let f: Arc<[u8]> = Arc::from(v);
-                        compressed.push((w, f.clone()));
-                        f
+                        compressed.push((w, Arc::from(v)));
+                        &compressed[compressed.len() - 1].1
                     }
                 },
             };
