@@ -97,7 +97,6 @@ impl BufRing {
     }
 
     /// Bytes per buffer.
-    #[cfg(test)]
     pub(crate) fn size(&self) -> usize {
         self.size
     }
