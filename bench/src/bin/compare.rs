@@ -723,6 +723,30 @@ impl Env {
         Ok(sample)
     }
 
+    /// Runs one of compare's own clients (`what`) on a thread pinned to the load core
+    /// and returns its result (an error if it failed or compare was stopped).
+    fn on_load_core<T: Send + 'static>(
+        &self,
+        what: &str,
+        client: impl FnOnce(&AtomicBool) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        let core = self.args.load_core;
+        let stop = self.stop.clone();
+        let r = std::thread::spawn(move || {
+            if let Some(c) =
+                core_affinity::get_core_ids().and_then(|ids| ids.into_iter().find(|c| c.id == core))
+            {
+                core_affinity::set_for_current(c);
+            }
+            client(&stop)
+        })
+        .join()
+        .map_err(|_| format!("{what} panicked"))?
+        .map_err(|e| format!("{what}: {e}"))?;
+        stopped(&self.stop)?;
+        Ok(r)
+    }
+
     /// A fan-out row: compare's own broadcast_test-style client, on the load core.
     fn run_fanout(&self, pid: u32, port: u16, conns: usize, size: usize) -> Result<Sample, String> {
         let p = FanoutParams {
@@ -733,20 +757,7 @@ impl Env {
             duration: Duration::from_secs_f64(self.duration),
             server_pid: Some(pid),
         };
-        let core = self.args.load_core;
-        let stop = self.stop.clone();
-        let r = std::thread::spawn(move || {
-            if let Some(c) =
-                core_affinity::get_core_ids().and_then(|ids| ids.into_iter().find(|c| c.id == core))
-            {
-                core_affinity::set_for_current(c);
-            }
-            broadcast::run(p, &stop)
-        })
-        .join()
-        .map_err(|_| "fan-out client panicked".to_string())?
-        .map_err(|e| format!("fan-out client: {e}"))?;
-        stopped(&self.stop)?;
+        let r = self.on_load_core("fan-out client", move |stop| broadcast::run(p, stop))?;
         if r.rounds == 0 {
             return Err("no whole round in the measured window".into());
         }
@@ -783,20 +794,7 @@ impl Env {
             duration: Duration::from_secs_f64(self.duration),
             server_pid: Some(pid),
         };
-        let core = self.args.load_core;
-        let stop = self.stop.clone();
-        let r = std::thread::spawn(move || {
-            if let Some(c) =
-                core_affinity::get_core_ids().and_then(|ids| ids.into_iter().find(|c| c.id == core))
-            {
-                core_affinity::set_for_current(c);
-            }
-            rawtcp::run(p, &stop)
-        })
-        .join()
-        .map_err(|_| "raw TCP client panicked".to_string())?
-        .map_err(|e| format!("raw TCP client: {e}"))?;
-        stopped(&self.stop)?;
+        let r = self.on_load_core("raw TCP client", move |stop| rawtcp::run(p, stop))?;
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         let per = |cpu: f64| (r.messages > 0).then(|| cpu / r.messages as f64 * 1e6);
         let mut s = Sample {

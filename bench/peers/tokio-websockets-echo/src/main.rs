@@ -25,10 +25,12 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
-use tokio_websockets::{Config, Limits, Message, ServerBuilder};
+use tokio_websockets::{Config, Limits, Message, ServerBuilder, WebSocketStream};
 
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(conn: S) {
-    let Ok((_request, mut server)) = ServerBuilder::new()
+/// The opening handshake as the example does it, then the echo, or with `--broadcast`
+/// the fan-out through `tx`.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(conn: S, tx: Option<broadcast::Sender<Message>>) {
+    let Ok((_request, server)) = ServerBuilder::new()
         .config(Config::default().frame_size(usize::MAX))
         .limits(Limits::unlimited())
         .accept(conn)
@@ -36,6 +38,13 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(conn: S) {
     else {
         return;
     };
+    match tx {
+        None => echo(server).await,
+        Some(tx) => fan_out(server, tx).await,
+    }
+}
+
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut server: WebSocketStream<S>) {
     while let Some(Ok(item)) = server.next().await {
         if (item.is_text() || item.is_binary()) && server.send(item).await.is_err() {
             break;
@@ -44,15 +53,10 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(conn: S) {
 }
 
 /// `--broadcast`: every text and binary message to every connection's task.
-async fn broadcast<S: AsyncRead + AsyncWrite + Unpin>(conn: S, tx: broadcast::Sender<Message>) {
-    let Ok((_request, mut server)) = ServerBuilder::new()
-        .config(Config::default().frame_size(usize::MAX))
-        .limits(Limits::unlimited())
-        .accept(conn)
-        .await
-    else {
-        return;
-    };
+async fn fan_out<S: AsyncRead + AsyncWrite + Unpin>(
+    mut server: WebSocketStream<S>,
+    tx: broadcast::Sender<Message>,
+) {
     let mut rx = tx.subscribe();
     loop {
         tokio::select! {
@@ -121,28 +125,14 @@ fn main() {
             if nodelay {
                 let _ = conn.set_nodelay(true);
             }
-            if fan_out {
-                let tx = tx.clone();
-                match &tls {
-                    None => tokio::spawn(tokio::task::unconstrained(broadcast(conn, tx))),
-                    Some(acceptor) => {
-                        let handshake = acceptor.accept(conn);
-                        tokio::spawn(tokio::task::unconstrained(async move {
-                            if let Ok(conn) = handshake.await {
-                                broadcast(conn, tx).await;
-                            }
-                        }))
-                    }
-                };
-                continue;
-            }
+            let tx = fan_out.then(|| tx.clone());
             match &tls {
-                None => tokio::spawn(tokio::task::unconstrained(echo(conn))),
+                None => tokio::spawn(tokio::task::unconstrained(serve(conn, tx))),
                 Some(acceptor) => {
                     let handshake = acceptor.accept(conn);
                     tokio::spawn(tokio::task::unconstrained(async move {
                         if let Ok(conn) = handshake.await {
-                            echo(conn).await;
+                            serve(conn, tx).await;
                         }
                     }))
                 }
