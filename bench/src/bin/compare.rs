@@ -54,7 +54,7 @@ use soliton_bench::rawtcp::{self, RawParams};
 #[derive(Debug, Parser)]
 #[command(name = "compare", version)]
 struct Args {
-    /// A short run (about 2 minutes): 1 repetition, 1 s windows, 5,000 held connections.
+    /// A short run (about 3 minutes): 1 repetition, 1 s windows, 5,000 held connections.
     #[arg(long)]
     quick: bool,
     /// Repetitions of every row (interleaved); default 3 (1 with --quick).
