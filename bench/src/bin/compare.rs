@@ -406,11 +406,7 @@ fn sample_of(sc: Scenario, r: &Value) -> Sample {
     };
     s.mark();
     match sc {
-        // compare runs fan-out rows with its own client (Env::run_fanout)
-        Scenario::Echo { .. }
-        | Scenario::Rate { .. }
-        | Scenario::Flood { .. }
-        | Scenario::Fanout { .. } => {
+        Scenario::Echo { .. } | Scenario::Rate { .. } | Scenario::Flood { .. } => {
             s.value = f(r, &["messages", "received_per_s"]).unwrap_or(0.0);
             s.lat = lat(&r["latency_us"]);
             s.hist = r["latency_hist"].as_str().map(str::to_owned);
@@ -433,6 +429,9 @@ fn sample_of(sc: Scenario, r: &Value) -> Sample {
             s.load_us = None;
             s.load_bound = false;
             s.contended = false;
+        }
+        Scenario::Fanout { .. } => {
+            unreachable!("fan-out rows are measured by compare's own client (Env::run_fanout)")
         }
     }
     s
@@ -1469,20 +1468,31 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
         Ok(())
     };
 
-    let result: Result<(), String> = (|| {
-        // phase 1: echo rows, interleaved
-        if has("echo") {
-            let mut echo = echo_rows();
-            if let Some(only) = &env.args.rows {
-                echo.retain(|r| only.split(',').any(|o| o.trim() == r.id));
-            }
+    // every row on every server, repetitions interleaved (A B C … A B C …)
+    let interleaved =
+        |env: &mut Env, res: &mut Results, rows: &[Row], specs: &[Spec]| -> Result<(), String> {
             for rep in 0..env.reps {
-                for row in &echo {
-                    for spec in &servers {
-                        one(&mut env, &mut res, rep, row, spec, None, None)?;
+                for row in rows {
+                    for spec in specs {
+                        one(env, res, rep, row, spec, None, None)?;
                     }
                 }
             }
+            Ok(())
+        };
+    // the rows --rows names (all without it)
+    let only = |mut v: Vec<Row>, only: &Option<String>| {
+        if let Some(only) = only {
+            v.retain(|r| only.split(',').any(|o| o.trim() == r.id));
+        }
+        v
+    };
+
+    let result: Result<(), String> = (|| {
+        // phase 1: echo rows, interleaved
+        if has("echo") {
+            let echo = only(echo_rows(), &env.args.rows);
+            interleaved(&mut env, &mut res, &echo, &servers)?;
             rows.extend(echo);
         }
         let ws: Vec<Spec> = servers.iter().filter(|s| !s.is_raw()).copied().collect();
@@ -1526,28 +1536,15 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
                     size: 20,
                 },
             };
-            for rep in 0..env.reps {
-                for spec in &ws {
-                    one(&mut env, &mut res, rep, &row, spec, None, None)?;
-                }
-            }
+            interleaved(&mut env, &mut res, std::slice::from_ref(&row), &ws)?;
             rows.push(row);
         }
         // phase 2c: fan-out rounds, on the servers with a broadcast mode
         let fan: Vec<Spec> = servers.iter().filter(|s| s.fanout).copied().collect();
         if has("fanout") && !fan.is_empty() {
-            let mut rows_f = fanout_rows();
-            if let Some(only) = &env.args.rows {
-                rows_f.retain(|r| only.split(',').any(|o| o.trim() == r.id));
-            }
-            for rep in 0..env.reps {
-                for row in &rows_f {
-                    for spec in &fan {
-                        one(&mut env, &mut res, rep, row, spec, None, None)?;
-                    }
-                }
-            }
-            rows.extend(rows_f);
+            let fanout = only(fanout_rows(), &env.args.rows);
+            interleaved(&mut env, &mut res, &fanout, &fan)?;
+            rows.extend(fanout);
         }
         // phase 3: handshakes per second
         if has("connect") && !ws.is_empty() {
@@ -1556,11 +1553,7 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
                 label: format!("connect: {} handshakes", commas(env.handshakes as f64)),
                 sc: Scenario::Connect,
             };
-            for rep in 0..env.reps {
-                for spec in &ws {
-                    one(&mut env, &mut res, rep, &row, spec, None, None)?;
-                }
-            }
+            interleaved(&mut env, &mut res, std::slice::from_ref(&row), &ws)?;
             rows.push(row);
         }
         // phase 4: idle connections
@@ -1570,11 +1563,7 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
                 label: format!("hold: {} idle connections", commas(env.hold as f64)),
                 sc: Scenario::Hold,
             };
-            for rep in 0..env.reps {
-                for spec in &ws {
-                    one(&mut env, &mut res, rep, &row, spec, None, None)?;
-                }
-            }
+            interleaved(&mut env, &mut res, std::slice::from_ref(&row), &ws)?;
             rows.push(row);
         }
         Ok(())
