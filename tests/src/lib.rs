@@ -886,6 +886,19 @@ impl RawWs {
         (f.opcode, f.payload)
     }
 
+    /// Reads `want.len()` messages and checks each one's opcode and payload, in order.
+    pub fn expect_messages(&mut self, want: &[(u8, Vec<u8>)]) {
+        for (i, (opcode, payload)) in want.iter().enumerate() {
+            let (got_op, got) = self.read_message();
+            assert_eq!(got_op, *opcode, "message {i}: opcode");
+            assert!(
+                got == *payload,
+                "message {i}: payload of {} bytes differs",
+                payload.len()
+            );
+        }
+    }
+
     /// Reads the next frame, which must be a text message: its text.
     pub fn read_text(&mut self) -> String {
         let (opcode, p) = self.read_message();

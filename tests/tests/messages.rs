@@ -181,19 +181,6 @@ fn a_frame_written_one_byte_at_a_time_is_reassembled() {
     });
 }
 
-/// Reads `want.len()` messages and checks each one's opcode and payload, in order.
-fn expect_messages(ws: &mut RawWs, want: &[(u8, Vec<u8>)]) {
-    for (i, (opcode, payload)) in want.iter().enumerate() {
-        let (got_op, got) = ws.read_message();
-        assert_eq!(got_op, *opcode, "message {i}: opcode");
-        assert!(
-            got == *payload,
-            "message {i}: payload of {} bytes differs",
-            payload.len()
-        );
-    }
-}
-
 #[test]
 fn a_pipelined_stream_cut_at_every_kind_of_boundary_is_echoed_whole_and_in_order() {
     // Frames of every length class (7-bit, 16-bit, 64-bit), a message in fragments with a
@@ -232,7 +219,7 @@ fn a_pipelined_stream_cut_at_every_kind_of_boundary_is_echoed_whole_and_in_order
             at = end;
             std::thread::sleep(Duration::from_micros(300));
         }
-        expect_messages(&mut ws, &want);
+        ws.expect_messages(&want);
     });
 }
 
@@ -259,6 +246,6 @@ fn echoes_around_the_direct_write_sizes_stay_whole_and_in_order_when_read_late()
         for piece in wire.chunks(100_000) {
             ws.send_raw(piece);
         }
-        expect_messages(&mut ws, &want);
+        ws.expect_messages(&want);
     });
 }
