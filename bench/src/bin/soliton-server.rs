@@ -751,6 +751,7 @@ fn raw_tcp(a: &Args) {
         uring_buffer_size: a.uring_buffer_size,
         recv_buffer_size: a.recv_buffer,
         nodelay: !a.no_nodelay,
+        ..Default::default()
     };
     let threads = a
         .threads

@@ -72,6 +72,8 @@ pub(super) struct Epoll {
     done: Vec<Done>,
     pool: Pool,
     nodelay: bool,
+    /// Receive time stamps asked for: set on every socket, read with each receive.
+    rx_timestamps: bool,
 }
 
 impl Epoll {
@@ -102,6 +104,7 @@ impl Epoll {
             done: Vec::new(),
             pool: Pool::default(),
             nodelay: cfg.nodelay,
+            rx_timestamps: cfg.rx_timestamps,
         })
     }
 
@@ -112,6 +115,9 @@ impl Epoll {
     fn insert(&mut self, fd: OwnedFd, connecting: bool) -> io::Result<Token> {
         self.gen = self.gen.wrapping_add(1);
         let raw = fd.as_raw_fd();
+        if self.rx_timestamps {
+            sys::set_rx_timestamps(raw)?;
+        }
         let entry = self.socks.vacant_entry();
         let t = Token::new(entry.key(), self.gen);
         self.poll.registry().register(
@@ -295,6 +301,47 @@ impl Epoll {
     }
 
     pub(super) fn submit_and_wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        self.submit();
+        let timeout = if !self.done.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            deadline.map(|d| {
+                let left = d.saturating_duration_since(Instant::now());
+                if left < PRECISE && !left.is_zero() {
+                    if self.timer_at != Some(d) {
+                        self.timer_at = Some(d);
+                        sys::timerfd_arm(self.timer.as_raw_fd(), left);
+                    }
+                    PRECISE * 2
+                } else {
+                    left
+                }
+            })
+        };
+        self.poll(timeout)
+    }
+
+    /// Writes what is queued, sleeps until `until` whatever arrives meanwhile, then
+    /// collects what is ready without waiting.
+    pub(super) fn submit_and_sleep(&mut self, until: Instant) -> io::Result<()> {
+        self.submit();
+        let left = until.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            std::thread::sleep(left);
+        }
+        self.poll(Some(Duration::ZERO))
+    }
+
+    fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes every socket written to since the last submit.
+    fn submit(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         for &t in &dirty {
             if let Some(s) = self.sock(t) {
@@ -314,27 +361,6 @@ impl Epoll {
         dirty.clear();
         if self.dirty.is_empty() {
             self.dirty = dirty;
-        }
-        let timeout = if !self.done.is_empty() {
-            Some(Duration::ZERO)
-        } else {
-            deadline.map(|d| {
-                let left = d.saturating_duration_since(Instant::now());
-                if left < PRECISE && !left.is_zero() {
-                    if self.timer_at != Some(d) {
-                        self.timer_at = Some(d);
-                        sys::timerfd_arm(self.timer.as_raw_fd(), left);
-                    }
-                    PRECISE * 2
-                } else {
-                    left
-                }
-            })
-        };
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(e),
         }
     }
 
@@ -449,13 +475,25 @@ impl Epoll {
             if direct {
                 sink.immediate(Some(super::Immediate { fd, token: t }));
             }
+            let stamps = self.rx_timestamps;
             let res = if let Some(carry) = sink.carry(t) {
                 // a partial frame is pending: read straight in behind it, no copy
-                let r = sys::read_onto(fd, carry, chunk);
+                let mut stamp = None;
+                let r = sys::read_onto(fd, carry, chunk, stamps.then_some(&mut stamp));
                 if let Ok(n @ 1..) = r {
+                    if stamps {
+                        sink.arrived(stamp);
+                    }
                     sink.received_in_carry(t, n);
                 }
                 r
+            } else if stamps {
+                let r = sys::recv_stamped(fd, &mut self.buf[at..end]);
+                if let Ok((n @ 1.., stamp)) = r {
+                    sink.arrived(stamp);
+                    sink.received(t, &mut self.buf[at..at + n]);
+                }
+                r.map(|(n, _)| n)
             } else {
                 let r = sys::recv(fd, &mut self.buf[at..end]);
                 if let Ok(n) = r {

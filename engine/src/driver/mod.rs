@@ -131,6 +131,11 @@ pub struct DriverConfig {
     pub recv_buffer_size: usize,
     /// `TCP_NODELAY` on every accepted and connected socket; default on.
     pub nodelay: bool,
+    /// Ask the kernel for the time each read's data arrived (`SO_TIMESTAMPNS`) and
+    /// report it with [`Sink::arrived`]; default off (a receive then costs `recvmsg`
+    /// with a control message instead of `recvfrom` on epoll, a multishot `recvmsg`
+    /// instead of `recv` on io_uring; a one-shot receive after a pause carries none).
+    pub rx_timestamps: bool,
 }
 
 impl Default for DriverConfig {
@@ -141,6 +146,7 @@ impl Default for DriverConfig {
             uring_buffer_size: 32 * 1024,
             recv_buffer_size: 64 * 1024,
             nodelay: true,
+            rx_timestamps: false,
         }
     }
 }
@@ -179,6 +185,13 @@ pub trait Sink {
     fn connected(&mut self, token: Token, result: io::Result<()>);
     /// Bytes arrived, lent for this call (they may be changed in place).
     fn received(&mut self, token: Token, data: &mut [u8]);
+    /// With [`DriverConfig::rx_timestamps`], just before every [`Sink::received`] and
+    /// [`Sink::received_in_carry`]: the kernel's time (nanoseconds since the Unix
+    /// epoch, `CLOCK_REALTIME`) at which the last segment of that read reached the
+    /// socket, or `None` for a read without one. Never called without the option.
+    fn arrived(&mut self, realtime_ns: Option<u64>) {
+        let _ = realtime_ns;
+    }
     /// A buffer holding a partial frame that the next bytes should be read in behind
     /// (epoll only); `None` to receive into the driver's buffer.
     fn carry(&mut self, token: Token) -> Option<&mut Vec<u8>> {
@@ -411,6 +424,13 @@ impl Driver {
     /// `deadline`.
     pub fn submit_and_wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         on_backend!(self, d => d.submit_and_wait(deadline))
+    }
+
+    /// Submits what is queued, sleeps until `until` without waking for what arrives,
+    /// then collects everything ready for one [`Self::dispatch`]: one wake-up for many
+    /// events where their times come from the kernel ([`DriverConfig::rx_timestamps`]).
+    pub fn submit_and_sleep(&mut self, until: Instant) -> io::Result<()> {
+        on_backend!(self, d => d.submit_and_sleep(until))
     }
 
     /// Reports what happened since the last call to `sink`.

@@ -51,42 +51,88 @@ pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// socket call skips the VFS layers `read` goes through (`fdget_pos`, `rw_verify_area`,
 /// the file-permission hook): 4-5 % of the server's samples at a 20 B echo (perf).
 pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // `buf` is valid for `buf.len()` writable bytes.
-    let null = std::ptr::null_mut::<u8>();
-    sock_call!(
-        libc::SYS_recvfrom,
-        fd,
-        buf.as_mut_ptr(),
-        buf.len(),
-        0,
-        null,
-        null
-    )
-    .map(|n| n as usize)
+    // SAFETY: `buf` is valid for `buf.len()` writable bytes.
+    unsafe { recv_raw(fd, buf.as_mut_ptr(), buf.len(), None) }
+}
+
+/// [`recv`] that also reports the kernel's receive time stamp (`SO_TIMESTAMPNS`, set
+/// with [`set_rx_timestamps`]) of the last segment the read took, in nanoseconds since
+/// the Unix epoch: `None` where the kernel gave none.
+pub(crate) fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+    let mut at = None;
+    // SAFETY: `buf` is valid for `buf.len()` writable bytes.
+    let n = unsafe { recv_raw(fd, buf.as_mut_ptr(), buf.len(), Some(&mut at)) }?;
+    Ok((n, at))
 }
 
 /// Receives from a socket up to `max` bytes onto the end of `v` (growing its capacity, not zeroing the
-/// new room first); returns how many, `Ok(0)` at end of stream.
-pub(crate) fn read_onto(fd: RawFd, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+/// new room first); returns how many, `Ok(0)` at end of stream. With `at`, the receive
+/// time stamp as [`recv_stamped`] gives it.
+pub(crate) fn read_onto(
+    fd: RawFd,
+    v: &mut Vec<u8>,
+    max: usize,
+    at: Option<&mut Option<u64>>,
+) -> io::Result<usize> {
     v.reserve(max);
     let room = v.spare_capacity_mut();
     let want = room.len().min(max);
-    // `room` is `want` writable bytes of `v`'s allocation past its length; the kernel
-    // writes at most that many.
-    let null = std::ptr::null_mut::<u8>();
-    let n = sock_call!(
-        libc::SYS_recvfrom,
-        fd,
-        room.as_mut_ptr(),
-        want,
-        0,
-        null,
-        null
-    )? as usize;
+    // SAFETY: `room` is `want` writable bytes of `v`'s allocation past its length; the
+    // kernel writes at most that many.
+    let n = unsafe { recv_raw(fd, room.as_mut_ptr().cast(), want, at) }?;
     debug_assert!(n <= want);
     // SAFETY: the kernel initialized the first `n` bytes of the spare capacity, which
     // lies within the allocation (`n <= want <= spare capacity`).
     unsafe { v.set_len(v.len() + n) };
+    Ok(n)
+}
+
+/// The one receive both of the above make: `recvfrom` without a time stamp wanted,
+/// `recvmsg` with room for one control message otherwise.
+///
+/// # Safety
+/// `ptr` must be valid for `len` writable bytes.
+unsafe fn recv_raw(
+    fd: RawFd,
+    ptr: *mut u8,
+    len: usize,
+    at: Option<&mut Option<u64>>,
+) -> io::Result<usize> {
+    let null = std::ptr::null_mut::<u8>();
+    let Some(at) = at else {
+        return sock_call!(libc::SYS_recvfrom, fd, ptr, len, 0, null, null).map(|n| n as usize);
+    };
+    // u64 words: the control buffer is aligned for `cmsghdr`
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: ptr.cast(),
+        iov_len: len,
+    };
+    // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control) as _;
+    let mp: *mut libc::msghdr = &mut msg;
+    let n = sock_call!(libc::SYS_recvmsg, fd, mp, 0)? as usize;
+    *at = None;
+    // SAFETY: `msg` was filled in by the kernel: its control pointer and length describe
+    // the initialized part of `control`, which the CMSG macros walk within.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET
+                && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize
+            {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                *at = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
     Ok(n)
 }
 
@@ -163,6 +209,12 @@ fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int)
 /// Sets TCP_NODELAY.
 pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
     set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
+/// Asks the kernel for receive time stamps (`SO_TIMESTAMPNS`): the software time each
+/// segment reached the socket, read with [`recv_stamped`].
+pub(crate) fn set_rx_timestamps(fd: RawFd) -> io::Result<()> {
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
 /// The pending error of a socket (SO_ERROR), cleared by reading it.
@@ -379,15 +431,85 @@ mod tests {
         // onto a vector's end, at most `max`
         send_vectored(fa, &[IoSlice::new(b"abcdef")]).expect("send");
         let mut v = b"xy".to_vec();
-        assert_eq!(read_onto(fb, &mut v, 4).expect("recv onto"), 4);
+        assert_eq!(read_onto(fb, &mut v, 4, None).expect("recv onto"), 4);
         assert_eq!(v, b"xyabcd");
         // end of stream, and a send to a peer that is gone is an error, not a signal
         drop(a);
-        assert_eq!(read_onto(fb, &mut v, 16).expect("recv onto"), 2);
+        assert_eq!(read_onto(fb, &mut v, 16, None).expect("recv onto"), 2);
         assert_eq!(recv(fb, &mut buf).expect("recv at the end"), 0);
         let (c, d) = UnixStream::pair().expect("socket pair");
         drop(d);
         let e = send_vectored(c.as_raw_fd(), &[IoSlice::new(b"z")]).expect_err("peer gone");
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    /// A TCP socket with receive time stamps on: each read reports the time its last
+    /// segment arrived (after the send, before the read), on both receive calls; a read
+    /// of two segments reports the later one.
+    #[test]
+    fn receive_time_stamps_over_tcp() {
+        use std::io::Write;
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let now = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        };
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).expect("connect");
+        a.set_nodelay(true).unwrap();
+        let (b, _) = l.accept().expect("accept");
+        let fb = b.as_raw_fd();
+        set_rx_timestamps(fb).expect("SO_TIMESTAMPNS");
+        let mut buf = [0u8; 64];
+        // The kernel turns receive time stamps on for the machine when the first socket
+        // asks, from a work queue: segments before that come without one. Wait (at
+        // most 2 s) until one has a time stamp.
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            a.write_all(b"w").unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            let (n, at) = recv_stamped(fb, &mut buf).expect("recv");
+            assert!(n >= 1);
+            if at.is_some() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "no receive time stamp in 2 s"
+            );
+        }
+        let t0 = now();
+        a.write_all(b"one").unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let t1 = now();
+        let (n, at) = recv_stamped(fb, &mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"one");
+        let at = at.expect("a time stamp");
+        assert!(
+            t0 <= at && at + 20_000_000 < t1,
+            "{t0} <= {at} < {t1} - 20 ms"
+        );
+        // two segments, 30 ms apart, in one read: the later one's time
+        a.write_all(b"two").unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let t2 = now();
+        a.write_all(b"three").unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        let mut v = Vec::new();
+        let mut at = None;
+        let n = read_onto(fb, &mut v, 64, Some(&mut at)).expect("recv onto");
+        assert_eq!(&v[..n], b"twothree");
+        assert!(at.expect("a time stamp") >= t2, "the later segment's time");
+        // without the option, no time stamp
+        let (mut c, _) = (
+            std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap(),
+            (),
+        );
+        let (d, _) = l.accept().unwrap();
+        c.write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(recv_stamped(d.as_raw_fd(), &mut buf).expect("recv").1, None);
     }
 }

@@ -59,6 +59,74 @@ const K_SEND: u64 = 3;
 const K_WAKE: u64 = 4;
 const K_CANCEL: u64 = 5;
 const K_POLL: u64 = 6;
+/// A multishot `recvmsg` (receive time stamps on); handled as `K_RECV` otherwise.
+const K_RECVMSG: u64 = 7;
+
+/// Whether a completion kind is a receive.
+fn is_recv(kind: u64) -> bool {
+    kind == K_RECV || kind == K_RECVMSG
+}
+
+/// `struct io_uring_recvmsg_out`: what a multishot `recvmsg` writes at the start of its
+/// buffer, before the name, the control messages and the payload.
+const RECVMSG_OUT: usize = 16;
+/// Room for the control messages of a multishot `recvmsg`: one `SCM_TIMESTAMPNS`
+/// (`CMSG_SPACE(sizeof(struct timespec))`, 32 bytes on 64-bit Linux).
+const RECVMSG_CONTROL: usize = 32;
+
+/// The layout a multishot `recvmsg` reads: no name, room for one time stamp.
+struct MsgTemplate(libc::msghdr);
+
+// SAFETY: the header's pointers are all null (the kernel reads only its lengths for a
+// multishot `recvmsg` with provided buffers); nothing is shared through them.
+unsafe impl Send for MsgTemplate {}
+
+impl MsgTemplate {
+    fn new() -> MsgTemplate {
+        // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
+        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+        m.msg_controllen = RECVMSG_CONTROL as _;
+        MsgTemplate(m)
+    }
+}
+
+/// The payload's range in a multishot `recvmsg` buffer of `len` bytes, and the receive
+/// time stamp among its control messages (ns since the Unix epoch), if any. `None` for a
+/// buffer shorter than its header says.
+fn parse_recvmsg(buf: &[u8]) -> Option<(std::ops::Range<usize>, Option<u64>)> {
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+    };
+    let controllen = word(4)? as usize;
+    let payloadlen = word(8)? as usize;
+    let control = buf.get(RECVMSG_OUT..RECVMSG_OUT + controllen.min(RECVMSG_CONTROL))?;
+    let start = RECVMSG_OUT + RECVMSG_CONTROL;
+    let payload = start..start.checked_add(payloadlen)?;
+    if payload.end > buf.len() {
+        return None;
+    }
+    // cmsghdr: cmsg_len (usize), cmsg_level, cmsg_type (i32), then the data, aligned
+    const HDR: usize = size_of::<usize>() + 8;
+    let mut stamp = None;
+    let mut at = 0;
+    while let Some(h) = control.get(at..at + HDR) {
+        let len = usize::from_ne_bytes(h[..size_of::<usize>()].try_into().ok()?);
+        let level = i32::from_ne_bytes(h[HDR - 8..HDR - 4].try_into().ok()?);
+        let kind = i32::from_ne_bytes(h[HDR - 4..].try_into().ok()?);
+        if len < HDR {
+            break;
+        }
+        if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
+            if let Some(d) = control.get(at + HDR..at + HDR + 16) {
+                let sec = i64::from_ne_bytes(d[..8].try_into().ok()?);
+                let nsec = i64::from_ne_bytes(d[8..].try_into().ok()?);
+                stamp = Some(sec as u64 * 1_000_000_000 + nsec as u64);
+            }
+        }
+        at += len.next_multiple_of(size_of::<usize>());
+    }
+    Some((payload, stamp))
+}
 const GEN_MASK: u32 = 0x0fff_ffff;
 
 fn ud(kind: u64, idx: usize, gen: u32) -> u64 {
@@ -71,6 +139,23 @@ fn ud_parts(u: u64) -> (u64, usize, u32) {
         (u & 0xffff_ffff) as usize,
         ((u >> 32) as u32) & GEN_MASK,
     )
+}
+
+/// The result of an enter: a timeout, an interruption or a full completion queue is
+/// not an error (the loop dispatches and enters again).
+fn waited(r: io::Result<usize>) -> io::Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Checks that the kernel has what this backend needs: a ring with waits bounded by a
@@ -160,6 +245,8 @@ struct Sock {
     /// buffer per arm instead of a multishot, so that what arrives between a stop and
     /// its cancellation is one buffer, not as many as the ring holds.
     one_shot: bool,
+    /// The receive armed is a multishot `recvmsg` (`K_RECVMSG`).
+    msg: bool,
 }
 
 pub(super) struct Uring {
@@ -195,6 +282,9 @@ pub(super) struct Uring {
     pool: Pool,
     cqes: Vec<cqueue::Entry>,
     nodelay: bool,
+    /// Receive time stamps: set on every socket, received with multishot `recvmsg`
+    /// shaped by this header (boxed: its address is in the submitted operations).
+    rx_msg: Option<Box<MsgTemplate>>,
 }
 
 impl Uring {
@@ -234,6 +324,7 @@ impl Uring {
             pool: Pool::default(),
             cqes: Vec::with_capacity(1024),
             nodelay: cfg.nodelay,
+            rx_msg: cfg.rx_timestamps.then(|| Box::new(MsgTemplate::new())),
         };
         u.min_timeout = min_timeout;
         u.arm_wake();
@@ -308,15 +399,18 @@ impl Uring {
         s.f.set_recv(true);
         s.ops += 1;
         let fd = Fd(s.fd.as_raw_fd());
-        let e = if s.one_shot {
-            opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+        // receive time stamps come as control messages, which only recvmsg carries; a
+        // one-shot receive (after a pause) goes without them
+        s.msg = !s.one_shot && self.rx_msg.is_some();
+        let e = match &self.rx_msg {
+            _ if s.one_shot => opcode::Recv::new(fd, std::ptr::null_mut(), 0)
                 .buf_group(BGID)
                 .build()
-                .flags(squeue::Flags::BUFFER_SELECT)
-        } else {
-            opcode::RecvMulti::new(fd, BGID).build()
+                .flags(squeue::Flags::BUFFER_SELECT),
+            Some(m) => opcode::RecvMsgMulti::new(fd, &m.0, BGID).build(),
+            None => opcode::RecvMulti::new(fd, BGID).build(),
         }
-        .user_data(ud(K_RECV, idx, s.gen));
+        .user_data(ud(if s.msg { K_RECVMSG } else { K_RECV }, idx, s.gen));
         self.push(e);
     }
 
@@ -328,6 +422,10 @@ impl Uring {
     }
 
     fn insert(&mut self, fd: OwnedFd, connecting: bool) -> Token {
+        if self.rx_msg.is_some() {
+            // without it the socket's reads just carry no time stamp
+            let _ = sys::set_rx_timestamps(fd.as_raw_fd());
+        }
         self.gen = self.gen.wrapping_add(1) & GEN_MASK;
         let idx = self.socks.insert(Sock {
             fd,
@@ -342,6 +440,7 @@ impl Uring {
                 f
             },
             one_shot: false,
+            msg: false,
         });
         Token::new(idx, self.gen)
     }
@@ -417,7 +516,7 @@ impl Uring {
         s.f.set_released(true);
         let (fd, recv, sending, connecting, gen) = (
             s.fd.as_raw_fd(),
-            s.f.recv(),
+            s.f.recv().then_some(s.msg),
             s.send != NO_SEND,
             s.f.connecting(),
             s.gen,
@@ -426,8 +525,8 @@ impl Uring {
             let _ = sys::set_linger_zero(fd);
         }
         let idx = t.index();
-        if recv {
-            self.cancel(ud(K_RECV, idx, gen));
+        if let Some(msg) = recv {
+            self.cancel(ud(if msg { K_RECVMSG } else { K_RECV }, idx, gen));
         }
         if sending {
             // a send to a peer that stopped reading could wait forever: cancel it; its
@@ -464,12 +563,12 @@ impl Uring {
         if !on {
             s.one_shot = true;
         }
-        let (recv, gen) = (s.f.recv(), s.gen);
+        let (recv, msg, gen) = (s.f.recv(), s.msg, s.gen);
         if on {
             self.arm_recv(t.index());
         } else if recv {
             // what the multishot already received still arrives; nothing more after
-            self.cancel(ud(K_RECV, t.index(), gen));
+            self.cancel(ud(if msg { K_RECVMSG } else { K_RECV }, t.index(), gen));
         }
     }
 
@@ -546,7 +645,9 @@ impl Uring {
         self.push(e);
     }
 
-    pub(super) fn submit_and_wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+    /// Starts the sends of every socket written to, re-arms accepting when its pause
+    /// is over, and moves the operations waiting for room into the submission queue.
+    fn prepare(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for &t in &dirty {
             if let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen()) {
@@ -565,6 +666,28 @@ impl Uring {
             }
         }
         self.drain_backlog();
+    }
+
+    /// Submits, sleeps until `until` however many completions arrive, then gathers
+    /// them (task work run, no wait).
+    pub(super) fn submit_and_sleep(&mut self, until: Instant) -> io::Result<()> {
+        self.prepare();
+        self.new_sends = 0;
+        waited(self.ring.submit())?;
+        let left = until.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            std::thread::sleep(left);
+        }
+        let zero = Timespec::new();
+        waited(
+            self.ring
+                .submitter()
+                .submit_with_args(1, &SubmitArgs::new().timespec(&zero)),
+        )
+    }
+
+    pub(super) fn submit_and_wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        self.prepare();
         let deadline = [deadline, self.accept_again].into_iter().flatten().min();
         // A send to a socket with room completes during the submit, and its completion
         // alone would end the wait at once: a second enter per iteration, and smaller
@@ -592,18 +715,7 @@ impl Uring {
             (None, 1) => self.ring.submit_and_wait(1),
             (None, _) => self.ring.submitter().submit_with_args(want, &args),
         };
-        match r {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        waited(r)
     }
 
     /// Hands every completion to `sink`. When receives ran out of provided buffers
@@ -646,11 +758,21 @@ impl Uring {
             let flags = cqe.flags();
             match kind {
                 K_ACCEPT => self.on_accept(res, flags, sink),
-                K_RECV => {
+                K_RECV | K_RECVMSG => {
+                    let mut res = res;
                     if let Some(bid) = cqueue::buffer_select(flags) {
                         self.bufs.lend(bid);
+                        // a recvmsg's buffer: header and control messages, then the
+                        // payload (empty at the end of the stream)
+                        let (payload, stamp) = if kind == K_RECVMSG && res > 0 {
+                            let b = self.bufs.get(bid, res as usize);
+                            parse_recvmsg(b).unwrap_or((0..0, None))
+                        } else {
+                            (0..res.max(0) as usize, None)
+                        };
+                        res = payload.len() as i32;
                         self.pass_reads += 1;
-                        self.pass_bytes += res.max(0) as usize;
+                        self.pass_bytes += payload.len();
                         let live = self
                             .socks
                             .get(idx)
@@ -672,8 +794,11 @@ impl Uring {
                             if direct.is_some() {
                                 sink.immediate(direct);
                             }
-                            let data = self.bufs.get(bid, res as usize);
-                            sink.received(t, data);
+                            if self.rx_msg.is_some() {
+                                sink.arrived(stamp);
+                            }
+                            let data = self.bufs.get(bid, payload.end);
+                            sink.received(t, &mut data[payload]);
                             if direct.is_some() {
                                 sink.immediate(None);
                             }
@@ -859,11 +984,11 @@ impl Drop for Uring {
             let _ = self.ring.submitter().submit_with_args(1, &args);
             for cqe in self.ring.completion() {
                 let (kind, idx, gen) = ud_parts(cqe.user_data());
-                if !matches!(kind, K_RECV | K_SEND | K_POLL) {
+                if !matches!(kind, K_RECV | K_RECVMSG | K_SEND | K_POLL) {
                     continue;
                 }
                 if let Some(s) = self.socks.get_mut(idx).filter(|s| s.gen == gen) {
-                    let last = kind != K_RECV || !cqueue::more(cqe.flags());
+                    let last = !is_recv(kind) || !cqueue::more(cqe.flags());
                     if last {
                         s.ops = s.ops.saturating_sub(1);
                         if kind == K_SEND && s.send != NO_SEND {
@@ -895,6 +1020,52 @@ impl Drop for Uring {
 
 #[cfg(test)]
 mod tests {
+    use super::{parse_recvmsg, RECVMSG_CONTROL, RECVMSG_OUT};
+
+    /// A multishot recvmsg buffer as the kernel lays it out: the header, the control
+    /// area (its full template size, used or not), the payload.
+    fn recvmsg_buf(stamp: Option<(i64, i64)>, payload: &[u8]) -> Vec<u8> {
+        let mut control = Vec::new();
+        if let Some((sec, nsec)) = stamp {
+            control.extend_from_slice(&32usize.to_ne_bytes()); // CMSG_LEN(16)
+            control.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+            control.extend_from_slice(&libc::SCM_TIMESTAMPNS.to_ne_bytes());
+            control.extend_from_slice(&sec.to_ne_bytes());
+            control.extend_from_slice(&nsec.to_ne_bytes());
+        }
+        let mut b = Vec::new();
+        b.extend_from_slice(&0u32.to_ne_bytes()); // namelen
+        b.extend_from_slice(&(control.len() as u32).to_ne_bytes());
+        b.extend_from_slice(&(payload.len() as u32).to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes()); // flags
+        control.resize(RECVMSG_CONTROL, 0xee);
+        b.extend_from_slice(&control);
+        b.extend_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn recvmsg_buffers_give_their_payload_and_time_stamp() {
+        let b = recvmsg_buf(Some((1_700_000_000, 123_456_789)), b"hello");
+        let (p, at) = parse_recvmsg(&b).expect("parsed");
+        assert_eq!(&b[p], b"hello");
+        assert_eq!(at, Some(1_700_000_000_123_456_789));
+        // no control message: no time stamp (the area's bytes are not read)
+        let b = recvmsg_buf(None, b"x");
+        assert_eq!(
+            parse_recvmsg(&b),
+            Some((RECVMSG_OUT + RECVMSG_CONTROL..b.len(), None))
+        );
+        // the end of the stream: an empty payload
+        let b = recvmsg_buf(Some((1, 2)), b"");
+        assert_eq!(parse_recvmsg(&b).map(|(p, _)| p.len()), Some(0));
+        // a payload longer than the buffer, or a cut header: refused, never out of bounds
+        let mut b = recvmsg_buf(None, b"abc");
+        b.truncate(b.len() - 1);
+        assert_eq!(parse_recvmsg(&b), None);
+        assert_eq!(parse_recvmsg(&b[..10]), None);
+    }
+
     /// What the driver keeps per socket is part of every idle connection's cost.
     #[test]
     fn socket_record_stays_small() {

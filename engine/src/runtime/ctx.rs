@@ -76,6 +76,18 @@ impl<D> WorkerCtx<'_, D> {
         self.rt.timers.now()
     }
 
+    /// Batches wake-ups (default off; it stays as set until set again): the loop no
+    /// longer wakes for what arrives on the sockets, but sleeps until the earliest of
+    /// `on_tick`'s wish and the worker's timers, then handles everything that came
+    /// meanwhile in one go. One wake-up serves many messages, at the cost of up to that
+    /// long a delay before each is seen, and as long a delay for commands from other
+    /// threads. Where the time of arrival matters, turn on receive time stamps and read
+    /// [`WebSocket::received_at`](crate::server::WebSocket::received_at). With no wish
+    /// and no timer, the loop waits as usual.
+    pub fn batch_wakeups(&mut self, on: bool) {
+        self.rt.batch_io = on;
+    }
+
     /// permessage-deflate on this worker so far: the payload bytes of messages sent on
     /// connections that agreed to it, and the bytes their frames took on the wire.
     pub fn compression(&self) -> (u64, u64) {

@@ -53,6 +53,7 @@ fn driver_config(cfg: &Config) -> DriverConfig {
         uring_buffer_size: cfg.uring_buffer_size,
         recv_buffer_size: cfg.recv_buffer_size,
         nodelay: cfg.nodelay,
+        rx_timestamps: cfg.rx_timestamps,
     }
 }
 

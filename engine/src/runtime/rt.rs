@@ -51,6 +51,34 @@ pub(crate) struct Rt {
     pub(crate) app_timers: AppTimers,
     /// This worker's counters (`shared.metrics[index]`, without the lookup).
     pub(crate) metrics: Arc<crate::metrics::WorkerMetrics>,
+    /// Receive time stamps: when the read being processed reached the socket, on the
+    /// monotonic clock (`None` outside a read, or for a read without one).
+    pub(crate) arrived: Option<Instant>,
+    /// This loop iteration's reading of both clocks (monotonic, and the wall clock in
+    /// ns since the Unix epoch), taken at its first time stamp to convert them.
+    pub(crate) clocks: Option<(Instant, u64)>,
+    /// The handler asked the loop to sleep until its wish without waking for sockets.
+    pub(crate) batch_io: bool,
+}
+
+impl Rt {
+    /// Converts a kernel receive time stamp (ns since the Unix epoch) to the monotonic
+    /// clock, through this iteration's reading of both clocks.
+    pub(crate) fn monotonic_of(&mut self, realtime_ns: u64) -> Instant {
+        let (mono, wall) = *self.clocks.get_or_insert_with(|| {
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            (Instant::now(), wall)
+        });
+        if realtime_ns <= wall {
+            mono.checked_sub(Duration::from_nanos(wall - realtime_ns))
+                .unwrap_or(mono)
+        } else {
+            // a time stamp "after" the clock reading: the wall clock was stepped back
+            mono
+        }
+    }
 }
 
 /// The application's timers on one worker: tasks by deadline, cancellable by id.

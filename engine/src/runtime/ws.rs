@@ -340,6 +340,16 @@ impl<D> WebSocket<'_, D> {
         self.ctx.rt.timers.now()
     }
 
+    /// With receive time stamps on ([`Config::rx_timestamps`](crate::server::Config::rx_timestamps)):
+    /// when the kernel received the data that completed this message (for a read of
+    /// several TCP segments, the last one's time), on the clock of
+    /// [`Instant`](std::time::Instant). `None` without them, outside `on_message`, or
+    /// for a message that completed from bytes held back earlier (a paused connection).
+    /// It is earlier than [`Self::now`] by the time the data waited to be read.
+    pub fn received_at(&self) -> Option<std::time::Instant> {
+        self.ctx.rt.arrived
+    }
+
     /// The connection's data.
     pub fn data(&mut self) -> &mut D {
         self.ctx

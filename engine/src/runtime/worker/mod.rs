@@ -106,6 +106,9 @@ impl<H: Handler> Worker<H> {
                 handle,
                 app_timers: Default::default(),
                 metrics: shared.metrics[index].clone(),
+                arrived: None,
+                clocks: None,
+                batch_io: false,
             },
             commands: Vec::new(),
             shutdown: None,
@@ -142,9 +145,17 @@ impl<H: Handler> Worker<H> {
             self.tick(driver);
             self.flush(driver);
             let deadline = self.next_deadline();
-            driver.submit_and_wait(deadline)?;
+            match deadline {
+                Some(until) if self.rt.batch_io => driver.submit_and_sleep(until)?,
+                _ => driver.submit_and_wait(deadline)?,
+            }
             self.rt.timers.set_now(Instant::now());
             driver.dispatch(self);
+            if self.rt.cfg.rx_timestamps {
+                // what is processed outside a read has no time of arrival
+                self.rt.arrived = None;
+                self.rt.clocks = None;
+            }
             if self.commands_pending {
                 self.commands_pending = false;
                 self.on_commands(driver);
@@ -631,6 +642,10 @@ impl<H: Handler> Sink for Worker<H> {
         let idx = token.index();
         self.on_wire(idx, data);
         self.throttle(idx);
+    }
+
+    fn arrived(&mut self, realtime_ns: Option<u64>) {
+        self.rt.arrived = realtime_ns.map(|ns| self.rt.monotonic_of(ns));
     }
 
     fn carry(&mut self, token: Token) -> Option<&mut Vec<u8>> {
