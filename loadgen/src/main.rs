@@ -152,7 +152,9 @@ struct Common {
     /// 10,000 msg/s fell from 48 to 18.5 µs, the server's from 40 to 11.8). The schedule
     /// stays open-loop: a tick that starts late still counts from its planned time. `auto` (default): the time of 8 sends at
     /// a worker's rate, at most 1 ms, so a burst stays short beside the latencies it
-    /// measures, and none above 32,000 msg/s per thread, where sends batch by themselves;
+    /// measures, and none above 32,000 msg/s per thread (where a 200 µs tick would
+    /// still halve the load generator's CPU per message, but its bursts of 8 double the
+    /// median latency measured);
     /// a duration: that tick (a long one makes the load bursty); 0: every message at its
     /// own time.
     #[arg(long, default_value = "auto", value_parser = parse_tick)]
@@ -181,6 +183,22 @@ struct Common {
     /// where the kernel allows it, else epoll.
     #[arg(long, value_enum, default_value_t = IoArg::Auto)]
     io: IoArg,
+    /// When an answer counts as received (rate, fanout, slo). `kernel` (default): the
+    /// time the kernel received it (`SO_TIMESTAMPNS`); each worker then sleeps from one
+    /// tick of the schedule to the next and reads everything that came meanwhile in
+    /// one go, instead of waking for every answer. `loop`: the time the worker's loop reads it, waking
+    /// for each (under a heavy fan-out the loop's turn is long, and what it reads late
+    /// in the turn is timed at the turn's start). Echo, flood and connect always use
+    /// `loop` (closed loops answer at once).
+    #[arg(long, value_enum, default_value_t = RxTimeArg::Kernel)]
+    rx_time: RxTimeArg,
+}
+
+/// `--rx-time`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RxTimeArg {
+    Kernel,
+    Loop,
 }
 
 /// `--deflate`.
@@ -472,6 +490,8 @@ fn spec(
     if conns == 0 {
         return Err("--connections must be at least 1".into());
     }
+    let open_loop = matches!(kind, Kind::Rate { .. } | Kind::Fanout { .. });
+    let rx_kernel = open_loop && c.rx_time == RxTimeArg::Kernel;
     let io = resolve_io(c.io)?;
     let mut cfg = BTreeMap::new();
     config_entry(&mut cfg, "connections", conns as u64);
@@ -485,6 +505,13 @@ fn spec(
     );
     config_entry(&mut cfg, "sources", sources.len() as u64);
     config_entry(&mut cfg, "io", io.name());
+    if open_loop {
+        config_entry(
+            &mut cfg,
+            "rx_time",
+            if rx_kernel { "kernel" } else { "loop" },
+        );
+    }
     config_entry(&mut cfg, "ramp", c.ramp);
     config_entry(&mut cfg, "duration_s", c.duration.as_secs_f64());
     config_entry(&mut cfg, "warmup_s", c.warmup.as_secs_f64());
@@ -553,6 +580,7 @@ fn spec(
         stall_timeout: c.timeout,
         close_timeout: c.close_timeout,
         tick: c.tick.0,
+        rx_kernel,
         server_pid: c.server_pid,
         progress: !c.quiet,
         io,

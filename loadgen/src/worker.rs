@@ -192,6 +192,9 @@ pub(crate) struct Plan {
     pub(crate) close_timeout: u64,
     /// Open-loop tick, ns (0: none).
     pub(crate) tick: u64,
+    /// Open loop: answers timed by the kernel's receive time stamps; while sending, the
+    /// loop sleeps from one send time to the next instead of waking for each answer.
+    pub(crate) rx_kernel: bool,
     /// Connections this worker opens (at most at once), to size its receive buffers.
     pub(crate) conns: usize,
     /// Flood: bytes kept queued per connection.
@@ -729,6 +732,9 @@ impl Handler for Load {
             return;
         }
         let now = self.now_of(ws);
+        // the kernel's time of arrival where it gives one (the loop may have slept
+        // past it), else the loop's
+        let rx = ws.received_at().map_or(now, ns_of);
         let b = msg.as_bytes();
         let len = b.len();
         let stamp = decode_stamp(b);
@@ -740,7 +746,7 @@ impl Handler for Load {
             self.stats.error(ErrKind::Payload, 1);
             return;
         };
-        let lat = now.saturating_sub(ts).max(1);
+        let lat = rx.saturating_sub(ts).max(1);
         // one record per message: the window's histogram, or the one for the rest (the
         // progress line reads both, the window's as its growth since the last reading)
         if ts >= self.ms && ts < self.me {
@@ -856,6 +862,9 @@ impl Handler for Load {
         if now >= self.next_tick {
             self.housekeeping(w);
         }
+        // while the schedule runs, one wake-up per send time serves every answer that
+        // came meanwhile (each timed by the kernel)
+        w.batch_wakeups(self.plan.rx_kernel && self.go != NEVER && now < self.me && !self.closing);
         Some(instant_of(self.next_wake(deadline)))
     }
 }
@@ -931,6 +940,7 @@ pub(crate) fn start(plans: Vec<Plan>, backend: Backend) -> std::io::Result<Runni
     let bufs = most.clamp(BUFS_MIN, BUFS_MAX).next_power_of_two() as u16;
     let close = plans.first().map_or(2_000_000_000, |p| p.close_timeout);
     let dedicated = plans.first().is_some_and(|p| p.dedicated);
+    let rx_kernel = plans.first().is_some_and(|p| p.rx_kernel);
     // flood: the window is the backpressure limit (send says when to stop, on_drain
     // when to go on); otherwise a cap that only a server not answering reaches
     let backpressure = plans.first().and_then(|p| p.window).unwrap_or(BACKLOG_CAP);
@@ -957,6 +967,7 @@ pub(crate) fn start(plans: Vec<Plan>, backend: Backend) -> std::io::Result<Runni
         .buffered_limits(backpressure, 64 << 20)
         // the answers are read whatever the length of our own queue
         .read_throttle(false)
+        .receive_timestamps(rx_kernel)
         .receive_buffers(bufs, BUF_SIZE, EPOLL_BUF)
         .start(move |i| {
             let plan = plans

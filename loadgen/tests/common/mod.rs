@@ -128,6 +128,8 @@ pub enum Bad {
     Stall,
     /// Completes the handshake, echoes for a while, then closes with 1011.
     CloseMidRun(Duration),
+    /// Completes the handshake, then echoes each message this long after reading it.
+    Delayed(Duration),
     /// Answers the upgrade with this status.
     Status(u16),
     /// Accepts TCP and never answers the upgrade.
@@ -170,6 +172,23 @@ impl Drop for BadServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// The unmasked echo of the whole frames at the start of `pending` (client frames are
+/// masked; payloads under 126 bytes), which are taken off it.
+fn echo_frames(pending: &mut Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::new();
+    while pending.len() >= 6 {
+        let len = (pending[1] & 0x7f) as usize;
+        if len >= 126 || pending.len() < 6 + len {
+            break;
+        }
+        let key = [pending[2], pending[3], pending[4], pending[5]];
+        out.extend_from_slice(&[pending[0], len as u8]);
+        out.extend((0..len).map(|i| pending[6 + i] ^ key[i % 4]));
+        pending.drain(..6 + len);
+    }
+    out
 }
 
 fn serve_bad(mut c: TcpStream, kind: Bad, stop: Arc<AtomicBool>) {
@@ -241,20 +260,18 @@ fn serve_bad(mut c: TcpStream, kind: Bad, stop: Arc<AtomicBool>) {
                 }
             }
             Bad::Stall => {}
-            Bad::CloseMidRun(after) => {
+            Bad::Delayed(d) => {
                 pending.extend_from_slice(&buf[..n]);
-                // echo whole frames (client frames are masked; payload < 126 bytes)
-                while pending.len() >= 6 {
-                    let len = (pending[1] & 0x7f) as usize;
-                    if len >= 126 || pending.len() < 6 + len {
-                        break;
-                    }
-                    let key = [pending[2], pending[3], pending[4], pending[5]];
-                    let mut out = vec![pending[0], len as u8];
-                    out.extend((0..len).map(|i| pending[6 + i] ^ key[i % 4]));
-                    pending.drain(..6 + len);
+                let out = echo_frames(&mut pending);
+                if !out.is_empty() {
+                    std::thread::sleep(d);
                     let _ = c.write_all(&out);
                 }
+            }
+            Bad::CloseMidRun(after) => {
+                pending.extend_from_slice(&buf[..n]);
+                let out = echo_frames(&mut pending);
+                let _ = c.write_all(&out);
                 if started.elapsed() > after {
                     // close frame 1011 "bye", then FIN
                     let _ = c.write_all(b"\x88\x05\x03\xf3bye");
