@@ -321,14 +321,19 @@ impl Epoll {
         self.poll(timeout)
     }
 
-    /// Writes what is queued, sleeps until `until` whatever arrives meanwhile, then
-    /// collects what is ready without waiting.
+    /// Writes what is queued, then sleeps until `until` whatever arrives meanwhile.
     pub(super) fn submit_and_sleep(&mut self, until: Instant) -> io::Result<()> {
         self.submit();
         let left = until.saturating_duration_since(Instant::now());
         if !left.is_zero() {
             std::thread::sleep(left);
         }
+        Ok(())
+    }
+
+    /// Writes what was queued since, and collects what is ready without waiting.
+    pub(super) fn submit_and_gather(&mut self) -> io::Result<()> {
+        self.submit();
         self.poll(Some(Duration::ZERO))
     }
 

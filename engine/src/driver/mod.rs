@@ -426,11 +426,18 @@ impl Driver {
         on_backend!(self, d => d.submit_and_wait(deadline))
     }
 
-    /// Submits what is queued, sleeps until `until` without waking for what arrives,
-    /// then collects everything ready for one [`Self::dispatch`]: one wake-up for many
-    /// events where their times come from the kernel ([`DriverConfig::rx_timestamps`]).
+    /// Submits what is queued, then sleeps until `until` without waking for what
+    /// arrives; [`Self::submit_and_gather`] then collects it all for one
+    /// [`Self::dispatch`]: one wake-up for many events, where their times come from the
+    /// kernel ([`DriverConfig::rx_timestamps`]).
     pub fn submit_and_sleep(&mut self, until: Instant) -> io::Result<()> {
         on_backend!(self, d => d.submit_and_sleep(until))
+    }
+
+    /// Submits what was queued since the sleep, and collects what is ready without
+    /// waiting.
+    pub fn submit_and_gather(&mut self) -> io::Result<()> {
+        on_backend!(self, d => d.submit_and_gather())
     }
 
     /// Reports what happened since the last call to `sink`.

@@ -79,7 +79,9 @@ impl<D> WorkerCtx<'_, D> {
     /// Batches wake-ups (default off; it stays as set until set again): the loop no
     /// longer wakes for what arrives on the sockets, but sleeps until the earliest of
     /// `on_tick`'s wish and the worker's timers, then handles everything that came
-    /// meanwhile in one go. One wake-up serves many messages, at the cost of up to that
+    /// meanwhile in one go; `on_tick` runs right after each sleep, before those events,
+    /// so that what falls due then goes out on time (and again after them, as in every
+    /// turn). One wake-up serves many messages, at the cost of up to that
     /// long a delay before each is seen, and as long a delay for commands from other
     /// threads. Where the time of arrival matters, turn on receive time stamps and read
     /// [`WebSocket::received_at`](crate::server::WebSocket::received_at). With no wish
