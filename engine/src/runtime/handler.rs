@@ -305,7 +305,8 @@ pub trait Handler: 'static {
     /// Called once per event-loop iteration of this worker, after its events: the place
     /// for work of the worker's own (open connections, send on a schedule). Returns when
     /// it wants to be called at the latest (`None`: no wish; it is called on every
-    /// iteration anyway).
+    /// iteration anyway). With [`WorkerCtx::batch_wakeups`] on, it is also called right
+    /// after each sleep, before the events that came during it.
     fn on_tick(&mut self, worker: &mut WorkerCtx<'_, Self::Data>) -> Option<Instant> {
         let _ = worker;
         None
