@@ -414,6 +414,9 @@ impl Report {
         if let Some(io) = cfg("io") {
             line.push(format!("{io} I/O"));
         }
+        if let Some(rx) = cfg("rx_time") {
+            line.push(format!("answers timed by the {rx}"));
+        }
         if let Some(d) = cfg("deflate").filter(|d| d != "off") {
             line.push(format!("permessage-deflate {d}"));
         }

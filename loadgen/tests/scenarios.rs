@@ -837,6 +837,11 @@ fn late_answers_are_timed_when_they_arrive_by_kernel_or_loop() {
         assert_eq!(r.status, 0, "{}", r.stderr);
         let j = r.json.unwrap();
         assert_eq!(j["config"]["rx_time"], rx, "{}", r.stdout);
+        assert!(
+            r.stdout.contains(&format!("answers timed by the {rx}")),
+            "{}",
+            r.stdout
+        );
         assert_eq!(u(&j, "errors_total"), 0, "{rx}: {}", r.stdout);
         assert!(u(&j, "messages.received") >= 30, "{rx}: {}", r.stdout);
         let (min, p50) = (f(&j, "latency_us.min"), f(&j, "latency_us.p50"));

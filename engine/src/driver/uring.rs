@@ -59,6 +59,10 @@ const K_SEND: u64 = 3;
 const K_WAKE: u64 = 4;
 const K_CANCEL: u64 = 5;
 const K_POLL: u64 = 6;
+/// A multishot `recvmsg` (receive time stamps on); handled as `K_RECV` otherwise.
+const K_RECVMSG: u64 = 7;
+const GEN_MASK: u32 = 0x0fff_ffff;
+
 /// `IORING_ENTER_GETEVENTS`.
 const ENTER_GETEVENTS: u32 = 1;
 /// How many deferred task work items the kernel runs per enter that asks for fewer
@@ -66,9 +70,6 @@ const ENTER_GETEVENTS: u32 = 1;
 const TASK_WORK_BATCH: usize = 20;
 /// Most enters of one [`Uring::gather`].
 const GATHER_PASSES: usize = 256;
-
-/// A multishot `recvmsg` (receive time stamps on); handled as `K_RECV` otherwise.
-const K_RECVMSG: u64 = 7;
 
 /// Whether a completion kind is a receive.
 fn is_recv(kind: u64) -> bool {
@@ -85,10 +86,6 @@ const RECVMSG_CONTROL: usize = 32;
 /// The layout a multishot `recvmsg` reads: no name, room for one time stamp.
 struct MsgTemplate(libc::msghdr);
 
-// SAFETY: the header's pointers are all null (the kernel reads only its lengths for a
-// multishot `recvmsg` with provided buffers); nothing is shared through them.
-unsafe impl Send for MsgTemplate {}
-
 impl MsgTemplate {
     fn new() -> MsgTemplate {
         // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
@@ -98,9 +95,9 @@ impl MsgTemplate {
     }
 }
 
-/// The payload's range in a multishot `recvmsg` buffer of `len` bytes, and the receive
-/// time stamp among its control messages (ns since the Unix epoch), if any. `None` for a
-/// buffer shorter than its header says.
+/// The payload's range in the filled part of a multishot `recvmsg` buffer, and the
+/// receive time stamp among its control messages (ns since the Unix epoch), if any.
+/// `None` for a buffer shorter than its header says.
 fn parse_recvmsg(buf: &[u8]) -> Option<(std::ops::Range<usize>, Option<u64>)> {
     let word = |at: usize| -> Option<u32> {
         Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
@@ -135,7 +132,6 @@ fn parse_recvmsg(buf: &[u8]) -> Option<(std::ops::Range<usize>, Option<u64>)> {
     }
     Some((payload, stamp))
 }
-const GEN_MASK: u32 = 0x0fff_ffff;
 
 fn ud(kind: u64, idx: usize, gen: u32) -> u64 {
     kind << 60 | ((gen & GEN_MASK) as u64) << 32 | (idx as u64 & 0xffff_ffff)
