@@ -62,8 +62,8 @@ pub(crate) struct Spec {
     /// Open-loop sends are batched per tick (zero: each at its own time; `None`: auto,
     /// see [`auto_tick`]).
     pub(crate) tick: Option<Duration>,
-    /// Open loop: answers timed by the kernel's receive time stamps, and the workers
-    /// wake once per tick instead of once per answer.
+    /// rate, fanout, slo with `--rx-time kernel`: answers timed by the kernel's receive
+    /// time stamps, and the workers wake once per tick instead of once per answer.
     pub(crate) rx_kernel: bool,
     pub(crate) server_pid: Option<u32>,
     pub(crate) progress: bool,
@@ -408,7 +408,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
                 (None, Mode::Rate { rate } | Mode::Fanout { rate, .. }) => auto_tick(rate),
                 (None, _) => 0,
             },
-            rx_kernel: spec.rx_kernel && matches!(mode, Mode::Rate { .. } | Mode::Fanout { .. }),
+            rx_kernel: spec.rx_kernel,
             conns: share(spec.conns, threads, w),
             window: match spec.kind {
                 Kind::Flood { window } => Some(window),

@@ -8,28 +8,11 @@ use std::time::{Duration, Instant};
 
 use soliton::client::{CloseInfo, ConnId, ConnectRequest, WorkerCtx};
 use soliton::proto::{CloseCode, Message};
-use soliton::server::{Backend, Handler, Reject, UpgradeRequest, WebSocket};
-use soliton_tests::{builder, client_builder, for_each_backend, TestServer, IO_TIMEOUT};
+use soliton::server::{Backend, Handler, WebSocket};
+use soliton_tests::{builder, client_builder, for_each_backend, Echo, TestServer, IO_TIMEOUT};
 
 /// How long the client's loop sleeps between turns once its message is sent.
 const NAP: Duration = Duration::from_millis(300);
-
-struct Echo;
-
-impl Handler for Echo {
-    type Data = ();
-    fn on_upgrade(&mut self, _: &UpgradeRequest<'_, '_>) -> Result<(), Reject> {
-        Ok(())
-    }
-    fn on_message(&mut self, ws: &mut WebSocket<'_, ()>, msg: Message<'_>) {
-        match msg {
-            Message::Text("bye") => ws.close(CloseCode::new(4001).unwrap(), "bye"),
-            m => {
-                ws.send(m);
-            }
-        }
-    }
-}
 
 /// What the client saw of its echo: when it was sent, when the kernel received the
 /// answer, and when the loop handled it.
@@ -131,7 +114,7 @@ fn without_time_stamps_there_is_no_time_of_arrival() {
     });
 }
 
-/// Says "bye" once open and reports how the connection closed.
+/// Closes (4001 "bye") once open and reports how the connection closed.
 struct Leaver {
     tx: Sender<(u16, bool)>,
 }
@@ -139,7 +122,7 @@ struct Leaver {
 impl Handler for Leaver {
     type Data = ();
     fn on_open(&mut self, ws: &mut WebSocket<'_, ()>) {
-        ws.send_text("bye");
+        ws.close(CloseCode::new(4001).unwrap(), "bye");
     }
     fn on_message(&mut self, _ws: &mut WebSocket<'_, ()>, _msg: Message<'_>) {}
     fn on_close(&mut self, _id: ConnId, _data: (), info: CloseInfo<'_>) {
@@ -148,7 +131,8 @@ impl Handler for Leaver {
 }
 
 /// With time stamps on (io_uring: multishot recvmsg), the end of the stream is still
-/// seen: the server's close and FIN make a clean close, in time.
+/// seen: the server's answer to our close, then its FIN, make a clean close, in time
+/// (a client waits for the server's FIN, here up to 30 s).
 #[test]
 fn the_end_of_the_stream_is_seen_with_time_stamps_on() {
     for_each_backend(|backend| {

@@ -321,16 +321,6 @@ impl Epoll {
         self.poll(timeout)
     }
 
-    /// Writes what is queued, then sleeps until `until` whatever arrives meanwhile.
-    pub(super) fn submit_and_sleep(&mut self, until: Instant) -> io::Result<()> {
-        self.submit();
-        let left = until.saturating_duration_since(Instant::now());
-        if !left.is_zero() {
-            std::thread::sleep(left);
-        }
-        Ok(())
-    }
-
     /// Writes what was queued since, and collects what is ready without waiting.
     pub(super) fn submit_and_gather(&mut self) -> io::Result<()> {
         self.submit();
@@ -346,7 +336,7 @@ impl Epoll {
     }
 
     /// Writes every socket written to since the last submit.
-    fn submit(&mut self) {
+    pub(super) fn submit(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         for &t in &dirty {
             if let Some(s) = self.sock(t) {
@@ -481,9 +471,9 @@ impl Epoll {
                 sink.immediate(Some(super::Immediate { fd, token: t }));
             }
             let stamps = self.rx_timestamps;
+            let mut stamp = None;
             let res = if let Some(carry) = sink.carry(t) {
                 // a partial frame is pending: read straight in behind it, no copy
-                let mut stamp = None;
                 let r = sys::read_onto(fd, carry, chunk, stamps.then_some(&mut stamp));
                 if let Ok(n @ 1..) = r {
                     if stamps {
@@ -492,19 +482,13 @@ impl Epoll {
                     sink.received_in_carry(t, n);
                 }
                 r
-            } else if stamps {
-                let r = sys::recv_stamped(fd, &mut self.buf[at..end]);
-                if let Ok((n @ 1.., stamp)) = r {
-                    sink.arrived(stamp);
-                    sink.received(t, &mut self.buf[at..at + n]);
-                }
-                r.map(|(n, _)| n)
             } else {
-                let r = sys::recv(fd, &mut self.buf[at..end]);
-                if let Ok(n) = r {
-                    if n > 0 {
-                        sink.received(t, &mut self.buf[at..at + n]);
+                let r = sys::recv(fd, &mut self.buf[at..end], stamps.then_some(&mut stamp));
+                if let Ok(n @ 1..) = r {
+                    if stamps {
+                        sink.arrived(stamp);
                     }
+                    sink.received(t, &mut self.buf[at..at + n]);
                 }
                 r
             };

@@ -431,7 +431,16 @@ impl Driver {
     /// [`Self::dispatch`]: one wake-up for many events, where their times come from the
     /// kernel ([`DriverConfig::rx_timestamps`]).
     pub fn submit_and_sleep(&mut self, until: Instant) -> io::Result<()> {
-        on_backend!(self, d => d.submit_and_sleep(until))
+        match &mut self.inner {
+            #[cfg(target_os = "linux")]
+            Inner::Uring(d) => d.submit()?,
+            Inner::Epoll(d) => d.submit(),
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            std::thread::sleep(left);
+        }
+        Ok(())
     }
 
     /// Submits what was queued since the sleep, and collects what is ready without

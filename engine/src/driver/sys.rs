@@ -50,24 +50,17 @@ pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// Receives from a socket into `buf`; `Ok(0)` is end of stream. `recv`, not `read`: the
 /// socket call skips the VFS layers `read` goes through (`fdget_pos`, `rw_verify_area`,
 /// the file-permission hook): 4-5 % of the server's samples at a 20 B echo (perf).
-pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+/// With `at`, also the kernel's receive time stamp (`SO_TIMESTAMPNS`, set with
+/// [`set_rx_timestamps`]) of the last segment the read took, in nanoseconds since the
+/// Unix epoch: `None` where the kernel gave none.
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8], at: Option<&mut Option<u64>>) -> io::Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` writable bytes.
-    unsafe { recv_raw(fd, buf.as_mut_ptr(), buf.len(), None) }
-}
-
-/// [`recv`] that also reports the kernel's receive time stamp (`SO_TIMESTAMPNS`, set
-/// with [`set_rx_timestamps`]) of the last segment the read took, in nanoseconds since
-/// the Unix epoch: `None` where the kernel gave none.
-pub(crate) fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
-    let mut at = None;
-    // SAFETY: `buf` is valid for `buf.len()` writable bytes.
-    let n = unsafe { recv_raw(fd, buf.as_mut_ptr(), buf.len(), Some(&mut at)) }?;
-    Ok((n, at))
+    unsafe { recv_raw(fd, buf.as_mut_ptr(), buf.len(), at) }
 }
 
 /// Receives from a socket up to `max` bytes onto the end of `v` (growing its capacity, not zeroing the
 /// new room first); returns how many, `Ok(0)` at end of stream. With `at`, the receive
-/// time stamp as [`recv_stamped`] gives it.
+/// time stamp as [`recv`] gives it.
 pub(crate) fn read_onto(
     fd: RawFd,
     v: &mut Vec<u8>,
@@ -212,7 +205,7 @@ pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
 }
 
 /// Asks the kernel for receive time stamps (`SO_TIMESTAMPNS`): the software time each
-/// segment reached the socket, read with [`recv_stamped`].
+/// segment reached the socket, read with [`recv`] or [`read_onto`].
 pub(crate) fn set_rx_timestamps(fd: RawFd) -> io::Result<()> {
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
@@ -426,7 +419,7 @@ mod tests {
         ];
         assert_eq!(send_vectored(fa, &parts).expect("sendmsg"), 10);
         let mut buf = [0u8; 64];
-        let n = recv(fb, &mut buf).expect("recv");
+        let n = recv(fb, &mut buf, None).expect("recv");
         assert_eq!(&buf[..n], b"one-two-three");
         // onto a vector's end, at most `max`
         send_vectored(fa, &[IoSlice::new(b"abcdef")]).expect("send");
@@ -436,7 +429,7 @@ mod tests {
         // end of stream, and a send to a peer that is gone is an error, not a signal
         drop(a);
         assert_eq!(read_onto(fb, &mut v, 16, None).expect("recv onto"), 2);
-        assert_eq!(recv(fb, &mut buf).expect("recv at the end"), 0);
+        assert_eq!(recv(fb, &mut buf, None).expect("recv at the end"), 0);
         let (c, d) = UnixStream::pair().expect("socket pair");
         drop(d);
         let e = send_vectored(c.as_raw_fd(), &[IoSlice::new(b"z")]).expect_err("peer gone");
@@ -470,7 +463,8 @@ mod tests {
         loop {
             a.write_all(b"w").unwrap();
             std::thread::sleep(Duration::from_millis(5));
-            let (n, at) = recv_stamped(fb, &mut buf).expect("recv");
+            let mut at = None;
+            let n = recv(fb, &mut buf, Some(&mut at)).expect("recv");
             assert!(n >= 1);
             if at.is_some() {
                 break;
@@ -484,7 +478,8 @@ mod tests {
         a.write_all(b"one").unwrap();
         std::thread::sleep(Duration::from_millis(30));
         let t1 = now();
-        let (n, at) = recv_stamped(fb, &mut buf).expect("recv");
+        let mut at = None;
+        let n = recv(fb, &mut buf, Some(&mut at)).expect("recv");
         assert_eq!(&buf[..n], b"one");
         let at = at.expect("a time stamp");
         assert!(
@@ -510,6 +505,8 @@ mod tests {
         let (d, _) = l.accept().unwrap();
         c.write_all(b"x").unwrap();
         std::thread::sleep(Duration::from_millis(10));
-        assert_eq!(recv_stamped(d.as_raw_fd(), &mut buf).expect("recv").1, None);
+        let mut at = None;
+        recv(d.as_raw_fd(), &mut buf, Some(&mut at)).expect("recv");
+        assert_eq!(at, None);
     }
 }

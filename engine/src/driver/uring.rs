@@ -672,27 +672,18 @@ impl Uring {
         self.drain_backlog();
     }
 
-    /// Submits, then sleeps until `until` however many completions arrive.
-    pub(super) fn submit_and_sleep(&mut self, until: Instant) -> io::Result<()> {
+    /// Submits what is queued, without waiting.
+    pub(super) fn submit(&mut self) -> io::Result<()> {
         self.prepare();
         self.new_sends = 0;
-        waited(self.ring.submit())?;
-        let left = until.saturating_duration_since(Instant::now());
-        if !left.is_zero() {
-            std::thread::sleep(left);
-        }
-        Ok(())
+        waited(self.ring.submit())
     }
 
     /// Submits what was queued since, and collects what arrived (see [`Self::gather`]).
     pub(super) fn submit_and_gather(&mut self) -> io::Result<()> {
         self.prepare();
         self.new_sends = 0;
-        if !self.ring.submission().is_empty() {
-            waited(self.ring.submit())?;
-        }
-        self.gather();
-        Ok(())
+        self.gather()
     }
 
     /// Runs the deferred task work of what arrived, without waiting. The kernel runs it
@@ -700,23 +691,30 @@ impl Uring {
     /// and an enter that asks for more than there are goes into the kernel's wait path
     /// (a timer, even for a zero timeout). So: enters that ask for none, while each
     /// brings a full batch (with one enter per tick, a thousand subscribers' deliveries
-    /// took 50 ticks to come in).
-    fn gather(&mut self) {
+    /// took 50 ticks to come in). The first also submits what is queued.
+    fn gather(&mut self) -> io::Result<()> {
         let room = self.ring.params().cq_entries() as usize / 2;
         for _ in 0..GATHER_PASSES {
             let before = self.ring.completion().len();
-            // SAFETY: no argument is passed; `to_submit` 0 and `min_complete` 0 with
-            // GETEVENTS only run task work and never wait.
+            let queued = self.ring.submission().len() as u32;
+            // SAFETY: no argument is passed; the queued entries point only to memory
+            // owned here until their completions (see `push`); `min_complete` 0 with
+            // GETEVENTS runs task work and never waits.
             let r = unsafe {
                 self.ring
                     .submitter()
-                    .enter::<libc::sigset_t>(0, 0, ENTER_GETEVENTS, None)
+                    .enter::<libc::sigset_t>(queued, 0, ENTER_GETEVENTS, None)
             };
+            if let Err(e) = r {
+                // an interruption or a full completion queue ends the gathering
+                return waited(Err(e));
+            }
             let now = self.ring.completion().len();
-            if r.is_err() || now.saturating_sub(before) < TASK_WORK_BATCH || now >= room {
+            if now.saturating_sub(before) < TASK_WORK_BATCH || now >= room {
                 break;
             }
         }
+        Ok(())
     }
 
     pub(super) fn submit_and_wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
