@@ -186,6 +186,14 @@ struct Args {
     /// Most header fields in a request head (431 past it).
     #[arg(long, default_value_t = 64)]
     max_headers: usize,
+    /// glibc's M_TRIM_THRESHOLD, in bytes: freed memory up to this stays in the
+    /// allocator's arenas for reuse instead of going back to the kernel (its default,
+    /// 128 KiB, made a fan-out round on io_uring fault 22 MB in again each time: see
+    /// docs/architecture.md); the mmap threshold is set to half of it, at most 32 MiB;
+    /// 0 keeps glibc's own (128 KiB, both rising as large blocks are freed). Applied
+    /// again on SIGHUP.
+    #[arg(long, default_value_t = 64 << 20)]
+    malloc_trim_threshold: usize,
     /// Read settings from this TOML file first (flags given on the command line win).
     /// Keys are the long flag names, e.g. `port = 9001`, `origin = ["https://a.example"]`,
     /// `no-pin = true`. On SIGHUP the file is read again and what may change while
@@ -589,6 +597,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    trim_threshold(a.malloc_trim_threshold);
     if let Mode::RawTcp = a.mode {
         if a.metrics.is_some() {
             eprintln!("soliton-server: --metrics is not available with --mode raw-tcp");
@@ -678,6 +687,9 @@ fn reload(server: &ServerHandle, old: Args) -> Args {
             return old;
         }
     };
+    if new.malloc_trim_threshold != old.malloc_trim_threshold {
+        trim_threshold(new.malloc_trim_threshold);
+    }
     let mut next = config(&new, tls.as_ref());
     let same_addr = (new.host, new.port) == (old.host, old.port);
     let r = server.reconfigure(|c| {
@@ -717,6 +729,13 @@ fn reload(server: &ServerHandle, old: Args) -> Args {
             eprintln!("soliton-server: SIGHUP: not reloaded: {e}");
             old
         }
+    }
+}
+
+/// `--malloc-trim-threshold`: sets it (0: leaves glibc's own), warning where it cannot.
+fn trim_threshold(bytes: usize) {
+    if bytes != 0 && !soliton_bench::malloc::set_trim_threshold(bytes) {
+        tracing::warn!("--malloc-trim-threshold: not available with this C library");
     }
 }
 
