@@ -55,12 +55,16 @@ impl Pool {
         }
     }
 
-    /// Moves the buffers kept here into `other` (up to its bound).
+    /// Moves the buffers and spare queues kept here into `other` (up to its bounds).
     pub fn give_buffers(&mut self, other: &mut Pool) {
         while let Some(v) = self.free.pop() {
             other.put(v);
         }
         self.free_bytes = 0;
+        while let Some(q) = self.spares.pop() {
+            other.recycle_queue(q);
+        }
+        self.spare_bytes = 0;
     }
 
     fn get_queue(&mut self) -> Box<Inner> {
@@ -352,6 +356,31 @@ impl OutQueue {
                     q.len += v.len();
                     q.chunks.push_back(Chunk::Owned(v));
                 }
+            }
+        }
+    }
+
+    /// Moves everything `src` holds (no sealed chunk: a connection's queue on its way
+    /// to the driver) behind what this queue holds. Into an empty queue the body moves
+    /// whole, chunks and all, so that once written it becomes a spare of `pool` (the
+    /// driver's), which `Pool::give_buffers` hands back to `src_pool` (the worker's):
+    /// an echo in flight then allocates nothing on its way out and back. Otherwise the
+    /// chunks are appended one by one.
+    pub(crate) fn append_queue(
+        &mut self,
+        pool: &mut Pool,
+        src: &mut OutQueue,
+        src_pool: &mut Pool,
+    ) {
+        let Some(q) = src.inner.as_ref() else { return };
+        debug_assert!(q.sealed == 0);
+        match &self.inner {
+            Some(d) if d.len > 0 => src.take_all(src_pool, |_, c| self.push_chunk(pool, c)),
+            _ => {
+                if let Some(old) = self.inner.take() {
+                    pool.recycle_queue(old);
+                }
+                self.inner = src.inner.take();
             }
         }
     }
@@ -709,6 +738,65 @@ mod bound_tests {
         assert_eq!(pool.free_bytes, 0);
         assert!(pool.free.is_empty());
         assert_eq!(other.free_bytes, POOL_BYTES_MAX);
+    }
+
+    #[test]
+    fn a_queue_handed_to_the_driver_comes_back_to_the_worker_as_a_spare() {
+        // the worker's pool and a connection's queue; the driver's pool and its
+        // socket's queue (io_uring: written by a send that completes later)
+        let (mut wpool, mut dpool) = (Pool::default(), Pool::default());
+        let (mut out, mut wire) = (OutQueue::default(), OutQueue::default());
+        let mut first = None;
+        for round in 0..3u8 {
+            out.push_bytes(&mut wpool, &[round; 1028]);
+            let at = drain_ptr(&out);
+            // a later round writes into the buffer the first one used: nothing allocated
+            assert_eq!(*first.get_or_insert(at), at, "round {round}");
+            // into an empty socket queue the body moves whole
+            wire.append_queue(&mut dpool, &mut out, &mut wpool);
+            assert!(out.inner.is_none());
+            assert_eq!(drain_ptr(&wire), at);
+            wire.seal();
+            wire.advance(1028, &mut dpool);
+            assert!(wire.inner.is_none());
+            assert_eq!(dpool.spares.len(), 1);
+            // the driver's reclaim
+            dpool.give_buffers(&mut wpool);
+            assert!(dpool.spares.is_empty() && dpool.spare_bytes == 0);
+            assert_eq!(wpool.spares.len(), 1);
+            assert_eq!(wpool.spare_bytes, CHUNK_START);
+        }
+        // behind bytes still queued for the socket, the chunks are appended in order
+        wire.push_bytes(&mut dpool, b"ab");
+        wire.seal();
+        out.push_bytes(&mut wpool, b"cd");
+        out.advance(1, &mut wpool);
+        wire.append_queue(&mut dpool, &mut out, &mut wpool);
+        assert!(out.inner.is_none());
+        assert_eq!(wire.len(), 3);
+        let mut iov = [IoSlice::new(&[]); 4];
+        let n = wire.iovecs(&mut iov);
+        let bytes: Vec<u8> = iov[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(bytes, b"abd");
+        // an empty queue moves nothing
+        let before = wire.len();
+        wire.append_queue(&mut dpool, &mut out, &mut wpool);
+        assert_eq!(wire.len(), before);
+        // spares handed over respect the receiver's bound: the rest go back in pieces
+        let mut full = Pool::default();
+        for _ in 0..POOL_BYTES_MAX / POOL_KEEP_MAX {
+            full.put(Vec::with_capacity(POOL_KEEP_MAX));
+        }
+        assert_eq!(full.free_bytes, POOL_BYTES_MAX);
+        wire.clear(&mut dpool);
+        let mut q = OutQueue::default();
+        q.push_bytes(&mut dpool, b"x");
+        q.clear(&mut dpool);
+        assert!(!dpool.spares.is_empty());
+        dpool.give_buffers(&mut full);
+        assert!(full.spares.is_empty() && full.spare_bytes == 0);
+        assert!(dpool.spares.is_empty() && dpool.spare_bytes == 0);
+        assert_eq!(full.free_bytes, POOL_BYTES_MAX);
     }
 
     #[test]

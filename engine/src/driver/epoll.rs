@@ -182,6 +182,18 @@ impl Epoll {
         }
     }
 
+    pub(super) fn write_queue(&mut self, t: Token, out: &mut OutQueue, pool: &mut Pool) {
+        let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen) else {
+            out.clear(pool);
+            return;
+        };
+        s.q.append_queue(&mut self.pool, out, pool);
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(t);
+        }
+    }
+
     /// Writes `bytes` to `t` at once when nothing is queued for it or waiting on it;
     /// how many went out (0 when the socket took none), or `None` when it could not be
     /// tried or failed (the caller then queues as usual, and the queue's write

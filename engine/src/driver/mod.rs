@@ -59,6 +59,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::pool::OutQueue;
 pub use crate::pool::{Chunk, Pool};
 
 /// Which I/O backend a driver uses.
@@ -376,6 +377,17 @@ impl Driver {
         on_backend!(self, d => d.write(token, chunk))
     }
 
+    /// Moves everything `out` holds (a connection's queue, allocated from `pool`) to be
+    /// written to `token`, after what is queued already: into an empty socket queue
+    /// the queue moves whole, and once written it comes back to `pool` as a spare
+    /// with [`Self::reclaim`].
+    #[inline]
+    pub(crate) fn write_queue(&mut self, token: Token, out: &mut OutQueue, pool: &mut Pool) {
+        if !out.is_empty() {
+            on_backend!(self, d => d.write_queue(token, out, pool))
+        }
+    }
+
     /// Writes `bytes` to `token` there and then where the backend allows it (epoll,
     /// with nothing queued for that socket): how many bytes went out; `None` when not
     /// tried (io_uring, a queue in front, an error): queue them with [`Self::write`].
@@ -454,7 +466,7 @@ impl Driver {
         on_backend!(self, d => d.dispatch(sink))
     }
 
-    /// Moves buffers the driver is done with (written chunks) into `pool`.
+    /// Moves buffers the driver is done with (written chunks, spare queues) into `pool`.
     pub fn reclaim(&mut self, pool: &mut Pool) {
         on_backend!(self, d => d.reclaim(pool))
     }

@@ -506,6 +506,22 @@ impl Uring {
         }
     }
 
+    pub(super) fn write_queue(&mut self, t: Token, out: &mut OutQueue, pool: &mut Pool) {
+        let Some(s) = self
+            .socks
+            .get_mut(t.index())
+            .filter(|s| s.gen == t.gen() && !s.f.released())
+        else {
+            out.clear(pool);
+            return;
+        };
+        s.q.append_queue(&mut self.pool, out, pool);
+        if !s.f.dirty() {
+            s.f.set_dirty(true);
+            self.dirty.push(t);
+        }
+    }
+
     pub(super) fn shutdown_write(&mut self, t: Token) {
         let Some(s) = self.live(t) else { return };
         s.f.set_shut_wanted(true);

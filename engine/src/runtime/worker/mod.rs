@@ -298,10 +298,8 @@ impl<H: Handler> Worker<H> {
                             slot.out.advance(n, &mut self.rt.pool);
                         }
                     }
-                    slot.out.take_all(&mut self.rt.pool, |_, c| {
-                        moved += c.bytes().len();
-                        driver.write(token, c);
-                    })
+                    moved += slot.out.len();
+                    driver.write_queue(token, &mut slot.out, &mut self.rt.pool);
                 }
                 Some(layer) => {
                     let pool = &mut self.rt.pool;
