@@ -492,34 +492,32 @@ impl Uring {
 
     #[inline]
     pub(super) fn write(&mut self, t: Token, chunk: Chunk) {
-        let Some(s) = self
-            .socks
-            .get_mut(t.index())
-            .filter(|s| s.gen == t.gen() && !s.f.released())
-        else {
-            return;
-        };
-        s.q.push_chunk(&mut self.pool, chunk);
-        if !s.f.dirty() {
-            s.f.set_dirty(true);
-            self.dirty.push(t);
-        }
+        self.enqueue(t, |q, pool| q.push_chunk(pool, chunk));
     }
 
     pub(super) fn write_queue(&mut self, t: Token, out: &mut OutQueue, pool: &mut Pool) {
+        if !self.enqueue(t, |q, dpool| q.append_queue(dpool, out, pool)) {
+            out.clear(pool);
+        }
+    }
+
+    /// Runs `f` on the queue of `t`, if it is live, and marks it to be written; false
+    /// when `t` is gone.
+    #[inline]
+    fn enqueue(&mut self, t: Token, f: impl FnOnce(&mut OutQueue, &mut Pool)) -> bool {
         let Some(s) = self
             .socks
             .get_mut(t.index())
             .filter(|s| s.gen == t.gen() && !s.f.released())
         else {
-            out.clear(pool);
-            return;
+            return false;
         };
-        s.q.append_queue(&mut self.pool, out, pool);
+        f(&mut s.q, &mut self.pool);
         if !s.f.dirty() {
             s.f.set_dirty(true);
             self.dirty.push(t);
         }
+        true
     }
 
     pub(super) fn shutdown_write(&mut self, t: Token) {
