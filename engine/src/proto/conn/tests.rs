@@ -529,8 +529,9 @@ fn check_roundtrip(
 
 mod deflate;
 
-// The small-frame path (`Connection::small_frame`): whole final text/binary frames of at
-// most 125 bytes skip the general decoder; everything it must not take falls through.
+// The small-frame path (`Connection::small_frame`): whole final text/binary frames with
+// a 7-bit or 16-bit length skip the general decoder; everything it must not take falls
+// through.
 
 #[test]
 fn small_frames_and_others_interleaved_arrive_in_order() {
@@ -539,7 +540,10 @@ fn small_frames_and_others_interleaved_arrive_in_order() {
     bytes.extend(cframe(2, true, &[1, 2, 3]));
     bytes.extend(cframe(9, true, b"p"));
     bytes.extend(cframe(2, true, &[7; 125]));
-    bytes.extend(cframe(2, true, &[8; 126])); // 16-bit length: the general path
+    bytes.extend(cframe(2, true, &[8; 126])); // 16-bit lengths
+    bytes.extend(cframe(1, true, "é".repeat(512).as_bytes()));
+    bytes.extend(cframe(2, true, &[9; 0xffff]));
+    bytes.extend(cframe(2, true, &[10; 0x1_0000])); // 64-bit length: the general path
     bytes.extend(cframe(1, false, b"frag"));
     bytes.extend(cframe(0, true, b"ment"));
     bytes.extend(cframe(1, true, b""));
@@ -553,10 +557,36 @@ fn small_frames_and_others_interleaved_arrive_in_order() {
             Ev::Ping(b"p".to_vec()),
             Ev::Binary(vec![7; 125]),
             Ev::Binary(vec![8; 126]),
+            Ev::Text("é".repeat(512)),
+            Ev::Binary(vec![9; 0xffff]),
+            Ev::Binary(vec![10; 0x1_0000]),
             Ev::Text("fragment".into()),
             Ev::Text(String::new()),
         ]
     );
+}
+
+#[test]
+fn small_frame_with_a_non_minimal_16_bit_length_is_1002() {
+    // 125 bytes announced with the 16-bit form
+    let mut f = vec![0x82, 0x80 | 126, 0, 125, 1, 2, 3, 4];
+    f.extend([0u8; 125]);
+    let mut h = Harness::server();
+    h.feed(&f);
+    assert_eq!(h.error, Some(ProtocolError::NonMinimalLength));
+    assert_eq!(h.close_code_sent(), Some(1002));
+    assert!(h.events.is_empty());
+}
+
+#[test]
+fn small_16_bit_text_frame_with_invalid_utf8_is_1007() {
+    let mut payload = vec![b'a'; 300];
+    payload[200] = 0xff;
+    let mut h = Harness::server();
+    h.feed(&cframe(1, true, &payload));
+    assert_eq!(h.error, Some(ProtocolError::InvalidUtf8));
+    assert_eq!(h.close_code_sent(), Some(1007));
+    assert!(h.events.is_empty());
 }
 
 #[test]
@@ -575,18 +605,20 @@ fn small_frame_over_the_limits_is_still_1009() {
             max_frame,
             max_message,
         };
-        let mut h = Harness::new(Role::Server, limits);
-        h.feed(&cframe(2, true, &[0; 20]));
-        assert!(
-            matches!(
-                h.error,
-                Some(ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge)
-            ),
-            "{:?}",
-            h.error
-        );
-        assert_eq!(h.close_code_sent(), Some(1009));
-        assert!(h.events.is_empty());
+        for len in [20, 2000] {
+            let mut h = Harness::new(Role::Server, limits);
+            h.feed(&cframe(2, true, &vec![0; len]));
+            assert!(
+                matches!(
+                    h.error,
+                    Some(ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge)
+                ),
+                "{len}: {:?}",
+                h.error
+            );
+            assert_eq!(h.close_code_sent(), Some(1009));
+            assert!(h.events.is_empty());
+        }
     }
 }
 
@@ -618,4 +650,15 @@ fn small_frame_split_across_reads_waits_for_its_end() {
     }
     assert!(h.error.is_none());
     assert_eq!(h.events, vec![Ev::Text("hello world".into())]);
+    // a 16-bit length, cut inside its length, its mask and its payload
+    let text = "ü".repeat(150);
+    let f = cframe(1, true, text.as_bytes());
+    for cut in [1, 3, 5, 100, f.len() - 1] {
+        let mut h = Harness::server();
+        h.feed(&f[..cut]);
+        assert!(h.events.is_empty(), "cut at {cut}");
+        h.feed(&f[cut..]);
+        assert!(h.error.is_none(), "cut at {cut}: {:?}", h.error);
+        assert_eq!(h.events, vec![Ev::Text(text.clone())], "cut at {cut}");
+    }
 }
