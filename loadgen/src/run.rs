@@ -157,7 +157,7 @@ struct Progress {
     timeline: Vec<Tick>,
     printed: bool,
     /// The server's highest RSS seen while waiting (--server-pid).
-    server_pid: Option<u32>,
+    rss: Option<sys::RssProbe>,
     rss_peak: Option<u64>,
 }
 
@@ -175,13 +175,13 @@ impl Progress {
             scenario: scenario.to_string(),
             timeline: Vec::new(),
             printed: false,
-            server_pid: None,
+            rss: None,
             rss_peak: None,
         }
     }
 
     fn sample_rss(&mut self) {
-        if let Some(r) = self.server_pid.and_then(sys::rss_bytes) {
+        if let Some(r) = self.rss.as_ref().and_then(sys::RssProbe::read) {
             self.rss_peak = Some(self.rss_peak.map_or(r, |p| p.max(r)));
         }
     }
@@ -441,7 +441,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
     }
 
     let mut p = Progress::new(spec.progress, &spec.scenario);
-    p.server_pid = spec.server_pid;
+    p.rss = spec.server_pid.and_then(sys::RssProbe::open);
     let rss_start = spec.server_pid.and_then(sys::rss_bytes);
     let ramp_time = if spec.ramp > 0.0 {
         spec.conns as f64 / spec.ramp
@@ -601,7 +601,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
             // the progress line goes on while the workers close
             let mut p2 = std::mem::replace(&mut p, Progress::new(false, ""));
             let peak = p2.rss_peak;
-            p2.server_pid = None;
+            p2.rss = None;
             wait(&mut p2, &shared, "closing", deadline, |_| false);
             p2.rss_peak = peak;
             p = p2;

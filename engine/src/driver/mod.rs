@@ -290,6 +290,11 @@ pub fn nofile_limit() -> (u64, u64) {
     sys::nofile_limit()
 }
 
+/// The size of a memory page in bytes (what `/proc/PID/statm` counts in).
+pub fn page_size() -> u64 {
+    sys::page_size()
+}
+
 /// Lowers the calling thread's timer slack to 1 µs (precise timed wake-ups).
 pub fn set_timer_slack_1us() {
     sys::set_timer_slack_1us()

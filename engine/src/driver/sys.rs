@@ -389,6 +389,15 @@ pub(crate) fn raise_nofile(want: u64) -> u64 {
     }
 }
 
+/// The size of a memory page in bytes (4096 where `sysconf` cannot say).
+pub(crate) fn page_size() -> u64 {
+    // sysconf takes a plain integer name and reads no memory of ours.
+    match syscall!(sysconf(libc::_SC_PAGESIZE)) {
+        Ok(n) if n > 0 => n as u64,
+        _ => 4096,
+    }
+}
+
 /// Lowers this thread's timer slack to 1 µs, so that timed wake-ups (an open-loop
 /// send schedule) are not deferred by the default 50 µs.
 pub(crate) fn set_timer_slack_1us() {
@@ -406,6 +415,12 @@ pub(crate) fn set_timer_slack_1us() {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn page_size_is_a_power_of_two_of_at_least_4_kib() {
+        let p = page_size();
+        assert!(p >= 4096 && p.is_power_of_two(), "{p}");
+    }
 
     #[test]
     fn send_vectored_and_recv_move_the_bytes_in_order() {
