@@ -731,7 +731,9 @@ impl Connection {
     /// [`Self::small_frame`] for a 16-bit length (126 B to 64 KiB; the general decoder
     /// was about 100 of the server's 1,900 user-space instructions per 1 KiB echo),
     /// apart so that the 7-bit case stays as short as it was. The first two bytes are
-    /// checked by the caller.
+    /// checked by the caller. Its tail repeats `small_frame`'s with other constant
+    /// offsets on purpose: one shared helper taking the offset cost the 7-bit path 20
+    /// instructions a message (callgrind, 20 B echo: 442 -> 462 in `process`).
     #[inline(never)]
     fn medium_frame(&self, buf: &mut [u8], pos: usize) -> Option<(usize, usize, bool)> {
         let masked = self.role == Role::Server;
