@@ -109,7 +109,7 @@ impl RssProbe {
         })
     }
 
-    /// The resident set size now, in bytes (`None` once the process is gone).
+    /// The resident set size now, in bytes (`None`, or 0, once the process is gone).
     pub(crate) fn read(&self) -> Option<u64> {
         use std::os::unix::fs::FileExt;
         // "size resident shared text lib data dt", in pages
