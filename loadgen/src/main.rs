@@ -187,11 +187,10 @@ struct Common {
     /// time the kernel received it (`SO_TIMESTAMPNS`); each worker then sleeps from one
     /// send of the schedule to the next (or one tick to the next; 1 ms at most) and
     /// reads everything that came meanwhile in one go, instead of waking for every
-    /// answer. `loop`: the start of the worker's
-    /// loop turn that reads it, waking for each; that includes the load generator's own
-    /// wake-up, and under a heavy fan-out an answer that arrives during a long turn is
-    /// timed at the turn's start. Echo, flood and connect always use `loop` (closed
-    /// loops answer at once).
+    /// answer. `loop`: the start of the worker's loop turn that reads it, waking for
+    /// each; that includes the load generator's own wake-up, and under a heavy fan-out
+    /// an answer that arrives during a long turn is timed at the turn's start. Echo,
+    /// flood and connect always use `loop` (closed loops answer at once).
     #[arg(long, value_enum, default_value_t = RxTimeArg::Kernel)]
     rx_time: RxTimeArg,
 }

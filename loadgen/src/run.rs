@@ -63,7 +63,8 @@ pub(crate) struct Spec {
     /// see [`auto_tick`]).
     pub(crate) tick: Option<Duration>,
     /// rate, fanout, slo with `--rx-time kernel`: answers timed by the kernel's receive
-    /// time stamps, and the workers wake once per tick instead of once per answer.
+    /// time stamps, and the workers wake once per send (or tick) instead of once per
+    /// answer.
     pub(crate) rx_kernel: bool,
     pub(crate) server_pid: Option<u32>,
     pub(crate) progress: bool,
@@ -180,8 +181,13 @@ impl Progress {
         }
     }
 
+    /// The server's RSS now (--server-pid), through the probe the peak uses.
+    fn rss_now(&self) -> Option<u64> {
+        self.rss.as_ref().and_then(sys::RssProbe::read)
+    }
+
     fn sample_rss(&mut self) {
-        if let Some(r) = self.rss.as_ref().and_then(sys::RssProbe::read) {
+        if let Some(r) = self.rss_now() {
             self.rss_peak = Some(self.rss_peak.map_or(r, |p| p.max(r)));
         }
     }
@@ -442,7 +448,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
 
     let mut p = Progress::new(spec.progress, &spec.scenario);
     p.rss = spec.server_pid.and_then(sys::RssProbe::open);
-    let rss_start = spec.server_pid.and_then(sys::rss_bytes);
+    let rss_start = p.rss_now();
     let ramp_time = if spec.ramp > 0.0 {
         spec.conns as f64 / spec.ramp
     } else {
@@ -483,7 +489,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
             c0 = sample_cpu(&shared, spec.server_pid);
             wait(&mut p, &shared, "run", me, |_| false);
             c1 = sample_cpu(&shared, spec.server_pid);
-            rss_end = spec.server_pid.and_then(sys::rss_bytes);
+            rss_end = p.rss_now();
             // drain: the answers to the last messages
             let drain_end = now_ns() + ns(spec.drain);
             if matches!(spec.kind, Kind::Fanout { .. }) {
@@ -528,7 +534,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
             warmup_ns = 0;
         }
         Kind::Hold { steps, settle } => {
-            let baseline = spec.server_pid.and_then(sys::rss_bytes);
+            let baseline = p.rss_now();
             shared.go.store(now_ns(), Relaxed);
             let mut rows = Vec::new();
             let steps = if steps.is_empty() {
@@ -548,7 +554,7 @@ pub(crate) fn run(spec: &Spec) -> Report {
                 wait(&mut p, &shared, "connect", now_ns() + budget, settled(n));
                 wait(&mut p, &shared, "settle", now_ns() + ns(*settle), |_| false);
                 let held = shared.sum(|w| &w.open);
-                let rss = spec.server_pid.and_then(sys::rss_bytes);
+                let rss = p.rss_now();
                 let per = match (rss, baseline) {
                     (Some(r), Some(b)) if held > 0 => Some((r as f64 - b as f64) / held as f64),
                     _ => None,
