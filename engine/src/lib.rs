@@ -39,6 +39,7 @@
 //!   and each close at `debug`, nothing per message.
 #![warn(missing_docs)]
 
+mod batch;
 mod bits;
 #[cfg(feature = "tokio")]
 pub mod bridge;

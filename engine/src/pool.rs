@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Arc;
 
+pub use crate::batch::BatchSlice;
 use crate::proto::conn::HeaderBytes;
 use crate::proto::frame::MAX_HEADER_LEN;
 
@@ -168,14 +169,18 @@ pub enum Chunk {
     Owned(Vec<u8>),
     /// A serialized frame shared with other connections.
     Shared(Arc<[u8]>),
+    /// Frames published to many connections, written once into a shared batch.
+    Slice(BatchSlice),
 }
 
 impl Chunk {
     /// The bytes.
+    #[inline]
     pub fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
             Chunk::Shared(a) => a,
+            Chunk::Slice(s) => s.bytes(),
         }
     }
 }
@@ -338,6 +343,19 @@ impl OutQueue {
     pub(crate) fn push_chunk(&mut self, pool: &mut Pool, chunk: Chunk) {
         match chunk {
             Chunk::Shared(f) => self.push_shared(pool, f),
+            Chunk::Slice(b) if b.is_empty() => {}
+            Chunk::Slice(b) => {
+                let q = self.inner.get_or_insert_with(|| pool.get_queue());
+                q.len += b.len();
+                if q.chunks.len() > q.sealed {
+                    if let Some(Chunk::Slice(last)) = q.chunks.back_mut() {
+                        if last.join(&b) {
+                            return;
+                        }
+                    }
+                }
+                q.chunks.push_back(Chunk::Slice(b));
+            }
             Chunk::Owned(v) if v.is_empty() => pool.put(v),
             Chunk::Owned(v) => {
                 let q = self.inner.get_or_insert_with(|| pool.get_queue());
@@ -403,6 +421,10 @@ impl OutQueue {
                         v.extend_from_slice(&a[off..]);
                         Chunk::Owned(v)
                     }
+                    Chunk::Slice(mut b) if i == 0 && off > 0 => {
+                        b.skip(off);
+                        Chunk::Slice(b)
+                    }
                     c => c,
                 };
                 f(pool, c);
@@ -433,6 +455,47 @@ impl OutQueue {
         } else {
             self.push_shared(pool, frame.clone());
         }
+    }
+
+    /// Queues frames published to many connections, as a range of the batch they were
+    /// written into: joined to the last chunk when that is the range right before it
+    /// (a run of publishes to one topic is one chunk, whatever their number). A new
+    /// range starts a chunk only when `drained` (nothing of the connection is waiting,
+    /// here or in the driver) or right after a range that ends a batch the worker has
+    /// since replaced with a new one; otherwise
+    /// `frame` (the same bytes) is queued as usual ([`Self::push_published`]: copied
+    /// when small, shared when large). So a connection that does not drain keeps at
+    /// most one batch alive besides ones that ended, not one per publish.
+    #[inline]
+    pub(crate) fn push_slice(
+        &mut self,
+        pool: &mut Pool,
+        slice: &BatchSlice,
+        frame: &Arc<[u8]>,
+        drained: bool,
+    ) {
+        if let Some(q) = self.inner.as_mut() {
+            if q.chunks.len() > q.sealed {
+                if let Some(Chunk::Slice(last)) = q.chunks.back_mut() {
+                    if last.join(slice) {
+                        q.len += slice.len();
+                        return;
+                    }
+                    if last.ends_batch() && slice.starts_batch() {
+                        q.len += slice.len();
+                        q.chunks.push_back(Chunk::Slice(slice.clone()));
+                        return;
+                    }
+                }
+            }
+        }
+        if drained && !slice.is_empty() {
+            let q = self.inner.get_or_insert_with(|| pool.get_queue());
+            q.len += slice.len();
+            q.chunks.push_back(Chunk::Slice(slice.clone()));
+            return;
+        }
+        self.push_published(pool, frame);
     }
 
     /// Queues a shared frame as a chunk of its own (never copied).
@@ -696,6 +759,113 @@ mod tests {
             1,
             "written: the queue let go of it"
         );
+    }
+
+    /// Publishes written into one batch: a drained queue takes a range of it and
+    /// grows it over the ones right behind (a run of publishes is one chunk, nothing
+    /// copied); a range that does not follow, or any range into a queue that is not
+    /// drained, is queued as its frame (copied when small); a new batch continues a
+    /// range that ended the batch before it.
+    #[test]
+    fn published_ranges_of_a_batch_join_into_one_chunk_and_the_rest_is_copied() {
+        use crate::batch::BatchWriter;
+        let frame = |b: &[u8]| -> Arc<[u8]> { Arc::from(b) };
+        let chunks = |q: &OutQueue| q.inner.as_ref().map_or(0, |q| q.chunks.len());
+        let slices = |q: &OutQueue| {
+            q.inner.as_ref().map_or(0, |q| {
+                q.chunks
+                    .iter()
+                    .filter(|c| matches!(c, Chunk::Slice(_)))
+                    .count()
+            })
+        };
+        let mut pool = Pool::default();
+        let mut w = BatchWriter::new(64);
+        let mut q = OutQueue::default();
+        let mut expect = Vec::new();
+        for i in 0..10u8 {
+            let s = w.append(&[0x82, 1, i]);
+            // drained only before the first: the rest join
+            q.push_slice(&mut pool, &s, &frame(s.bytes()), i == 0);
+            expect.extend_from_slice(&[0x82, 1, i]);
+        }
+        assert_eq!((chunks(&q), slices(&q)), (1, 1), "ten publishes, one range");
+        assert_eq!(all(&q), expect);
+        assert_eq!(q.len(), 30);
+        // a publish that skips this queue: the next one does not follow its range
+        let _gap = w.append(b"gap");
+        let s = w.append(b"late");
+        q.push_slice(&mut pool, &s, &frame(b"late"), false);
+        expect.extend_from_slice(b"late");
+        assert_eq!((chunks(&q), slices(&q)), (2, 1), "copied behind the range");
+        // a write in flight: the range is sealed, what follows is copied
+        q.seal();
+        let s = w.append(b"sealed");
+        q.push_slice(&mut pool, &s, &frame(b"sealed"), false);
+        expect.extend_from_slice(b"sealed");
+        assert_eq!(slices(&q), 1);
+        assert_eq!(all(&q), expect);
+        assert_eq!(q.len(), expect.len());
+        q.advance(q.len(), &mut pool);
+        assert!(q.is_empty());
+
+        // a range that ends its batch is continued by the start of the next batch
+        let mut w = BatchWriter::new(8);
+        let mut q = OutQueue::default();
+        let a = w.append(b"12345");
+        q.push_slice(&mut pool, &a, &frame(b"12345"), true);
+        drop(w); // replaced: "678" would not have fitted
+        let mut w2 = BatchWriter::new(8);
+        let b = w2.append(b"9abc");
+        q.push_slice(&mut pool, &b, &frame(b"9abc"), false);
+        assert_eq!((chunks(&q), slices(&q)), (2, 2));
+        assert_eq!(all(&q), b"123459abc");
+        // a partly written range hands over its rest
+        q.advance(3, &mut pool);
+        let mut got = Vec::new();
+        q.take_all(&mut pool, |_, c| got.push(c.bytes().to_vec()));
+        assert_eq!(got, vec![b"45".to_vec(), b"9abc".to_vec()]);
+
+        // a queue that is not drained copies even the first range
+        let mut w = BatchWriter::new(4096);
+        let mut q = OutQueue::default();
+        q.push_bytes(&mut pool, b"echo");
+        let s = w.append(b"pub");
+        q.push_slice(&mut pool, &s, &frame(b"pub"), false);
+        assert_eq!((chunks(&q), slices(&q)), (1, 0));
+        assert_eq!(all(&q), b"echopub");
+        // ... and shares a large frame instead of copying it
+        let big = frame(&[5u8; COALESCE_MAX]);
+        let s = w.append(&big);
+        q.push_slice(&mut pool, &s, &big, false);
+        assert_eq!((chunks(&q), slices(&q)), (2, 0));
+        assert_eq!(Arc::strong_count(&big), 2, "queued shared, not copied");
+        assert_eq!(q.len(), 7 + COALESCE_MAX);
+    }
+
+    /// The driver's queue takes ranges as chunks and joins those that follow each
+    /// other (a connection's queue moved behind one that holds the range before).
+    #[test]
+    fn push_chunk_joins_ranges_that_follow() {
+        use crate::batch::BatchWriter;
+        let mut pool = Pool::default();
+        let mut w = BatchWriter::new(64);
+        let mut q = OutQueue::default();
+        q.push_chunk(&mut pool, Chunk::Slice(w.append(b"ab")));
+        q.push_chunk(&mut pool, Chunk::Slice(w.append(b"cd")));
+        assert_eq!(q.inner.as_ref().unwrap().chunks.len(), 1);
+        q.seal();
+        q.push_chunk(&mut pool, Chunk::Slice(w.append(b"ef")));
+        assert_eq!(
+            q.inner.as_ref().unwrap().chunks.len(),
+            2,
+            "not into a sealed one"
+        );
+        let empty = w.append(b"");
+        q.push_chunk(&mut pool, Chunk::Slice(empty));
+        assert_eq!(q.inner.as_ref().unwrap().chunks.len(), 2);
+        assert_eq!(all(&q), b"abcdef");
+        assert_eq!(q.len(), 6);
     }
 
     /// Every byte queued, across as many chunks as it takes.

@@ -138,16 +138,19 @@ fn unsubscribed_connection_no_longer_receives_publishes() {
     });
 }
 
-/// Publishes of every size around the point where a published frame stops being copied
-/// into each receiver's queue and is queued shared instead (1 KiB), many of them before
-/// any receiver reads, so that copied and shared frames sit in the same queues: every
-/// subscriber gets every message whole and in publish order.
+/// Publishes of every size around the points where a published frame stops being
+/// copied into a lagging receiver's queue and is queued shared instead (1 KiB) and
+/// stops being written into the worker's batch (16 KiB), many of them before any
+/// receiver reads, so that ranges of batches, copies and shared frames sit in the same
+/// queues: every subscriber gets every message whole and in publish order.
 #[test]
 fn publishes_small_and_large_arrive_whole_and_in_order_when_read_late() {
     for_each_backend(|backend| {
         let (server, _opened, _rx) = room_server(builder(backend).workers(2));
         let mut clients = open_many(server.addr(), 8);
-        let sizes = [0, 20, 125, 126, 1000, 1019, 1020, 1021, 1024, 4000, 20_000];
+        let sizes = [
+            0, 20, 125, 126, 1000, 1019, 1020, 1021, 1024, 4000, 16_379, 16_380, 16_381, 20_000,
+        ];
         let body = |i: usize| -> Vec<u8> {
             let len = sizes[i % sizes.len()];
             (0..len).map(|j| (i * 7 + j) as u8).collect()
@@ -162,5 +165,37 @@ fn publishes_small_and_large_arrive_whole_and_in_order_when_read_late() {
             eprintln!("  client {c}");
             client.expect_messages(&want);
         }
+    });
+}
+
+/// Publishes reach a receiver that keeps up as ranges of the batch every receiver
+/// shares, and one that lags (its socket full) as copies or the shared frame: one
+/// subscriber that reads as they come and one that reads only at the end both get
+/// every message whole and in order, over about 3.7 MB (dozens of batches).
+#[test]
+fn a_subscriber_that_keeps_up_and_one_that_lags_both_get_every_publish_in_order() {
+    for_each_backend(|backend| {
+        let (server, _opened, _rx) = room_server(builder(backend));
+        let mut clients = open_many(server.addr(), 2);
+        let mut slow = clients.pop().expect("two clients");
+        let mut fast = clients.pop().expect("two clients");
+        let sizes = [20usize, 125, 1000, 3000, 16_380, 16_381, 5];
+        let want: Vec<(u8, Vec<u8>)> = (0..700)
+            .map(|i| {
+                let len = sizes[i % sizes.len()];
+                let body = (0..len).map(|j| (i * 13 + j) as u8).collect();
+                (soliton_tests::op::BINARY, body)
+            })
+            .collect();
+        let expected = want.clone();
+        let reader = std::thread::spawn(move || {
+            fast.expect_messages(&expected);
+            fast
+        });
+        for (_, payload) in &want {
+            server.publish("all", Message::Binary(payload));
+        }
+        let _fast = reader.join().expect("the subscriber that keeps up");
+        slow.expect_messages(&want);
     });
 }

@@ -45,6 +45,9 @@ pub(crate) struct Rt {
     pub(crate) codecs: super::deflate::Codecs,
     /// Scratch: the receivers of a publish.
     pub(crate) fanout: Vec<usize>,
+    /// Where published frames up to `BATCH_FRAME_MAX` are written once for all their
+    /// receivers (a new one when full).
+    pub(crate) batch: Option<crate::batch::BatchWriter>,
     /// The server's handle (none for a client's workers).
     pub(crate) handle: Option<crate::server::ServerHandle>,
     /// The application's timers.

@@ -8,6 +8,7 @@ use super::deflate::keeps_context;
 use super::id::ConnId;
 use super::rt::Rt;
 use super::slot::{Phase, Slot};
+use crate::pool::BatchSlice;
 use crate::proto::close::CloseCode;
 use crate::proto::conn::{Message, ReadyState, Role};
 use crate::proto::OpCode;
@@ -210,6 +211,20 @@ impl<D> ConnCtx<'_, D> {
     /// (see `OutQueue::push_published`).
     pub(crate) fn send_shared(&mut self, frame: &Arc<[u8]>) -> SendStatus {
         self.slot.out.push_published(&mut self.rt.pool, frame);
+        self.after_queue()
+    }
+
+    /// Queues published frames written into the worker's batch (see
+    /// `OutQueue::push_slice`; `drained`: nothing of this connection is waiting).
+    pub(crate) fn send_slice(
+        &mut self,
+        slice: &BatchSlice,
+        frame: &Arc<[u8]>,
+        drained: bool,
+    ) -> SendStatus {
+        self.slot
+            .out
+            .push_slice(&mut self.rt.pool, slice, frame, drained);
         self.after_queue()
     }
 

@@ -103,6 +103,7 @@ impl<H: Handler> Worker<H> {
                 direct: None,
                 codecs: Default::default(),
                 fanout: Vec::new(),
+                batch: None,
                 handle,
                 app_timers: Default::default(),
                 metrics: shared.metrics[index].clone(),

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use super::Worker;
+use crate::batch::BatchWriter;
+use crate::pool::BatchSlice;
 use crate::proto::conn::Role;
 use crate::proto::deflate::write_server_message;
 use crate::proto::OpCode;
@@ -45,6 +47,8 @@ impl<H: Handler> Worker<H> {
         };
         // compressed frames made for this publish, by window bits
         let mut compressed: Vec<(u8, Arc<[u8]>)> = Vec::new();
+        // the plain frame, written once into the worker's batch for every receiver
+        let mut slice: Option<BatchSlice> = None;
         let mut members = std::mem::take(&mut self.rt.fanout);
         members.clear();
         members.extend(self.rt.topics.members(topic));
@@ -78,6 +82,18 @@ impl<H: Handler> Worker<H> {
                 }
             };
             let f = match shared_window {
+                None if frame.len() <= BATCH_FRAME_MAX => {
+                    let s = slice.get_or_insert_with(|| batch_append(&mut self.rt.batch, frame));
+                    let drained = slot.buffered() == 0;
+                    ConnCtx {
+                        id,
+                        idx,
+                        slot,
+                        rt: &mut self.rt,
+                    }
+                    .send_slice(s, frame, drained);
+                    continue;
+                }
                 None => frame,
                 Some(w) => match compressed.iter().position(|(cw, _)| *cw == w) {
                     Some(i) => &compressed[i].1,
@@ -101,6 +117,22 @@ impl<H: Handler> Worker<H> {
         }
         self.rt.fanout = members;
     }
+}
+
+/// Published frames up to this size are written once into the worker's batch and
+/// queued as ranges of it; larger ones are queued as the shared frame itself.
+const BATCH_FRAME_MAX: usize = 16 * 1024;
+/// The size of a batch (a full one is replaced; the old one is freed with the last
+/// queue that holds a range of it).
+const BATCH_CAP: usize = 64 * 1024;
+
+/// Writes `frame` into the worker's batch (a new one when it has no room left).
+fn batch_append(batch: &mut Option<BatchWriter>, frame: &[u8]) -> BatchSlice {
+    let w = match batch {
+        Some(w) if w.room() >= frame.len() => w,
+        _ => batch.insert(BatchWriter::new(BATCH_CAP.max(frame.len()))),
+    };
+    w.append(frame)
 }
 
 /// The opcode and payload of a whole unmasked frame made by `serialize`.
