@@ -65,6 +65,11 @@ impl BatchWriter {
         }
     }
 
+    /// A handle that tells whether the batch is still in use once this writer is gone.
+    pub(crate) fn watch(&self) -> BatchRef {
+        BatchRef(Arc::clone(&self.buf))
+    }
+
     /// Bytes that still fit.
     pub(crate) fn room(&self) -> usize {
         self.buf.cap - self.len
@@ -106,6 +111,25 @@ impl fmt::Debug for BatchWriter {
         f.debug_struct("BatchWriter")
             .field("len", &self.len)
             .field("cap", &self.buf.cap)
+            .finish()
+    }
+}
+
+/// Holds a batch to tell whether any slice of it is still alive.
+pub(crate) struct BatchRef(Arc<Buf>);
+
+impl BatchRef {
+    /// Whether a writer or a slice other than this handle still holds the batch.
+    pub(crate) fn in_use(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+}
+
+impl fmt::Debug for BatchRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchRef")
+            .field("cap", &self.0.cap)
+            .field("in_use", &self.in_use())
             .finish()
     }
 }
@@ -235,6 +259,21 @@ mod tests {
         assert!(!b.ends_batch(), "the writer may still append behind it");
         drop(w);
         assert!(b.ends_batch() && !a.ends_batch());
+    }
+
+    #[test]
+    fn a_watched_batch_is_in_use_while_a_writer_or_slice_holds_it() {
+        let mut w = BatchWriter::new(16);
+        let r = w.watch();
+        assert!(r.in_use(), "the writer");
+        let s = w.append(b"abc");
+        drop(w);
+        assert!(r.in_use(), "a slice");
+        let t = s.clone();
+        drop(s);
+        assert!(r.in_use(), "a clone of it");
+        drop(t);
+        assert!(!r.in_use());
     }
 
     #[test]

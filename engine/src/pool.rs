@@ -460,19 +460,19 @@ impl OutQueue {
     /// Queues frames published to many connections, as a range of the batch they were
     /// written into: joined to the last chunk when that is the range right before it
     /// (a run of publishes to one topic is one chunk, whatever their number). A new
-    /// range starts a chunk only when `drained` (nothing of the connection is waiting,
-    /// here or in the driver) or right after a range that ends a batch the worker has
-    /// since replaced with a new one; otherwise
-    /// `frame` (the same bytes) is queued as usual ([`Self::push_published`]: copied
-    /// when small, shared when large). So a connection that does not drain keeps at
-    /// most one batch alive besides ones that ended, not one per publish.
+    /// range starts a chunk when `fresh` (the connection is within its backpressure
+    /// limit) or right after a range that ends a batch the worker has since replaced;
+    /// otherwise `frame` (the same bytes) is queued as usual
+    /// ([`Self::push_published`]: copied when small, shared when large), so that a
+    /// connection that does not drain takes no new range. (What batches pin in all is
+    /// bounded by the worker, which keeps at most so many alive.)
     #[inline]
     pub(crate) fn push_slice(
         &mut self,
         pool: &mut Pool,
         slice: &BatchSlice,
         frame: &Arc<[u8]>,
-        drained: bool,
+        fresh: bool,
     ) {
         if let Some(q) = self.inner.as_mut() {
             if q.chunks.len() > q.sealed {
@@ -489,7 +489,7 @@ impl OutQueue {
                 }
             }
         }
-        if drained && !slice.is_empty() {
+        if fresh && !slice.is_empty() {
             let q = self.inner.get_or_insert_with(|| pool.get_queue());
             q.len += slice.len();
             q.chunks.push_back(Chunk::Slice(slice.clone()));
@@ -761,11 +761,11 @@ mod tests {
         );
     }
 
-    /// Publishes written into one batch: a drained queue takes a range of it and
-    /// grows it over the ones right behind (a run of publishes is one chunk, nothing
-    /// copied); a range that does not follow, or any range into a queue that is not
-    /// drained, is queued as its frame (copied when small); a new batch continues a
-    /// range that ended the batch before it.
+    /// Publishes written into one batch: a queue takes a range of it and grows it
+    /// over the ones right behind (a run of publishes is one chunk, nothing copied); a
+    /// range that does not follow, or any range into a queue that may not take a new
+    /// one (over its limit), is queued as its frame (copied when small); a new batch
+    /// continues a range that ended the batch before it.
     #[test]
     fn published_ranges_of_a_batch_join_into_one_chunk_and_the_rest_is_copied() {
         use crate::batch::BatchWriter;
@@ -785,7 +785,7 @@ mod tests {
         let mut expect = Vec::new();
         for i in 0..10u8 {
             let s = w.append(&[0x82, 1, i]);
-            // drained only before the first: the rest join
+            // fresh only before the first: the rest join
             q.push_slice(&mut pool, &s, &frame(s.bytes()), i == 0);
             expect.extend_from_slice(&[0x82, 1, i]);
         }
@@ -826,7 +826,7 @@ mod tests {
         q.take_all(&mut pool, |_, c| got.push(c.bytes().to_vec()));
         assert_eq!(got, vec![b"45".to_vec(), b"9abc".to_vec()]);
 
-        // a queue that is not drained copies even the first range
+        // a queue that may not take a new range copies even the first one
         let mut w = BatchWriter::new(4096);
         let mut q = OutQueue::default();
         q.push_bytes(&mut pool, b"echo");

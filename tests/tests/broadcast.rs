@@ -169,7 +169,8 @@ fn publishes_small_and_large_arrive_whole_and_in_order_when_read_late() {
 }
 
 /// Publishes reach a receiver that keeps up as ranges of the batch every receiver
-/// shares, and one that lags (its socket full) as copies or the shared frame: one
+/// shares, and one that lags (its socket full, its queue over the backpressure limit)
+/// as copies or the shared frame: one
 /// subscriber that reads as they come and one that reads only at the end both get
 /// every message whole and in order, over about 3.7 MB (dozens of batches).
 #[test]

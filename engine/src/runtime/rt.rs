@@ -46,8 +46,8 @@ pub(crate) struct Rt {
     /// Scratch: the receivers of a publish.
     pub(crate) fanout: Vec<usize>,
     /// Where published frames up to `BATCH_FRAME_MAX` are written once for all their
-    /// receivers (a new one when full).
-    pub(crate) batch: Option<crate::batch::BatchWriter>,
+    /// receivers.
+    pub(crate) batches: super::worker::Batches,
     /// The server's handle (none for a client's workers).
     pub(crate) handle: Option<crate::server::ServerHandle>,
     /// The application's timers.

@@ -215,16 +215,16 @@ impl<D> ConnCtx<'_, D> {
     }
 
     /// Queues published frames written into the worker's batch (see
-    /// `OutQueue::push_slice`; `drained`: nothing of this connection is waiting).
+    /// `OutQueue::push_slice`; `fresh`: it may take a new range).
     pub(crate) fn send_slice(
         &mut self,
         slice: &BatchSlice,
         frame: &Arc<[u8]>,
-        drained: bool,
+        fresh: bool,
     ) -> SendStatus {
         self.slot
             .out
-            .push_slice(&mut self.rt.pool, slice, frame, drained);
+            .push_slice(&mut self.rt.pool, slice, frame, fresh);
         self.after_queue()
     }
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 mod commands;
 mod connect;
 mod publish;
+pub(crate) use publish::Batches;
 mod read;
 mod timeouts;
 mod upgrade;
@@ -103,7 +104,7 @@ impl<H: Handler> Worker<H> {
                 direct: None,
                 codecs: Default::default(),
                 fanout: Vec::new(),
-                batch: None,
+                batches: Default::default(),
                 handle,
                 app_timers: Default::default(),
                 metrics: shared.metrics[index].clone(),

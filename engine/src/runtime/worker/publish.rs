@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::Worker;
-use crate::batch::BatchWriter;
+use crate::batch::{BatchRef, BatchWriter};
 use crate::pool::BatchSlice;
 use crate::proto::conn::Role;
 use crate::proto::deflate::write_server_message;
@@ -48,7 +48,8 @@ impl<H: Handler> Worker<H> {
         // compressed frames made for this publish, by window bits
         let mut compressed: Vec<(u8, Arc<[u8]>)> = Vec::new();
         // the plain frame, written once into the worker's batch for every receiver
-        let mut slice: Option<BatchSlice> = None;
+        // (`None` inside: no batch could be had, queue the frame itself)
+        let mut slice: Option<Option<BatchSlice>> = None;
         let mut members = std::mem::take(&mut self.rt.fanout);
         members.clear();
         members.extend(self.rt.topics.members(topic));
@@ -83,16 +84,20 @@ impl<H: Handler> Worker<H> {
             };
             let f = match shared_window {
                 None if frame.len() <= BATCH_FRAME_MAX => {
-                    let s = slice.get_or_insert_with(|| batch_append(&mut self.rt.batch, frame));
-                    let drained = slot.buffered() == 0;
-                    ConnCtx {
-                        id,
-                        idx,
-                        slot,
-                        rt: &mut self.rt,
+                    let s = slice.get_or_insert_with(|| self.rt.batches.append(frame));
+                    if let Some(s) = s {
+                        // over its limit: no new range (and no batch held) for it
+                        let fresh = slot.buffered() <= self.rt.cfg.backpressure_limit;
+                        ConnCtx {
+                            id,
+                            idx,
+                            slot,
+                            rt: &mut self.rt,
+                        }
+                        .send_slice(s, frame, fresh);
+                        continue;
                     }
-                    .send_slice(s, frame, drained);
-                    continue;
+                    frame
                 }
                 None => frame,
                 Some(w) => match compressed.iter().position(|(cw, _)| *cw == w) {
@@ -126,13 +131,36 @@ const BATCH_FRAME_MAX: usize = 16 * 1024;
 /// queue that holds a range of it).
 const BATCH_CAP: usize = 64 * 1024;
 
-/// Writes `frame` into the worker's batch (a new one when it has no room left).
-fn batch_append(batch: &mut Option<BatchWriter>, frame: &[u8]) -> BatchSlice {
-    let w = match batch {
-        Some(w) if w.room() >= frame.len() => w,
-        _ => batch.insert(BatchWriter::new(BATCH_CAP.max(frame.len()))),
-    };
-    w.append(frame)
+/// Batches a worker keeps alive at most, the current one and those that queues still
+/// hold ranges of: `LIVE_BATCHES_MAX` × `BATCH_CAP` (4 MiB) bounds the memory batches
+/// pin, whatever the receivers do. Past it, publishes are queued as before (copied or
+/// shared) until queues let go of a batch.
+const LIVE_BATCHES_MAX: usize = 64;
+
+/// The worker's batches: the one written into and the earlier ones still held.
+#[derive(Debug, Default)]
+pub(crate) struct Batches {
+    writer: Option<BatchWriter>,
+    earlier: Vec<BatchRef>,
+}
+
+impl Batches {
+    /// Writes `frame` into the current batch (a new one when it has no room left),
+    /// or `None` when `LIVE_BATCHES_MAX` batches are alive.
+    fn append(&mut self, frame: &[u8]) -> Option<BatchSlice> {
+        if self.writer.as_ref().is_none_or(|w| w.room() < frame.len()) {
+            self.earlier.retain(BatchRef::in_use);
+            // the earlier ones held, the current one, and the new one
+            if self.earlier.len() + usize::from(self.writer.is_some()) >= LIVE_BATCHES_MAX {
+                return None;
+            }
+            if let Some(old) = self.writer.take() {
+                self.earlier.push(old.watch());
+            }
+            self.writer = Some(BatchWriter::new(BATCH_CAP.max(frame.len())));
+        }
+        self.writer.as_mut().map(|w| w.append(frame))
+    }
 }
 
 /// The opcode and payload of a whole unmasked frame made by `serialize`.
@@ -144,4 +172,37 @@ fn split_frame(frame: &[u8]) -> Option<(OpCode, &[u8])> {
         _ => 2,
     };
     Some((opcode, frame.get(header..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While queues hold ranges of `LIVE_BATCHES_MAX` batches, no new batch is made
+    /// (publishes are queued as frames instead); once they let go, batching resumes.
+    #[test]
+    fn batches_alive_are_bounded_and_batching_resumes_when_they_are_freed() {
+        let mut b = Batches::default();
+        let frame = vec![7u8; BATCH_CAP / 2 + 1]; // one per batch
+        let mut held = Vec::new();
+        for i in 0..LIVE_BATCHES_MAX {
+            let s = b.append(&frame).unwrap_or_else(|| panic!("batch {i}"));
+            assert_eq!(s.bytes(), &frame[..]);
+            held.push(s);
+        }
+        assert!(b.append(&frame).is_none(), "every live batch is held");
+        assert!(
+            b.append(&[1, 2]).is_some(),
+            "a small frame fits the current one"
+        );
+        held.truncate(LIVE_BATCHES_MAX / 2);
+        let s = b.append(&frame).expect("batches were let go of");
+        assert_eq!(s.bytes(), &frame[..]);
+        // unheld batches are not counted: many more go through
+        drop(held);
+        drop(s);
+        for _ in 0..4 * LIVE_BATCHES_MAX {
+            assert!(b.append(&frame).is_some());
+        }
+    }
 }
