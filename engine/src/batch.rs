@@ -12,7 +12,7 @@ use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// The allocation behind a batch.
 struct Buf {
@@ -65,9 +65,10 @@ impl BatchWriter {
         }
     }
 
-    /// A handle that tells whether the batch is still in use once this writer is gone.
+    /// A handle that tells whether the batch is still in use once this writer is gone
+    /// (it does not keep the batch alive).
     pub(crate) fn watch(&self) -> BatchRef {
-        BatchRef(Arc::clone(&self.buf))
+        BatchRef(Arc::downgrade(&self.buf))
     }
 
     /// Bytes that still fit.
@@ -115,20 +116,20 @@ impl fmt::Debug for BatchWriter {
     }
 }
 
-/// Holds a batch to tell whether any slice of it is still alive.
-pub(crate) struct BatchRef(Arc<Buf>);
+/// Tells whether a batch is still alive (a writer or a slice holds it), without
+/// holding it: the last slice written frees it at once.
+pub(crate) struct BatchRef(Weak<Buf>);
 
 impl BatchRef {
-    /// Whether a writer or a slice other than this handle still holds the batch.
+    /// Whether a writer or a slice still holds the batch.
     pub(crate) fn in_use(&self) -> bool {
-        Arc::strong_count(&self.0) > 1
+        self.0.strong_count() > 0
     }
 }
 
 impl fmt::Debug for BatchRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BatchRef")
-            .field("cap", &self.0.cap)
             .field("in_use", &self.in_use())
             .finish()
     }
