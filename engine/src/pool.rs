@@ -345,16 +345,9 @@ impl OutQueue {
             Chunk::Shared(f) => self.push_shared(pool, f),
             Chunk::Slice(b) if b.is_empty() => {}
             Chunk::Slice(b) => {
-                let q = self.inner.get_or_insert_with(|| pool.get_queue());
-                q.len += b.len();
-                if q.chunks.len() > q.sealed {
-                    if let Some(Chunk::Slice(last)) = q.chunks.back_mut() {
-                        if last.join(&b) {
-                            return;
-                        }
-                    }
+                if !self.join_slice(&b) {
+                    self.push_new_slice(pool, b);
                 }
-                q.chunks.push_back(Chunk::Slice(b));
             }
             Chunk::Owned(v) if v.is_empty() => pool.put(v),
             Chunk::Owned(v) => {
@@ -474,28 +467,48 @@ impl OutQueue {
         frame: &Arc<[u8]>,
         fresh: bool,
     ) {
-        if let Some(q) = self.inner.as_mut() {
-            if q.chunks.len() > q.sealed {
-                if let Some(Chunk::Slice(last)) = q.chunks.back_mut() {
-                    if last.join(slice) {
-                        q.len += slice.len();
-                        return;
-                    }
-                    if last.ends_batch() && slice.starts_batch() {
-                        q.len += slice.len();
-                        q.chunks.push_back(Chunk::Slice(slice.clone()));
-                        return;
-                    }
-                }
-            }
+        if self.join_slice(slice) {
+            return;
         }
-        if fresh && !slice.is_empty() {
-            let q = self.inner.get_or_insert_with(|| pool.get_queue());
-            q.len += slice.len();
-            q.chunks.push_back(Chunk::Slice(slice.clone()));
+        let follows =
+            self.open_slice().is_some_and(|last| last.ends_batch()) && slice.starts_batch();
+        if (follows || fresh) && !slice.is_empty() {
+            self.push_new_slice(pool, slice.clone());
             return;
         }
         self.push_published(pool, frame);
+    }
+
+    /// The last chunk when it is a batch range that may still grow (not sealed).
+    #[inline]
+    fn open_slice(&mut self) -> Option<&mut BatchSlice> {
+        let q = self.inner.as_mut()?;
+        if q.chunks.len() <= q.sealed {
+            return None;
+        }
+        match q.chunks.back_mut() {
+            Some(Chunk::Slice(last)) => Some(last),
+            _ => None,
+        }
+    }
+
+    /// Grows the last chunk over `slice` when that is the range right behind it.
+    #[inline]
+    fn join_slice(&mut self, slice: &BatchSlice) -> bool {
+        if !self.open_slice().is_some_and(|last| last.join(slice)) {
+            return false;
+        }
+        if let Some(q) = self.inner.as_mut() {
+            q.len += slice.len();
+        }
+        true
+    }
+
+    /// Queues `slice` as a chunk of its own.
+    fn push_new_slice(&mut self, pool: &mut Pool, slice: BatchSlice) {
+        let q = self.inner.get_or_insert_with(|| pool.get_queue());
+        q.len += slice.len();
+        q.chunks.push_back(Chunk::Slice(slice));
     }
 
     /// Queues a shared frame as a chunk of its own (never copied).
