@@ -52,7 +52,7 @@ impl<H: Handler> Worker<H> {
         let mut slice: Option<Option<BatchSlice>> = None;
         let mut members = std::mem::take(&mut self.rt.fanout);
         members.clear();
-        members.extend(self.rt.topics.members(topic));
+        members.extend_from_slice(self.rt.topics.members(topic));
         for &idx in &members {
             let Some(slot) = self.slots.get_mut(idx) else {
                 continue;
