@@ -4,6 +4,5 @@
 
 pub mod broadcast;
 pub mod cpu;
-pub mod malloc;
 pub mod rawecho;
 pub mod rawtcp;

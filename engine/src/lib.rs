@@ -39,6 +39,7 @@
 //!   and each close at `debug`, nothing per message.
 #![warn(missing_docs)]
 
+pub mod alloc;
 mod batch;
 mod bits;
 #[cfg(feature = "tokio")]

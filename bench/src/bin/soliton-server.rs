@@ -734,7 +734,7 @@ fn reload(server: &ServerHandle, old: Args) -> Args {
 
 /// `--malloc-trim-threshold`: sets it (0: leaves glibc's own), warning where it cannot.
 fn trim_threshold(bytes: usize) {
-    if bytes != 0 && !soliton_bench::malloc::set_trim_threshold(bytes) {
+    if bytes != 0 && !soliton::alloc::set_trim_threshold(bytes) {
         tracing::warn!("--malloc-trim-threshold: not available with this C library");
     }
 }
