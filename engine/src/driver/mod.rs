@@ -354,6 +354,15 @@ impl Driver {
         self.backend
     }
 
+    /// io_uring: the provided buffers in the ring now, and those held out of it.
+    #[cfg(test)]
+    fn ring_population(&self) -> Option<(u16, usize)> {
+        match &self.inner {
+            Inner::Uring(u) => Some(u.ring_population()),
+            Inner::Epoll(_) => None,
+        }
+    }
+
     /// A waker for this driver, usable from any thread.
     pub fn waker(&self) -> Waker {
         self.waker.clone()
@@ -640,6 +649,68 @@ mod tests {
             let want: Vec<_> = (0..N).map(|i| format!("m{i:03}").into_bytes()).collect();
             assert_eq!(got, want, "{backend:?}");
         }
+    }
+
+    /// io_uring keeps in its ring only as many buffers as the receives need: steady
+    /// traffic on one socket shrinks the ring's population, and when a hundred sockets
+    /// then read at once the ring runs dry (`ENOBUFS`), fills again, and every message
+    /// is read, in the same turn or the next.
+    #[test]
+    fn uring_ring_shrinks_under_steady_reads_and_fills_again_when_they_burst() {
+        const N: usize = 100;
+        if !backends().contains(&Backend::IoUring) {
+            return;
+        }
+        let mut d = driver(Backend::IoUring);
+        let (full, held) = d.ring_population().unwrap();
+        assert_eq!((full, held), (128, 0), "all buffers in the ring at first");
+        let mut log = Log::default();
+        let l = listener("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+        let addr = local_addr(&l).unwrap();
+        d.listen(l).unwrap();
+        let mut clients: Vec<_> = (0..N)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let until = Instant::now() + Duration::from_secs(5);
+        while log.accepted.len() < N && Instant::now() < until {
+            turn(&mut d, &mut log);
+        }
+        assert_eq!(log.accepted.len(), N, "accepted within 5 s");
+        turn(&mut d, &mut log);
+        // steady: one read at a time on one socket, 4 windows of receives
+        let until = Instant::now() + Duration::from_secs(20);
+        for i in 0..4096 {
+            clients[0].write_all(b"s").unwrap();
+            while log.received.len() <= i && Instant::now() < until {
+                turn(&mut d, &mut log);
+            }
+        }
+        assert_eq!(log.received.len(), 4096, "every steady read within 20 s");
+        let (in_ring, held) = d.ring_population().unwrap();
+        assert!(
+            in_ring <= 32 && held >= 96,
+            "the population shrank to a quarter: {in_ring} in the ring, {held} held"
+        );
+        // a burst: a message on every socket at once, more than the ring now holds
+        log.received.clear();
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.write_all(format!("m{i:03}").as_bytes()).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let until = Instant::now() + Duration::from_secs(5);
+        while log.received.len() < N && Instant::now() < until {
+            turn(&mut d, &mut log);
+        }
+        let mut got: Vec<_> = log.received.iter().map(|(_, b)| b.clone()).collect();
+        got.sort();
+        let want: Vec<_> = (0..N).map(|i| format!("m{i:03}").into_bytes()).collect();
+        assert_eq!(got, want, "every message of the burst, once");
+        let (in_ring, held) = d.ring_population().unwrap();
+        assert_eq!(
+            (in_ring, held),
+            (128, 0),
+            "the ring ran dry and every buffer went back in"
+        );
     }
 
     /// epoll reads no more than the sink's budget at a time, and a read that fills the

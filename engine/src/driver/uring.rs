@@ -602,6 +602,12 @@ impl Uring {
         self.socks.len()
     }
 
+    /// The provided buffers in the ring now, and those held out of it.
+    #[cfg(test)]
+    pub(super) fn ring_population(&self) -> (u16, usize) {
+        self.bufs.population()
+    }
+
     pub(super) fn reclaim(&mut self, pool: &mut Pool) {
         self.pool.give_buffers(pool);
     }
@@ -933,7 +939,12 @@ impl Uring {
         } else if !more {
             // ENOBUFS (the ring ran dry), a cancellation while paused and resumed since,
             // or the kernel ended the multishot: armed again where still wanted
-            self.starved |= res == -libc::ENOBUFS;
+            if res == -libc::ENOBUFS {
+                self.starved = true;
+                // the ring is filled again before the receive is armed again
+                self.bufs.ran_dry();
+                self.bufs.publish();
+            }
             self.arm_recv(idx);
         }
     }
