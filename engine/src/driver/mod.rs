@@ -552,6 +552,44 @@ mod tests {
         d.dispatch(log);
     }
 
+    /// `n` clients connected to `d` (listening on loopback) and accepted, their receives
+    /// armed.
+    fn accept_many(d: &mut Driver, log: &mut Log, n: usize) -> Vec<std::net::TcpStream> {
+        let l = listener("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+        let addr = local_addr(&l).unwrap();
+        d.listen(l).unwrap();
+        let clients: Vec<_> = (0..n)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let until = Instant::now() + Duration::from_secs(5);
+        while log.accepted.len() < n && Instant::now() < until {
+            turn(d, log);
+        }
+        assert_eq!(log.accepted.len(), n, "accepted within 5 s");
+        turn(d, log);
+        clients
+    }
+
+    /// Every client writes its message (`m000`, `m001`, ...) at once; after 100 ms the
+    /// data has settled. Returns the messages, sorted.
+    fn burst(clients: &mut [std::net::TcpStream]) -> Vec<Vec<u8>> {
+        let want: Vec<_> = (0..clients.len())
+            .map(|i| format!("m{i:03}").into_bytes())
+            .collect();
+        for (c, m) in clients.iter_mut().zip(&want) {
+            c.write_all(m).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        want
+    }
+
+    /// What `log` received, one entry per read, sorted.
+    fn sorted(log: &Log) -> Vec<Vec<u8>> {
+        let mut got: Vec<_> = log.received.iter().map(|(_, b)| b.clone()).collect();
+        got.sort();
+        got
+    }
+
     /// A driver on `backend` listening on loopback, a client connected to it (5 s read
     /// timeout) and the accepted socket's token.
     fn accepted(backend: Backend, log: &mut Log) -> (Driver, std::net::TcpStream, Token) {
@@ -621,33 +659,15 @@ mod tests {
         for backend in backends() {
             let mut d = driver(backend);
             let mut log = Log::default();
-            let l = listener("127.0.0.1:0".parse().unwrap(), 128).unwrap();
-            let addr = local_addr(&l).unwrap();
-            d.listen(l).unwrap();
-            let mut clients: Vec<_> = (0..N)
-                .map(|_| std::net::TcpStream::connect(addr).unwrap())
-                .collect();
-            let until = Instant::now() + Duration::from_secs(5);
-            while log.accepted.len() < N && Instant::now() < until {
-                turn(&mut d, &mut log);
-            }
-            assert_eq!(log.accepted.len(), N, "{backend:?}: accepted within 5 s");
-            // the receives are armed; now every client writes and the data settles
-            turn(&mut d, &mut log);
-            for (i, c) in clients.iter_mut().enumerate() {
-                c.write_all(format!("m{i:03}").as_bytes()).unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            let mut clients = accept_many(&mut d, &mut log, N);
+            let want = burst(&mut clients);
             turn(&mut d, &mut log);
             assert_eq!(
                 log.received.len(),
                 N,
                 "{backend:?}: one turn read every socket"
             );
-            let mut got: Vec<_> = log.received.iter().map(|(_, b)| b.clone()).collect();
-            got.sort();
-            let want: Vec<_> = (0..N).map(|i| format!("m{i:03}").into_bytes()).collect();
-            assert_eq!(got, want, "{backend:?}");
+            assert_eq!(sorted(&log), want, "{backend:?}");
         }
     }
 
@@ -665,18 +685,7 @@ mod tests {
         let (full, held) = d.ring_population().unwrap();
         assert_eq!((full, held), (128, 0), "all buffers in the ring at first");
         let mut log = Log::default();
-        let l = listener("127.0.0.1:0".parse().unwrap(), 128).unwrap();
-        let addr = local_addr(&l).unwrap();
-        d.listen(l).unwrap();
-        let mut clients: Vec<_> = (0..N)
-            .map(|_| std::net::TcpStream::connect(addr).unwrap())
-            .collect();
-        let until = Instant::now() + Duration::from_secs(5);
-        while log.accepted.len() < N && Instant::now() < until {
-            turn(&mut d, &mut log);
-        }
-        assert_eq!(log.accepted.len(), N, "accepted within 5 s");
-        turn(&mut d, &mut log);
+        let mut clients = accept_many(&mut d, &mut log, N);
         // steady: one read at a time on one socket, 4 windows of receives
         let until = Instant::now() + Duration::from_secs(20);
         for i in 0..4096 {
@@ -693,18 +702,12 @@ mod tests {
         );
         // a burst: a message on every socket at once, more than the ring now holds
         log.received.clear();
-        for (i, c) in clients.iter_mut().enumerate() {
-            c.write_all(format!("m{i:03}").as_bytes()).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        let want = burst(&mut clients);
         let until = Instant::now() + Duration::from_secs(5);
         while log.received.len() < N && Instant::now() < until {
             turn(&mut d, &mut log);
         }
-        let mut got: Vec<_> = log.received.iter().map(|(_, b)| b.clone()).collect();
-        got.sort();
-        let want: Vec<_> = (0..N).map(|i| format!("m{i:03}").into_bytes()).collect();
-        assert_eq!(got, want, "every message of the burst, once");
+        assert_eq!(sorted(&log), want, "every message of the burst, once");
         let (in_ring, held) = d.ring_population().unwrap();
         assert_eq!(
             (in_ring, held),
