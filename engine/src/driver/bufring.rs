@@ -83,11 +83,12 @@ impl Population {
         }
     }
 
-    /// A receive took a buffer from the ring.
-    fn took(&mut self) {
-        self.in_ring = self.in_ring.saturating_sub(1);
+    /// Receives took `n` buffers from the ring (a pass's completions, counted before
+    /// any of their buffers comes back, so that `low` sees the pass's whole dip).
+    fn took(&mut self, n: u16) {
+        self.in_ring = self.in_ring.saturating_sub(n);
         self.low = self.low.min(self.in_ring);
-        self.seen += 1;
+        self.seen += u32::from(n);
         if self.seen >= Self::WINDOW {
             if self.calm > 0 {
                 self.calm -= 1;
@@ -191,8 +192,13 @@ impl BufRing {
     pub(crate) fn lend(&mut self, bid: u16) {
         if let Some(l) = self.lent.get_mut(bid as usize) {
             *l = true;
-            self.pop.took();
         }
+    }
+
+    /// Counts `n` buffers handed out of the ring by the completions about to be
+    /// dispatched (before any of them is given back).
+    pub(crate) fn taken(&mut self, n: usize) {
+        self.pop.took(n.min(u16::MAX as usize) as u16);
     }
 
     /// Gives lent buffer `bid` back: into the ring (at the local tail, visible to the
@@ -328,9 +334,7 @@ mod tests {
     /// then they all come back; returns the target after `passes` passes.
     fn passes(p: &mut Population, k: u16, passes: u32) {
         for _ in 0..passes {
-            for _ in 0..k.min(p.in_ring) {
-                p.took();
-            }
+            p.took(k.min(p.in_ring));
             for _ in 0..k {
                 let _ = p.back();
             }
@@ -403,6 +407,7 @@ mod tests {
             if br.lent[bid as usize] {
                 continue;
             }
+            br.taken(1);
             br.lend(bid);
             br.give_back(bid);
         }

@@ -809,6 +809,14 @@ impl Uring {
         let mut cqes = std::mem::take(&mut self.cqes);
         cqes.clear();
         cqes.extend(self.ring.completion());
+        // the buffers these completions took, all out of the ring before any comes back
+        let taken = cqes
+            .iter()
+            .filter(|c| cqueue::buffer_select(c.flags()).is_some())
+            .count();
+        if taken > 0 {
+            self.bufs.taken(taken);
+        }
         let mut recycled = false;
         for cqe in cqes.drain(..) {
             let (kind, idx, gen) = ud_parts(cqe.user_data());
