@@ -679,6 +679,7 @@ mod tests {
     fn uring_ring_shrinks_under_steady_reads_and_fills_again_when_they_burst() {
         const N: usize = 100;
         if !backends().contains(&Backend::IoUring) {
+            // backends() said why
             return;
         }
         let mut d = driver(Backend::IoUring);
