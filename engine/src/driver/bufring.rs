@@ -15,6 +15,11 @@
 //! buffer (`perf`). So only as many buffers are in the ring as the receives need
 //! ([`Population`]): fewer while no receive goes without, all of them again at once
 //! when one does (`ENOBUFS`).
+//!
+//! The buffers are one anonymous mapping, so a page is resident only once the kernel
+//! has written a receive into it (an idle worker's ring costs no memory), and a buffer
+//! held out of the ring gives its pages back (`MADV_DONTNEED`): after a burst, the
+//! ring's resident memory shrinks with its population.
 #![allow(unsafe_code)]
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -30,8 +35,11 @@ use io_uring::IoUring;
 pub(crate) struct BufRing {
     ring: *mut BufRingEntry,
     ring_layout: Layout,
+    /// `entries * size` bytes mapped with `mmap` (null when the mapping failed).
     bufs: *mut u8,
-    bufs_layout: Layout,
+    bufs_len: usize,
+    /// The system's page size (what `release` rounds to).
+    page: usize,
     entries: u16,
     size: usize,
     /// Local tail (published with `publish`).
@@ -139,18 +147,38 @@ impl BufRing {
         let ring_layout =
             Layout::from_size_align(entries as usize * size_of::<BufRingEntry>(), 4096)
                 .map_err(io::Error::other)?;
-        let bufs_layout =
-            Layout::from_size_align(entries as usize * size, 4096).map_err(io::Error::other)?;
-        // SAFETY: both layouts have a non-zero size (entries >= 1, size >= 1).
+        let bufs_len = (entries as usize)
+            .checked_mul(size)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: the layout has a non-zero size (entries >= 1).
         let ring = unsafe { alloc_zeroed(ring_layout) }.cast::<BufRingEntry>();
-        // SAFETY: as above.
-        let bufs = unsafe { alloc_zeroed(bufs_layout) };
+        // Not the allocator: it would zero the whole block by hand (an alignment above
+        // 16 bytes rules out `calloc`), making every page resident at start. A fresh
+        // anonymous mapping reads as zeros and takes pages as they are written.
+        // SAFETY: a new private anonymous mapping of `bufs_len > 0` bytes; no address
+        // hint, no file.
+        let mapped = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bufs_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        let bufs = if mapped == libc::MAP_FAILED {
+            std::ptr::null_mut()
+        } else {
+            mapped.cast::<u8>()
+        };
         // from here on `Drop` frees what was allocated
         let mut br = BufRing {
             ring,
             ring_layout,
             bufs,
-            bufs_layout,
+            bufs_len,
+            page: page_size(),
             entries,
             size,
             tail: 0,
@@ -216,7 +244,33 @@ impl BufRing {
         if self.pop.back() {
             self.push(bid);
         } else {
+            self.release(bid);
             self.held.push(bid);
+        }
+    }
+
+    /// Gives the whole pages of buffer `bid` (held out of the ring: neither the kernel
+    /// nor a caller uses it) back to the kernel; they read as zeros when next written.
+    /// Rare: buffers are held only after the population halves, at most one round of
+    /// the ring per halving.
+    fn release(&mut self, bid: u16) {
+        let page = self.page;
+        let start = bid as usize * self.size;
+        let first = start.next_multiple_of(page);
+        let end = (start + self.size) / page * page;
+        if end <= first {
+            return;
+        }
+        // SAFETY: `[first, end)` lies inside buffer `bid` (rounded inwards to whole
+        // pages), inside the mapping; the buffer is not in the ring and not lent, so no
+        // one reads or writes it until it is pushed again, and then it reads as zeros,
+        // which is all a fresh buffer promises. A failure leaves the pages as they were.
+        unsafe {
+            libc::madvise(
+                self.bufs.add(first).cast(),
+                end - first,
+                libc::MADV_DONTNEED,
+            );
         }
     }
 
@@ -284,16 +338,24 @@ impl BufRing {
     }
 }
 
+/// The system's page size (4 KiB where `sysconf` cannot tell).
+fn page_size() -> usize {
+    // SAFETY: `sysconf` reads a constant of the system.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts (or null, when allocation
-        // failed), freed once; by `new`'s contract the kernel no longer uses them.
+        // SAFETY: allocated (the ring) and mapped (the buffers) in `new` with these
+        // sizes, or null when that failed; freed once; by `new`'s contract the kernel no
+        // longer uses them.
         unsafe {
             if !self.ring.is_null() {
                 dealloc(self.ring.cast(), self.ring_layout);
             }
             if !self.bufs.is_null() {
-                dealloc(self.bufs, self.bufs_layout);
+                libc::munmap(self.bufs.cast(), self.bufs_len);
             }
         }
     }
@@ -428,6 +490,68 @@ mod tests {
         assert_eq!(e.bid(), last_held);
         assert!(br.tail.wrapping_sub(start) as usize >= 64 + held);
         br.publish();
+    }
+
+    /// Pages of `len` bytes at `off` in the ring's buffers that are resident.
+    fn resident(br: &BufRing, off: usize, len: usize) -> usize {
+        let mut vec = vec![0u8; len.div_ceil(br.page)];
+        // SAFETY: `[off, off + len)` lies inside the mapping and `off` is page aligned
+        // (the callers pass whole buffers whose size is a multiple of the page); `vec`
+        // has a byte per page.
+        let r = unsafe { libc::mincore(br.bufs.add(off).cast(), len, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", io::Error::last_os_error());
+        vec.iter().filter(|&&b| b & 1 != 0).count()
+    }
+
+    /// With a kernel: a new ring's buffers take no memory until written; a buffer held
+    /// out of the ring gives its pages back, and reads as zeros once it is back.
+    #[test]
+    fn buffers_take_memory_when_written_and_give_it_back_when_held() {
+        let Ok(uring) = IoUring::new(8) else {
+            eprintln!("SKIPPED: io_uring unavailable here");
+            return;
+        };
+        let size = 2 * page_size();
+        // SAFETY: `br` is dropped before `uring` (declared after it, dropped first).
+        let Ok(mut br) = (unsafe { BufRing::new(&uring, 64, size, 11) }) else {
+            eprintln!("SKIPPED: provided buffer rings unavailable here");
+            return;
+        };
+        assert_eq!(
+            resident(&br, 0, 64 * size),
+            0,
+            "nothing resident before a write"
+        );
+        for i in 0..(Population::WINDOW * 4) {
+            let bid = (i % 64) as u16;
+            // the kernel hands out only buffers in the ring
+            if br.lent[bid as usize] || br.held.contains(&bid) {
+                continue;
+            }
+            br.taken(1);
+            br.lend(bid);
+            br.get(bid, size).fill(0xab);
+            br.give_back(bid);
+        }
+        let (in_ring, held) = br.population();
+        assert!(in_ring <= 32 && held >= 32, "{in_ring} in, {held} held");
+        for bid in 0..64u16 {
+            let pages = resident(&br, bid as usize * size, size);
+            if br.held.contains(&bid) {
+                assert_eq!(pages, 0, "held buffer {bid} gave its pages back");
+            } else {
+                assert_eq!(pages, 2, "buffer {bid} in the ring keeps what was written");
+            }
+        }
+        let bid = br.held[0];
+        br.ran_dry();
+        assert_eq!(br.population(), (64, 0));
+        br.lend(bid);
+        assert!(
+            br.get(bid, size).iter().all(|&b| b == 0),
+            "a released buffer reads as zeros"
+        );
+        br.give_back(bid);
     }
 
     #[test]
