@@ -204,8 +204,14 @@ pub(crate) struct Inner {
 /// Owned chunks grow up to this before a new one is started (a written chunk goes
 /// back to the pool whole: smaller chunks keep less of a long queue resident).
 const CHUNK_MAX: usize = 16 * 1024;
-/// The least room a new chunk gets.
-const CHUNK_START: usize = 4 * 1024;
+/// The least room a new chunk gets: a control frame or a handshake response fits, so
+/// that a storm of them (every connection closing at once, a ping round, a burst of
+/// handshakes) holds a few hundred bytes per connection until written, not a page; a
+/// chunk that more is appended to grows by doubling, and goes back to the pool with
+/// what it grew to, so a steady load reuses chunks of its own size.
+const CHUNK_START: usize = 256;
+/// What a chunk grows to first when more is written into it than it has room for.
+const CHUNK_GROW: usize = 4 * 1024;
 /// Owned chunks under this size are copied behind the last chunk when it has room,
 /// rather than queued as a chunk of their own.
 const COALESCE_MAX: usize = 1024;
@@ -259,8 +265,8 @@ impl OutQueue {
     #[inline(never)]
     fn push_small_new_chunk(&mut self, pool: &mut Pool, head: [u8; 2], payload: &[u8]) {
         let n = 2 + payload.len();
+        // `tail` leaves room for `n`
         let v = self.tail(pool, n, 0);
-        v.reserve(n);
         append_small(v, head, payload);
     }
 
@@ -327,15 +333,23 @@ impl OutQueue {
             if !empty {
                 q.chunks.push_back(Chunk::Owned(pool.get()));
             }
-            if let Some(Chunk::Owned(v)) = q.chunks.back_mut() {
-                // a fresh buffer starts at a page rather than doubling up from a few bytes
-                v.reserve((n + spare).max(CHUNK_START));
-            }
         }
-        match q.chunks.back_mut() {
-            Some(Chunk::Owned(v)) => v,
-            _ => unreachable!("the last chunk was just checked or pushed as owned"),
+        let Some(Chunk::Owned(v)) = q.chunks.back_mut() else {
+            unreachable!("the last chunk was just checked or pushed as owned")
+        };
+        let want = n + spare;
+        if v.capacity() - v.len() < want {
+            // a fresh buffer gets `CHUNK_START` (one control frame or handshake response
+            // fits); one that more is written into jumps to `CHUNK_GROW` (a pass of
+            // pipelined frames), then doubles; a recycled one keeps what it has
+            let floor = if v.capacity() == 0 {
+                CHUNK_START
+            } else {
+                CHUNK_GROW.saturating_sub(v.len())
+            };
+            v.reserve(want.max(floor));
         }
+        v
     }
 
     /// Appends a chunk as it is (owned bytes are moved, not copied, unless they are
@@ -947,7 +961,7 @@ mod bound_tests {
             dpool.give_buffers(&mut wpool);
             assert!(dpool.spares.is_empty() && dpool.spare_bytes == 0);
             assert_eq!(wpool.spares.len(), 1);
-            assert_eq!(wpool.spare_bytes, CHUNK_START);
+            assert_eq!(wpool.spare_bytes, 1028.max(CHUNK_START));
         }
         // behind bytes still queued for the socket, the chunks are appended in order
         wire.push_bytes(&mut dpool, b"ab");
@@ -980,6 +994,63 @@ mod bound_tests {
         assert!(full.spares.is_empty() && full.spare_bytes == 0);
         assert!(dpool.spares.is_empty() && dpool.spare_bytes == 0);
         assert_eq!(full.free_bytes, POOL_BYTES_MAX);
+    }
+
+    /// The capacity of the queue's last chunk.
+    fn last_capacity(q: &OutQueue) -> usize {
+        match q.inner.as_ref().and_then(|q| q.chunks.back()) {
+            Some(Chunk::Owned(v)) => v.capacity(),
+            _ => 0,
+        }
+    }
+
+    /// A control frame or a handshake response on a fresh queue takes a small chunk (a
+    /// thousand connections closing at once hold a few hundred bytes each until
+    /// written, not a page); more written into it jumps to `CHUNK_GROW`, then doubles;
+    /// the grown chunk is what the pool hands out next.
+    #[test]
+    fn fresh_chunks_start_small_and_grow_by_a_page_then_doubling() {
+        let mut pool = Pool::default();
+        let mut queues: Vec<OutQueue> = (0..1000).map(|_| OutQueue::default()).collect();
+        for q in &mut queues {
+            q.push_small(&mut pool, [0x88, 2], &[0x03, 0xe8]);
+            q.push_bytes(&mut pool, &[0x8a, 0]);
+        }
+        let held: usize = queues.iter().map(last_capacity).sum();
+        assert_eq!(held, 1000 * CHUNK_START);
+        assert!(held <= 1000 * 256, "{held} bytes for 1,000 close replies");
+        let mut q = OutQueue::default();
+        q.push_bytes(&mut pool, &[7; 200]);
+        assert_eq!(last_capacity(&q), CHUNK_START);
+        q.push_bytes(&mut pool, &[8; 100]);
+        assert_eq!(
+            last_capacity(&q),
+            CHUNK_GROW,
+            "past its room a chunk jumps to a page"
+        );
+        for _ in 0..40 {
+            q.push_small(&mut pool, [0x82, 125], &[9; 125]);
+        }
+        assert_eq!(last_capacity(&q), 2 * CHUNK_GROW, "then doubles");
+        let mut want = vec![7; 200];
+        want.extend_from_slice(&[8; 100]);
+        for _ in 0..40 {
+            want.extend_from_slice(&[0x82, 125]);
+            want.extend_from_slice(&[9; 125]);
+        }
+        assert_eq!(drain(&q), want);
+        let n = q.len();
+        q.advance(n, &mut pool);
+        let mut next = OutQueue::default();
+        next.push_small(&mut pool, [0x81, 1], b"x");
+        assert_eq!(
+            last_capacity(&next),
+            2 * CHUNK_GROW,
+            "the grown chunk is reused"
+        );
+        for q in &mut queues {
+            q.clear(&mut pool);
+        }
     }
 
     #[test]
