@@ -234,6 +234,10 @@ crate::bits::bit_flags! {
 
 /// No send in flight (`Sock::send`).
 const NO_SEND: u32 = u32::MAX;
+/// A plain send of one chunk in flight (`Sock::send`): it needs no `SendOp`, so a
+/// storm of single-chunk writes (every connection's close reply or pong at once) holds
+/// no kilobyte-sized operation per connection. Other values index `Uring::sends`.
+const PLAIN_SEND: u32 = u32::MAX - 1;
 
 struct Sock {
     fd: OwnedFd,
@@ -634,36 +638,41 @@ impl Uring {
             }
             return;
         }
-        let mut op = self.free_sends.pop().unwrap_or_else(new_send_op);
-        let iov = &mut op.iov;
-        let n = s.q.slices(IOV, |i, b| {
-            iov[i] = libc::iovec {
-                iov_base: b.as_ptr().cast_mut().cast(),
-                iov_len: b.len(),
-            }
-        });
-        op.msg.msg_iov = op.iov.as_mut_ptr();
-        op.msg.msg_iovlen = n as _;
-        s.q.seal();
-        s.ops += 1;
         let fd = Fd(s.fd.as_raw_fd());
+        let mut first: &[u8] = &[];
         // one chunk (an echo, a single queued frame) goes as a plain send: the kernel
-        // then copies no msghdr and imports no iovec array for it
-        let e = if n == 1 {
-            opcode::Send::new(
+        // then copies no msghdr and imports no iovec array for it, and it needs no
+        // operation here (the sealed chunk stays where it is until the completion)
+        let e = if s.q.slices(2, |i, b| first = if i == 0 { b } else { first }) == 1 {
+            let e = opcode::Send::new(
                 fd,
-                op.iov[0].iov_base.cast_const().cast(),
-                op.iov[0].iov_len.min(u32::MAX as usize) as u32,
+                first.as_ptr(),
+                first.len().min(u32::MAX as usize) as u32,
             )
             .flags(libc::MSG_NOSIGNAL)
-            .build()
+            .build();
+            s.send = PLAIN_SEND;
+            e
         } else {
-            opcode::SendMsg::new(fd, &op.msg)
+            let mut op = self.free_sends.pop().unwrap_or_else(new_send_op);
+            let iov = &mut op.iov;
+            let n = s.q.slices(IOV, |i, b| {
+                iov[i] = libc::iovec {
+                    iov_base: b.as_ptr().cast_mut().cast(),
+                    iov_len: b.len(),
+                }
+            });
+            op.msg.msg_iov = op.iov.as_mut_ptr();
+            op.msg.msg_iovlen = n as _;
+            let e = opcode::SendMsg::new(fd, &op.msg)
                 .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
+                .build();
+            s.send = self.sends.insert(op) as u32;
+            e
         }
         .user_data(ud(K_SEND, idx, s.gen));
-        s.send = self.sends.insert(op) as u32;
+        s.q.seal();
+        s.ops += 1;
         self.sends_in_flight += 1;
         self.new_sends += 1;
         self.push(e);
@@ -962,7 +971,7 @@ impl Uring {
             return;
         };
         s.ops -= 1;
-        let op = (s.send != NO_SEND).then(|| self.sends.remove(s.send as usize));
+        let op = (s.send < PLAIN_SEND).then(|| self.sends.remove(s.send as usize));
         s.send = NO_SEND;
         self.sends_in_flight -= 1;
         let t = Token::new(idx, gen);
@@ -1064,7 +1073,9 @@ impl Drop for Uring {
                         s.ops = s.ops.saturating_sub(1);
                         if kind == K_SEND && s.send != NO_SEND {
                             s.q.unseal();
-                            self.sends.remove(s.send as usize);
+                            if s.send < PLAIN_SEND {
+                                self.sends.remove(s.send as usize);
+                            }
                             s.send = NO_SEND;
                         }
                     }
