@@ -207,8 +207,9 @@ const CHUNK_MAX: usize = 16 * 1024;
 /// The least room a new chunk gets: a control frame or a handshake response fits, so
 /// that a storm of them (every connection closing at once, a ping round, a burst of
 /// handshakes) holds a few hundred bytes per connection until written, not a page; a
-/// chunk that more is appended to grows by doubling, and goes back to the pool with
-/// what it grew to, so a steady load reuses chunks of its own size.
+/// chunk that more is appended to grows to `CHUNK_GROW`, then by doubling, and goes
+/// back to the pool with what it grew to, so a steady load reuses chunks of its own
+/// size.
 const CHUNK_START: usize = 256;
 /// What a chunk grows to first when more is written into it than it has room for.
 const CHUNK_GROW: usize = 4 * 1024;

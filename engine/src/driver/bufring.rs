@@ -29,6 +29,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
+use super::sys;
+
 /// A provided buffer ring of `entries` buffers of `size` bytes each, registered with
 /// one io_uring instance under one buffer group id.
 #[derive(Debug)]
@@ -178,7 +180,7 @@ impl BufRing {
             ring_layout,
             bufs,
             bufs_len,
-            page: page_size(),
+            page: sys::page_size() as usize,
             entries,
             size,
             tail: 0,
@@ -336,13 +338,6 @@ impl BufRing {
         // self` and so ends this borrow first.
         unsafe { std::slice::from_raw_parts_mut(self.bufs.add(bid as usize * self.size), len) }
     }
-}
-
-/// The system's page size (4 KiB where `sysconf` cannot tell).
-fn page_size() -> usize {
-    // SAFETY: `sysconf` reads a constant of the system.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
 impl Drop for BufRing {
@@ -511,7 +506,7 @@ mod tests {
             eprintln!("SKIPPED: io_uring unavailable here");
             return;
         };
-        let size = 2 * page_size();
+        let size = 2 * sys::page_size() as usize;
         // SAFETY: `br` is dropped before `uring` (declared after it, dropped first).
         let Ok(mut br) = (unsafe { BufRing::new(&uring, 64, size, 11) }) else {
             eprintln!("SKIPPED: provided buffer rings unavailable here");

@@ -643,7 +643,12 @@ impl Uring {
         // one chunk (an echo, a single queued frame) goes as a plain send: the kernel
         // then copies no msghdr and imports no iovec array for it, and it needs no
         // operation here (the sealed chunk stays where it is until the completion)
-        let e = if s.q.slices(2, |i, b| first = if i == 0 { b } else { first }) == 1 {
+        let chunks = s.q.slices(2, |i, b| {
+            if i == 0 {
+                first = b;
+            }
+        });
+        let e = if chunks == 1 {
             let e = opcode::Send::new(
                 fd,
                 first.as_ptr(),
