@@ -9,8 +9,16 @@
 //! server's time in page faults and `madvise`); a client sending 16 KiB messages on
 //! 200 connections faulted its queue chunks in again the same way. Raising the
 //! threshold keeps that memory in the arena for the next round; the arena above the
-//! threshold is still trimmed. The engine never calls this itself: the process's
+//! threshold is still trimmed. The engine never sets the thresholds itself: the process's
 //! allocator is its owner's choice.
+//!
+//! What it does call, after connection churn ([`Config::release_memory_after`]), is
+//! [`release_free_memory`]: a burst of handshakes or closes frees its buffers all at
+//! once, and with a high trim threshold (or in the middle of an arena, whatever the
+//! threshold) glibc keeps those pages resident for good. Under another allocator the
+//! call finds glibc's arenas empty and costs nothing.
+//!
+//! [`Config::release_memory_after`]: crate::server::Config::release_memory_after
 
 /// Sets glibc's `M_TRIM_THRESHOLD` to `bytes` and its `M_MMAP_THRESHOLD` to half of
 /// it (at most 32 MiB), as glibc's own dynamic rule would once it had freed a block
@@ -36,6 +44,24 @@ pub fn set_trim_threshold(_bytes: usize) -> bool {
     false
 }
 
+/// Hands every free page of the C allocator's arenas back to the kernel (glibc's
+/// `malloc_trim(0)`, which since glibc 2.8 releases free pages in the middle of an arena
+/// too, not only its top). True where memory was released.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn release_free_memory() -> bool {
+    // SAFETY: malloc_trim takes no pointer; it works on the allocator's own arenas
+    // under their locks.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// Hands the C allocator's free pages back to the kernel; false where that is not
+/// available.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn release_free_memory() -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     /// glibc takes the thresholds.
@@ -44,5 +70,49 @@ mod tests {
     fn glibc_takes_the_threshold() {
         assert!(super::set_trim_threshold(64 << 20));
         assert!(super::set_trim_threshold(256 << 10));
+    }
+
+    /// Pages freed under a high trim threshold stay resident until released.
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn freed_pages_go_back_when_released() {
+        fn rss_kb() -> usize {
+            let s = std::fs::read_to_string("/proc/self/statm").expect("statm");
+            let pages: usize = s
+                .split_whitespace()
+                .nth(1)
+                .expect("rss")
+                .parse()
+                .expect("n");
+            pages * crate::driver::sys::page_size() as usize / 1024
+        }
+        // a thread of its own: its own arena, away from the other tests' memory
+        std::thread::spawn(|| {
+            assert!(super::set_trim_threshold(64 << 20));
+            // 8,000 blocks of 4 KiB, under the mmap threshold: they come from the arena
+            let mut v: Vec<Vec<u8>> = (0..8_000).map(|i| vec![i as u8 | 1; 4096]).collect();
+            // keep every 64th block, so the arena's top cannot be trimmed on its own
+            let kept: Vec<Vec<u8>> = v.iter().step_by(64).cloned().collect();
+            let full = rss_kb();
+            v.clear();
+            v.shrink_to_fit();
+            let freed = rss_kb();
+            assert!(super::release_free_memory());
+            let released = rss_kb();
+            super::set_trim_threshold(128 << 10);
+            assert_eq!(kept.len(), 125);
+            eprintln!("RSS {full} kB, freed {freed} kB, released {released} kB");
+            assert!(
+                full.saturating_sub(freed) < 8_000,
+                "freed memory left at once"
+            );
+            assert!(
+                freed.saturating_sub(released) > 20_000,
+                "released only {} kB of 32,000",
+                freed.saturating_sub(released)
+            );
+        })
+        .join()
+        .unwrap();
     }
 }

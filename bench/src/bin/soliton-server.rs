@@ -194,6 +194,12 @@ struct Args {
     /// again on SIGHUP.
     #[arg(long, default_value_t = 64 << 20)]
     malloc_trim_threshold: usize,
+    /// Hand the allocator's free memory back to the kernel (glibc's malloc_trim) a
+    /// second after this many connections have opened or closed on a worker, so that
+    /// what a storm of handshakes or closes freed does not stay resident under the
+    /// high trim threshold; 0: never.
+    #[arg(long, default_value_t = 1_000)]
+    release_memory_after: usize,
     /// Read settings from this TOML file first (flags given on the command line win).
     /// Keys are the long flag names, e.g. `port = 9001`, `origin = ["https://a.example"]`,
     /// `no-pin = true`. On SIGHUP the file is read again and what may change while
@@ -475,6 +481,7 @@ fn config(a: &Args, tls: Option<&soliton::tls::TlsAcceptor>) -> Config {
             threshold: a.deflate_threshold,
         },
         deflate_budget: a.deflate_budget,
+        release_memory_after: a.release_memory_after,
         ..Config::default()
     };
     if let Some(t) = a.threads {

@@ -83,6 +83,16 @@ pub struct Config {
     /// are negotiated as in shared mode. Default 64 MiB (about 150 connections at
     /// windows of 15 bits and memLevel 8: 380 KB to compress, 48 KB to decompress).
     pub deflate_budget: usize,
+    /// After this many connections have opened or closed on a worker (counted since
+    /// the last time), the worker hands the C allocator's free pages back to the
+    /// kernel ([`crate::alloc::release_free_memory`], glibc's `malloc_trim`) a second
+    /// later, and counts again: what a storm of handshakes or closes freed does not
+    /// stay resident. 0 never does. Default 1,000: with it the server's RSS over 15,000
+    /// idle connections opened in one go is 176-185 B per connection on io_uring, not
+    /// 193-206 B, and 132-141 B on epoll, not 183-190 B (`soliton-load hold`, see
+    /// `docs/memory.md`); a storm of handshakes and closes costs no more CPU per
+    /// connection within the noise (a release a second).
+    pub release_memory_after: usize,
     /// Client role: the TLS trust and session cache for `wss://` requests that bring
     /// none of their own; `None`: the system's roots.
     #[cfg(feature = "tls")]
@@ -119,6 +129,7 @@ impl Default for Config {
             layer: None,
             deflate: DeflateConfig::default(),
             deflate_budget: 64 << 20,
+            release_memory_after: 1_000,
             #[cfg(feature = "tls")]
             tls_client: None,
         }
@@ -228,6 +239,12 @@ macro_rules! common_setters {
         /// (see [`Config::rx_timestamps`]).
         pub fn receive_timestamps(mut self, on: bool) -> Self {
             self.cfg.rx_timestamps = on;
+            self
+        }
+        /// Hand the allocator's free memory back after this many connections have
+        /// opened or closed on a worker; 0 never (see [`Config::release_memory_after`]).
+        pub fn release_memory_after(mut self, connections: usize) -> Self {
+            self.cfg.release_memory_after = connections;
             self
         }
         /// Each connection's layer, between the socket's bytes and the protocol.

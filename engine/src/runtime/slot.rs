@@ -161,6 +161,9 @@ pub(crate) fn ms32(at: u64) -> u32 {
 pub(crate) struct Slots<D> {
     v: Vec<Option<Slot<D>>>,
     len: usize,
+    /// Slots taken and given back since [`Slots::take_churn`]: connection churn, after
+    /// which the worker hands the allocator's free memory back (`release_memory_after`).
+    churn: usize,
 }
 
 impl<D> Slots<D> {
@@ -168,6 +171,7 @@ impl<D> Slots<D> {
         Slots {
             v: Vec::new(),
             len: 0,
+            churn: 0,
         }
     }
 
@@ -203,13 +207,25 @@ impl<D> Slots<D> {
         debug_assert!(self.v[idx].is_none(), "the driver reused a held token");
         self.v[idx] = Some(slot);
         self.len += 1;
+        self.churn += 1;
         idx
     }
 
     pub(crate) fn remove(&mut self, idx: usize) -> Option<Slot<D>> {
         let s = self.v.get_mut(idx)?.take()?;
         self.len -= 1;
+        self.churn += 1;
         Some(s)
+    }
+
+    /// Connections opened and closed since the last call (see the `churn` field).
+    pub(crate) fn churn(&self) -> usize {
+        self.churn
+    }
+
+    /// Starts the churn count again.
+    pub(crate) fn take_churn(&mut self) -> usize {
+        std::mem::take(&mut self.churn)
     }
 
     /// Indexes of every slot.

@@ -50,6 +50,12 @@ use crate::proto::conn::Role;
 /// How long a lingering close waits for the peer's FIN at most.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// How long after the churn count passes `release_memory_after` the worker releases
+/// the allocator's free memory (and again after as long, while the churn goes on): a
+/// storm still under way frees more meanwhile, and a sustained one costs one release
+/// a second.
+const RELEASE_DELAY: Duration = Duration::from_secs(1);
+
 /// One worker's state.
 pub(crate) struct Worker<H: Handler> {
     pub(crate) handler: H,
@@ -64,6 +70,8 @@ pub(crate) struct Worker<H: Handler> {
     listening: bool,
     /// The waker was woken: read the mailbox.
     commands_pending: bool,
+    /// When to hand the allocator's free memory back (after churn).
+    release_at: Option<Instant>,
 }
 
 /// Size past which a layer's output is handed to the driver as a chunk of its own.
@@ -118,6 +126,7 @@ impl<H: Handler> Worker<H> {
             tick_wish: None,
             listening: false,
             commands_pending: false,
+            release_at: None,
         }
     }
 
@@ -172,6 +181,7 @@ impl<H: Handler> Worker<H> {
             }
             self.on_timers();
             self.on_app_timers(driver);
+            self.release_memory();
             if self.shutdown.is_some() {
                 if self.listening {
                     self.listening = false;
@@ -192,12 +202,37 @@ impl<H: Handler> Worker<H> {
         } else {
             self.rt.app_timers.next()
         };
-        let mut d = [next, self.tick_wish, app].into_iter().flatten().min();
+        let mut d = [next, self.tick_wish, app, self.release_at]
+            .into_iter()
+            .flatten()
+            .min();
         if self.shutdown.is_some() {
             let soon = self.rt.timers.now() + Duration::from_millis(50);
             d = Some(d.map_or(soon, |t| t.min(soon)));
         }
         d
+    }
+
+    /// Hands the allocator's free memory back a while after connection churn (see
+    /// [`Config::release_memory_after`]): a second after the count passes the setting,
+    /// and again a second later as long as the storm goes on (a tenth of the setting
+    /// within the second), so that the last release comes after its last connection.
+    fn release_memory(&mut self) {
+        let after = self.rt.cfg.release_memory_after;
+        let now = self.rt.timers.now();
+        match self.release_at {
+            None if after != 0 && self.slots.churn() >= after => {
+                self.slots.take_churn();
+                self.release_at = Some(now + RELEASE_DELAY);
+            }
+            Some(at) if now >= at => {
+                crate::alloc::release_free_memory();
+                let more = self.slots.take_churn();
+                self.release_at =
+                    (after != 0 && more >= (after / 10).max(1)).then(|| now + RELEASE_DELAY);
+            }
+            _ => {}
+        }
     }
 
     /// Runs the handler's `on_tick`.
