@@ -169,10 +169,11 @@ impl BufRing {
                 0,
             )
         };
-        let bufs = if mapped == libc::MAP_FAILED {
-            std::ptr::null_mut()
+        // the system's reason, read before anything else can change errno
+        let (bufs, map_err) = if mapped == libc::MAP_FAILED {
+            (std::ptr::null_mut(), Some(io::Error::last_os_error()))
         } else {
-            mapped.cast::<u8>()
+            (mapped.cast::<u8>(), None)
         };
         // from here on `Drop` frees what was allocated
         let mut br = BufRing {
@@ -188,7 +189,10 @@ impl BufRing {
             pop: Population::new(entries),
             held: Vec::with_capacity(entries as usize),
         };
-        if ring.is_null() || bufs.is_null() {
+        if let Some(e) = map_err {
+            return Err(e);
+        }
+        if ring.is_null() {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
         // SAFETY: the ring memory is page aligned and sized for `entries`; it lives
@@ -385,6 +389,22 @@ mod tests {
         }));
         assert!(unlent.is_err(), "a buffer the kernel owns cannot be read");
         drop(br);
+    }
+
+    /// A buffer area the system cannot map (32,768 x 4 GiB, past the address space)
+    /// fails with the system's reason, and nothing is registered.
+    #[test]
+    fn an_area_that_cannot_be_mapped_reports_the_system_error() {
+        let Ok(uring) = IoUring::new(8) else {
+            eprintln!("SKIPPED: io_uring unavailable here");
+            return;
+        };
+        // SAFETY: nothing is registered when `new` fails; `uring` outlives the call.
+        let r = unsafe { BufRing::new(&uring, 32_768, u32::MAX as usize, 7) };
+        let Err(e) = r else {
+            panic!("a 140 TB mapping succeeded")
+        };
+        assert_eq!(e.raw_os_error(), Some(libc::ENOMEM), "{e}");
     }
 
     /// Drives a population as the driver does: each pass the kernel takes `k` buffers,
