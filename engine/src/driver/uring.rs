@@ -239,6 +239,12 @@ const NO_SEND: u32 = u32::MAX;
 /// no kilobyte-sized operation per connection. Other values index `Uring::sends`.
 const PLAIN_SEND: u32 = u32::MAX - 1;
 
+/// The index in `Uring::sends` of the operation a `Sock::send` value names, if any.
+#[inline]
+fn send_op(send: u32) -> Option<usize> {
+    (send < PLAIN_SEND).then_some(send as usize)
+}
+
 struct Sock {
     fd: OwnedFd,
     gen: u32,
@@ -976,7 +982,7 @@ impl Uring {
             return;
         };
         s.ops -= 1;
-        let op = (s.send < PLAIN_SEND).then(|| self.sends.remove(s.send as usize));
+        let op = send_op(s.send).map(|i| self.sends.remove(i));
         s.send = NO_SEND;
         self.sends_in_flight -= 1;
         let t = Token::new(idx, gen);
@@ -1078,8 +1084,8 @@ impl Drop for Uring {
                         s.ops = s.ops.saturating_sub(1);
                         if kind == K_SEND && s.send != NO_SEND {
                             s.q.unseal();
-                            if s.send < PLAIN_SEND {
-                                self.sends.remove(s.send as usize);
+                            if let Some(i) = send_op(s.send) {
+                                self.sends.remove(i);
                             }
                             s.send = NO_SEND;
                         }
