@@ -957,6 +957,18 @@ pub fn open_many(addr: SocketAddr, n: usize) -> Vec<RawWs> {
     out
 }
 
+/// This process's resident set in bytes, from `/proc/self/status` (tests that read it
+/// run in a test binary of their own, or one test at a time).
+pub fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS in kB");
+    kib << 10
+}
+
 /// A text of exactly `n` bytes, mostly multi-byte characters (2, 3 and 4 bytes), so
 /// that UTF-8 sequences straddle every read and chunk boundary.
 pub fn text_of_len(n: usize) -> String {

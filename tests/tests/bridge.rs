@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use soliton::bridge::{self, Bridge, BridgeOptions, Event, Events, Payload};
 use soliton::proto::Message;
 use soliton::server::{Builder, ConnId};
-use soliton_tests::{builder, for_each_backend, op, upgrade_request, RawWs, IO_TIMEOUT};
+use soliton_tests::{builder, for_each_backend, op, rss, upgrade_request, RawWs, IO_TIMEOUT};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -74,21 +74,6 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
         .build()
         .expect("tokio runtime")
         .block_on(f)
-}
-
-/// The resident set of this process, from `/proc/self/status`.
-fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    let kib: usize = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in kB");
-    kib * KIB
 }
 
 /// Polls `f` every 50 ms until it returns the same value for `quiet` (a stall: that

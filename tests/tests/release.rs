@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use soliton::proto::Message;
 use soliton::server::{CloseInfo, ConnId, Handler, Reject, UpgradeRequest, WebSocket};
-use soliton_tests::{builder, for_each_backend, open_many, RawWs, TestServer};
+use soliton_tests::{builder, for_each_backend, open_many, rss, RawWs, TestServer};
 
 /// Connections that open and close before the worker releases memory.
 const CHURN: usize = 200;
@@ -46,12 +46,7 @@ impl Handler for Filler {
 
 /// This process's resident set, in KiB.
 fn rss_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in kB")
+    rss() >> 10
 }
 
 /// Polls the RSS every 50 ms until `ok` holds or `within` has passed; the last value.
