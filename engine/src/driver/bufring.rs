@@ -25,6 +25,7 @@
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
 
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
@@ -37,7 +38,8 @@ use super::sys;
 pub(crate) struct BufRing {
     ring: *mut BufRingEntry,
     ring_layout: Layout,
-    /// `entries * size` bytes mapped with `mmap` (null when the mapping failed).
+    /// `entries * size` bytes mapped with `mmap`, an inaccessible page on either side
+    /// (null when the mapping failed).
     bufs: *mut u8,
     bufs_len: usize,
     /// The system's page size (what `release` rounds to).
@@ -52,6 +54,8 @@ pub(crate) struct BufRing {
     pop: Population,
     /// Buffers kept out of the ring (most recently given back last: the warmest).
     held: Vec<u16>,
+    /// Buffers receives have taken from the ring so far.
+    swept: u64,
 }
 
 /// How many of a ring's buffers are in it: `target` at most, starting with all of
@@ -127,6 +131,61 @@ impl Population {
     }
 }
 
+/// When to give back the pages of a ring's empty buffers after a burst of receives:
+/// a receive lands in the buffer at the ring's head, so a burst of at least as many
+/// receives as the ring has buffers (a handshake storm, a round of idle pings' pongs)
+/// touches every buffer's first page, which stays resident once the burst is over.
+/// A second after such a sweep, and again each second while receives still take a
+/// quarter of the ring or more per second, the watch checks; once they take fewer,
+/// it says release. Steady traffic keeps the ring's pages (they are in use) and costs
+/// one check a second. Pure bookkeeping, so that it can be tested without a kernel.
+#[derive(Debug, Default)]
+pub(crate) struct SweepWatch {
+    /// Buffers taken at the last look.
+    mark: u64,
+    /// When to look again (a sweep was seen).
+    check: Option<Instant>,
+}
+
+impl SweepWatch {
+    /// How long after a sweep (and between checks while receives go on) it looks.
+    pub(crate) const DELAY: Duration = Duration::from_secs(1);
+
+    /// Looks at the ring (`taken` buffers so far, `entries` in all) at `now`: true
+    /// when its empty buffers' pages should go back now.
+    pub(crate) fn tend(&mut self, now: Instant, taken: u64, entries: u16) -> bool {
+        let since = taken.wrapping_sub(self.mark);
+        match self.check {
+            None if since >= u64::from(entries) => {
+                self.mark = taken;
+                self.check = Some(now + Self::DELAY);
+            }
+            Some(at) if now >= at => {
+                self.mark = taken;
+                if since < u64::from(entries / 4).max(1) {
+                    self.check = None;
+                    return true;
+                }
+                self.check = Some(now + Self::DELAY);
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// The pages went back for another reason (a release after connection churn):
+    /// nothing is owed until the next sweep.
+    pub(crate) fn released(&mut self, taken: u64) {
+        self.mark = taken;
+        self.check = None;
+    }
+
+    /// When it wants to look next.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.check
+    }
+}
+
 impl BufRing {
     /// Allocates `entries` (a power of two) buffers of `size` bytes, registers them with
     /// `uring` as buffer group `bgid`, and gives them all to the kernel.
@@ -156,38 +215,27 @@ impl BufRing {
         let ring = unsafe { alloc_zeroed(ring_layout) }.cast::<BufRingEntry>();
         // Not the allocator: it would zero the whole block by hand (an alignment above
         // 16 bytes rules out `calloc`), making every page resident at start. A fresh
-        // anonymous mapping reads as zeros and takes pages as they are written.
-        // SAFETY: a new private anonymous mapping of `bufs_len > 0` bytes; no address
-        // hint, no file.
-        let mapped = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bufs_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        // the system's reason, read before anything else can change errno
-        let (bufs, map_err) = if mapped == libc::MAP_FAILED {
-            (std::ptr::null_mut(), Some(io::Error::last_os_error()))
-        } else {
-            (mapped.cast::<u8>(), None)
-        };
+        // anonymous mapping reads as zeros and takes pages as they are written. It has
+        // an inaccessible page on either side: a write past the area faults instead of
+        // landing in a neighbour's memory, and the area stays a mapping of its own (the
+        // kernel would merge it with an adjacent one of the same kind), so that
+        // `/proc/PID/smaps` shows what of it is resident.
+        let page = sys::page_size() as usize;
+        let (bufs, map_err) = map_guarded(bufs_len, page);
         // from here on `Drop` frees what was allocated
         let mut br = BufRing {
             ring,
             ring_layout,
             bufs,
             bufs_len,
-            page: sys::page_size() as usize,
+            page,
             entries,
             size,
             tail: 0,
             lent: vec![true; entries as usize],
             pop: Population::new(entries),
             held: Vec::with_capacity(entries as usize),
+            swept: 0,
         };
         if let Some(e) = map_err {
             return Err(e);
@@ -233,6 +281,13 @@ impl BufRing {
     /// dispatched (before any of them is given back).
     pub(crate) fn taken(&mut self, n: usize) {
         self.pop.took(n.min(u16::MAX as usize) as u16);
+        self.swept += n as u64;
+    }
+
+    /// Buffers receives have taken from the ring so far, and the ring's size (for a
+    /// [`SweepWatch`]).
+    pub(crate) fn swept(&self) -> (u64, u16) {
+        (self.swept, self.entries)
     }
 
     /// Gives lent buffer `bid` back: into the ring (at the local tail, visible to the
@@ -278,6 +333,56 @@ impl BufRing {
                 libc::MADV_DONTNEED,
             );
         }
+    }
+
+    /// Gives the pages of every buffer that is not lent back to the kernel, those in
+    /// the ring included: what a burst of receives left resident in them holds no data
+    /// anyone will read (the completion that next hands a buffer out carries freshly
+    /// written bytes), and they read as zeros when the kernel next writes one. For the
+    /// worker's release after connection churn: a handshake storm lands each request
+    /// in a fresh buffer, touching every buffer's first page (512 KiB with 128 buffers),
+    /// which idle connections do not need. Returns the bytes advised away.
+    ///
+    /// # Safety
+    /// The kernel must not be writing into this ring's buffers during the call: true
+    /// when the ring was set up with `IORING_SETUP_DEFER_TASKRUN` and the caller is
+    /// the thread that submits to it, outside `io_uring_enter` (with deferred task
+    /// work, a multishot receive copies its data only inside that thread's
+    /// `io_uring_enter`). Had a write raced with the advice, its bytes could read as
+    /// zeros.
+    pub(crate) unsafe fn release_unused(&mut self) -> usize {
+        let mut released = 0;
+        let mut bid = 0usize;
+        let n = self.entries as usize;
+        while bid < n {
+            if self.lent[bid] {
+                bid += 1;
+                continue;
+            }
+            let run = self.lent[bid..].iter().take_while(|&&l| !l).count();
+            let start = bid * self.size;
+            let first = start.next_multiple_of(self.page);
+            let end = (start + run * self.size) / self.page * self.page;
+            if end > first {
+                // SAFETY: `[first, end)` lies inside buffers `bid..bid + run` (rounded
+                // inwards to whole pages), inside the mapping; none is lent, so no
+                // caller holds a slice of it, and by this function's contract the
+                // kernel does not write into it during the call. A failure leaves the
+                // pages as they were.
+                let r = unsafe {
+                    libc::madvise(
+                        self.bufs.add(first).cast(),
+                        end - first,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+                if r == 0 {
+                    released += end - first;
+                }
+            }
+            bid += run;
+        }
+        released
     }
 
     /// A receive found the ring empty (`ENOBUFS`): every held buffer goes back in,
@@ -344,17 +449,59 @@ impl BufRing {
     }
 }
 
+/// Maps `len` bytes of zeros, readable and writable, between two inaccessible pages:
+/// the area's start, or null and the system's reason.
+fn map_guarded(len: usize, page: usize) -> (*mut u8, Option<io::Error>) {
+    let Some(total) = len.checked_add(2 * page) else {
+        return (
+            std::ptr::null_mut(),
+            Some(io::Error::from_raw_os_error(libc::ENOMEM)),
+        );
+    };
+    // SAFETY: a new private anonymous mapping of `total > 0` bytes; no address hint,
+    // no file.
+    let mapped = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        // the system's reason, read before anything else can change errno
+        return (std::ptr::null_mut(), Some(io::Error::last_os_error()));
+    }
+    // SAFETY: `[page, page + len)` lies inside the new mapping of `len + 2 * page`
+    // bytes, which nothing else knows of yet.
+    let area = unsafe { mapped.cast::<u8>().add(page) };
+    // SAFETY: `area` and `len` lie inside the mapping (above).
+    let r = unsafe { libc::mprotect(area.cast(), len, libc::PROT_READ | libc::PROT_WRITE) };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: the mapping made above, unmapped once, nothing uses it.
+        unsafe { libc::munmap(mapped, total) };
+        return (std::ptr::null_mut(), Some(e));
+    }
+    (area, None)
+}
+
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated (the ring) and mapped (the buffers) in `new` with these
-        // sizes, or null when that failed; freed once; by `new`'s contract the kernel no
-        // longer uses them.
+        // SAFETY: allocated (the ring) and mapped (the buffers, with their guard pages:
+        // `map_guarded`) in `new` with these sizes, or null when that failed; freed
+        // once; by `new`'s contract the kernel no longer uses them.
         unsafe {
             if !self.ring.is_null() {
                 dealloc(self.ring.cast(), self.ring_layout);
             }
             if !self.bufs.is_null() {
-                libc::munmap(self.bufs.cast(), self.bufs_len);
+                libc::munmap(
+                    self.bufs.sub(self.page).cast(),
+                    self.bufs_len + 2 * self.page,
+                );
             }
         }
     }
@@ -567,6 +714,117 @@ mod tests {
             "a released buffer reads as zeros"
         );
         br.give_back(bid);
+    }
+
+    /// With a kernel writing real receives: buffers a burst touched keep their pages
+    /// in the ring; `release_unused` gives them back, and receives after it land
+    /// whole in the released buffers.
+    #[test]
+    fn unused_buffers_give_their_pages_back_and_take_receives_after() {
+        use io_uring::{cqueue, opcode, types};
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let Ok(mut uring) = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(64)
+        else {
+            eprintln!("SKIPPED: io_uring with deferred task work unavailable here");
+            return;
+        };
+        let size = 2 * sys::page_size() as usize;
+        // SAFETY: `uring` is dropped before `br` (explicitly, at the end of the test).
+        let Ok(mut br) = (unsafe { BufRing::new(&uring, 16, size, 12) }) else {
+            eprintln!("SKIPPED: provided buffer rings unavailable here");
+            return;
+        };
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        let recv = opcode::RecvMulti::new(types::Fd(rx.as_raw_fd()), 12)
+            .build()
+            .user_data(1);
+        // SAFETY: the descriptor outlives the ring's use of it (the ring is dropped
+        // before it at the end of the test, ending the receive).
+        unsafe { uring.submission().push(&recv).unwrap() };
+        // one message per round, each received before the next is written: each
+        // lands in a buffer of its own
+        let mut round = |uring: &mut IoUring, br: &mut BufRing, msg: &[u8]| {
+            tx.write_all(msg).unwrap();
+            uring.submit_and_wait(1).unwrap();
+            let cqes: Vec<cqueue::Entry> = uring.completion().collect();
+            assert_eq!(cqes.len(), 1, "one receive per message");
+            let (res, flags) = (cqes[0].result(), cqes[0].flags());
+            assert!(cqueue::more(flags), "the multishot receive stays armed");
+            let bid = cqueue::buffer_select(flags).expect("a provided buffer");
+            br.taken(1);
+            br.lend(bid);
+            assert_eq!(br.get(bid, res as usize), msg);
+            br.give_back(bid);
+            br.publish();
+        };
+        let all = 16 * size;
+        for i in 0..16u8 {
+            round(&mut uring, &mut br, &[i; 100]);
+        }
+        let before = resident(&br, 0, all);
+        assert!(before >= 16, "every buffer's first page written ({before})");
+        // SAFETY: deferred task work, this thread, outside `io_uring_enter`.
+        let advised = unsafe { br.release_unused() };
+        assert_eq!(advised, all, "no buffer is lent: the whole area");
+        assert_eq!(
+            resident(&br, 0, all),
+            0,
+            "nothing resident after the release"
+        );
+        for i in 0..32u8 {
+            let msg = vec![0x80 | i; size];
+            round(&mut uring, &mut br, &msg);
+        }
+        assert!(
+            resident(&br, 0, all) > 0,
+            "released buffers take receives again"
+        );
+        drop(uring);
+        drop(br);
+    }
+
+    /// A sweep of the ring, then quiet: release a second later; steady receives: a
+    /// check a second, never a release; a churn release resets it.
+    #[test]
+    fn sweep_watch_releases_after_a_burst_and_not_under_steady_receives() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_millis(n);
+        let mut w = SweepWatch::default();
+        // fewer receives than the ring has buffers: nothing to watch
+        assert!(!w.tend(s(0), 127, 128));
+        assert_eq!(w.next(), None);
+        // a sweep: look again a second later
+        assert!(!w.tend(s(10), 128, 128));
+        assert_eq!(w.next(), Some(s(1010)));
+        assert!(!w.tend(s(500), 400, 128), "not before the second is up");
+        // still busy at the check (272 taken within it): look again
+        assert!(!w.tend(s(1010), 400, 128));
+        assert_eq!(w.next(), Some(s(2010)));
+        // quiet (31 < 128 / 4): release, and nothing pending after it
+        assert!(w.tend(s(2010), 431, 128));
+        assert_eq!(w.next(), None);
+        assert!(!w.tend(s(5000), 431, 128));
+        // steady traffic: a check every second, never a release
+        let mut taken = 431;
+        for sec in 6..20 {
+            taken += 1000;
+            assert!(!w.tend(s(sec * 1000 + 20), taken, 128), "busy second {sec}");
+            assert!(w.next().is_some());
+        }
+        // a release for churn: nothing owed until the next sweep
+        w.released(taken);
+        assert_eq!(w.next(), None);
+        assert!(!w.tend(s(30_000), taken + 100, 128));
+        assert_eq!(w.next(), None);
+        // a counter that wraps is a sweep like any other
+        let mut w = SweepWatch::default();
+        w.released(u64::MAX - 10);
+        assert!(!w.tend(s(0), 200, 128));
+        assert_eq!(w.next(), Some(s(1000)));
     }
 
     #[test]

@@ -363,6 +363,30 @@ impl Driver {
         }
     }
 
+    /// Gives memory the driver keeps but does not need back to the kernel (io_uring:
+    /// the pages of receive buffers that hold nothing; epoll keeps none): for the
+    /// worker's release after connection churn. The bytes advised away.
+    pub fn release_memory(&mut self) -> usize {
+        match &mut self.inner {
+            #[cfg(target_os = "linux")]
+            Inner::Uring(u) => u.release_memory(),
+            Inner::Epoll(_) => 0,
+        }
+    }
+
+    /// Gives back the pages of io_uring's receive buffers a second after a burst of
+    /// receives that touched every buffer (a handshake storm, a round of pongs) is over;
+    /// when it wants to be called again (`None`: on the next loop is fine). Call it once
+    /// per loop iteration with the loop's clock.
+    #[inline]
+    pub fn tend_buffers(&mut self, now: Instant) -> Option<Instant> {
+        match &mut self.inner {
+            #[cfg(target_os = "linux")]
+            Inner::Uring(u) => u.tend_buffers(now),
+            Inner::Epoll(_) => None,
+        }
+    }
+
     /// A waker for this driver, usable from any thread.
     pub fn waker(&self) -> Waker {
         self.waker.clone()

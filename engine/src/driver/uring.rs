@@ -29,7 +29,7 @@ use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use slab::Slab;
 
-use super::bufring::BufRing;
+use super::bufring::{BufRing, SweepWatch};
 use super::{sys, Chunk, DriverConfig, Sink, Token, Waker};
 use crate::pool::{OutQueue, Pool};
 
@@ -296,6 +296,12 @@ pub(super) struct Uring {
     pool: Pool,
     cqes: Vec<cqueue::Entry>,
     nodelay: bool,
+    /// The ring runs its task work only inside this thread's `io_uring_enter`
+    /// (`IORING_SETUP_DEFER_TASKRUN`): the kernel then never writes a receive while
+    /// the worker runs its own code.
+    defer_taskrun: bool,
+    /// When the receive buffers' pages go back after a burst of receives.
+    sweep: SweepWatch,
     /// Receive time stamps: set on every socket, received with multishot `recvmsg`
     /// shaped by this header (boxed: its address is in the submitted operations).
     rx_msg: Option<Box<MsgTemplate>>,
@@ -303,11 +309,13 @@ pub(super) struct Uring {
 
 impl Uring {
     pub(super) fn new(cfg: &DriverConfig, waker: Waker) -> io::Result<Uring> {
-        let ring = IoUring::builder()
+        let deferred = IoUring::builder()
             .setup_single_issuer()
             .setup_coop_taskrun()
             .setup_defer_taskrun()
-            .build(SQ_ENTRIES)
+            .build(SQ_ENTRIES);
+        let defer_taskrun = deferred.is_ok();
+        let ring = deferred
             .or_else(|_| IoUring::builder().setup_single_issuer().build(SQ_ENTRIES))
             .or_else(|_| IoUring::new(SQ_ENTRIES))?;
         let min_timeout = ring.params().is_feature_min_timeout();
@@ -338,6 +346,8 @@ impl Uring {
             pool: Pool::default(),
             cqes: Vec::with_capacity(1024),
             nodelay: cfg.nodelay,
+            defer_taskrun,
+            sweep: SweepWatch::default(),
             rx_msg: cfg.rx_timestamps.then(|| Box::new(MsgTemplate::new())),
         };
         u.min_timeout = min_timeout;
@@ -610,6 +620,31 @@ impl Uring {
 
     pub(super) fn sockets(&mut self) -> usize {
         self.socks.len()
+    }
+
+    /// Gives back the pages of the receive buffers that hold nothing (all of them
+    /// between dispatch passes): what a storm left resident in the ring. Only with
+    /// deferred task work, which is what makes it safe; the bytes advised.
+    pub(super) fn release_memory(&mut self) -> usize {
+        if !self.defer_taskrun {
+            return 0;
+        }
+        self.sweep.released(self.bufs.swept().0);
+        // SAFETY: with DEFER_TASKRUN the kernel copies receives into the ring only
+        // inside this thread's `io_uring_enter` calls (their task work runs there), and
+        // this runs on that thread between them.
+        unsafe { self.bufs.release_unused() }
+    }
+
+    /// Gives the receive buffers' pages back a second after a burst of receives that
+    /// swept the ring is over ([`SweepWatch`]); when to be called again.
+    #[inline]
+    pub(super) fn tend_buffers(&mut self, now: Instant) -> Option<Instant> {
+        let (taken, entries) = self.bufs.swept();
+        if self.defer_taskrun && self.sweep.tend(now, taken, entries) {
+            self.release_memory();
+        }
+        self.sweep.next()
     }
 
     /// The provided buffers in the ring now, and those held out of it.

@@ -72,6 +72,8 @@ pub(crate) struct Worker<H: Handler> {
     commands_pending: bool,
     /// When to hand the allocator's free memory back (after churn).
     release_at: Option<Instant>,
+    /// When the driver wants to look at its receive buffers again.
+    buffers_at: Option<Instant>,
 }
 
 /// Size past which a layer's output is handed to the driver as a chunk of its own.
@@ -127,6 +129,7 @@ impl<H: Handler> Worker<H> {
             listening: false,
             commands_pending: false,
             release_at: None,
+            buffers_at: None,
         }
     }
 
@@ -181,7 +184,8 @@ impl<H: Handler> Worker<H> {
             }
             self.on_timers();
             self.on_app_timers(driver);
-            self.release_memory();
+            self.release_memory(driver);
+            self.buffers_at = driver.tend_buffers(self.rt.timers.now());
             if self.shutdown.is_some() {
                 if self.listening {
                     self.listening = false;
@@ -202,7 +206,7 @@ impl<H: Handler> Worker<H> {
         } else {
             self.rt.app_timers.next()
         };
-        let mut d = [next, self.tick_wish, app, self.release_at]
+        let mut d = [next, self.tick_wish, app, self.release_at, self.buffers_at]
             .into_iter()
             .flatten()
             .min();
@@ -213,11 +217,12 @@ impl<H: Handler> Worker<H> {
         d
     }
 
-    /// Hands the allocator's free memory back a while after connection churn (see
+    /// Hands the allocator's free memory, and the pages of the driver's empty receive
+    /// buffers, back a while after connection churn (see
     /// [`Config::release_memory_after`]): a second after the count passes the setting,
     /// and again a second later as long as the storm goes on (a tenth of the setting
     /// within the second), so that the last release comes after its last connection.
-    fn release_memory(&mut self) {
+    fn release_memory(&mut self, driver: &mut Driver) {
         let after = self.rt.cfg.release_memory_after;
         let now = self.rt.timers.now();
         match self.release_at {
@@ -226,6 +231,7 @@ impl<H: Handler> Worker<H> {
                 self.release_at = Some(now + RELEASE_DELAY);
             }
             Some(at) if now >= at => {
+                driver.release_memory();
                 crate::alloc::release_free_memory();
                 let more = self.slots.take_churn();
                 self.release_at =
