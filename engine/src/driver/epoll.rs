@@ -267,6 +267,14 @@ impl Epoll {
         self.socks.len()
     }
 
+    /// Gives back the socket table's room past its last entry in use, when that is
+    /// most of it.
+    pub(super) fn compact(&mut self) {
+        if self.socks.capacity() > 2 * self.socks.len() + 256 {
+            self.socks.shrink_to_fit();
+        }
+    }
+
     pub(super) fn reclaim(&mut self, pool: &mut Pool) {
         self.pool.give_buffers(pool);
     }

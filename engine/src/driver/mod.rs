@@ -374,6 +374,12 @@ impl Driver {
         }
     }
 
+    /// Gives back the room of the tables of sockets (and io_uring's send operations)
+    /// past the last one in use, when that is most of them: after a storm of closes.
+    pub fn compact(&mut self) {
+        on_backend!(self, d => d.compact())
+    }
+
     /// Gives back the pages of io_uring's receive buffers a second after a burst of
     /// receives that touched every buffer (a handshake storm, a round of pongs) is over;
     /// when it wants to be called again (`None`: on the next loop is fine). Call it once

@@ -636,6 +636,20 @@ impl Uring {
         unsafe { self.bufs.release_unused() }
     }
 
+    /// Gives back the socket and send tables' room past their last entries in use,
+    /// when that is most of it.
+    pub(super) fn compact(&mut self) {
+        if self.socks.capacity() > 2 * self.socks.len() + 256 {
+            self.socks.shrink_to_fit();
+        }
+        if self.sends.capacity() > 2 * self.sends.len() + 256 {
+            self.sends.shrink_to_fit();
+        }
+        if self.backlog.capacity() > 2 * self.backlog.len() + 256 {
+            self.backlog.shrink_to_fit();
+        }
+    }
+
     /// Gives the receive buffers' pages back a second after a burst of receives that
     /// swept the ring is over ([`SweepWatch`]); when to be called again.
     #[inline]

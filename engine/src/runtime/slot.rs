@@ -228,6 +228,24 @@ impl<D> Slots<D> {
         std::mem::take(&mut self.churn)
     }
 
+    /// Gives back the room past the last slot in use, when that is most of the
+    /// table: a table that grew to 15,000 slots holds 1.2 MB after they close.
+    /// Indexes are tokens' (the driver's), so only the free tail can go.
+    pub(crate) fn compact(&mut self) {
+        while matches!(self.v.last(), Some(None)) {
+            self.v.pop();
+        }
+        if self.v.capacity() > 2 * self.v.len() + 256 {
+            self.v.shrink_to_fit();
+        }
+    }
+
+    /// The table's length (up to the last slot in use, or further) and room.
+    #[cfg(test)]
+    pub(crate) fn size(&self) -> (usize, usize) {
+        (self.v.len(), self.v.capacity())
+    }
+
     /// Indexes of every slot.
     pub(crate) fn indexes(&self) -> Vec<usize> {
         self.v
@@ -240,6 +258,66 @@ impl<D> Slots<D> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::proto::conn::Role;
+    use crate::proto::Limits;
+
+    fn slot(idx: usize) -> Slot<()> {
+        Slot {
+            token: Token::new(idx, 1),
+            seq: idx as u64,
+            phase: Phase::Open,
+            flags: Flags::default(),
+            close_code: None,
+            wire: 0,
+            last_read: 0,
+            timer: 0,
+            sched: 0,
+            proto: Connection::new(Role::Server, Limits::default(), 1),
+            out: OutQueue::default(),
+            cold: None,
+            deflate: 0,
+            data: Some(()),
+        }
+    }
+
+    /// After a storm of closes the table gives back its free tail (not past the last
+    /// slot in use), and keeps what it needs.
+    #[test]
+    fn compact_gives_back_the_free_tail() {
+        let mut s = Slots::<()>::new();
+        for i in 0..15_000 {
+            s.insert(slot(i));
+        }
+        for i in 0..15_000 {
+            if i != 70 && i != 3_000 {
+                s.remove(i);
+            }
+        }
+        let (len, cap) = s.size();
+        assert!(len == 15_000 && cap >= 15_000);
+        s.compact();
+        let (len, cap) = s.size();
+        assert_eq!(len, 3_001, "not past the last slot in use");
+        assert!(cap < 2 * 3_001 + 256, "room {cap}");
+        assert!(s.get(70).is_some() && s.get(3_000).is_some() && s.len() == 2);
+        s.remove(3_000);
+        s.compact();
+        assert_eq!(s.size().0, 71);
+        // a table mostly in use keeps its room
+        let mut s = Slots::<()>::new();
+        for i in 0..1_000 {
+            s.insert(slot(i));
+        }
+        let cap = s.size().1;
+        s.remove(999);
+        s.compact();
+        assert_eq!(s.size(), (999, cap));
+        // and grows again after
+        s.insert(slot(5_000));
+        assert!(s.get(5_000).is_some());
+    }
+
     /// An idle connection's slot, and the driver's record of its socket, are what the
     /// budget per idle connection pays for (with the kernel's socket outside it).
     #[test]

@@ -78,6 +78,25 @@ impl Timers {
         }
     }
 
+    /// Drops the entries `keep` refuses (`keep(at, idx, seq)`: stale ones, of slots
+    /// gone or moved on) and, when the heap is then mostly empty room, its spare
+    /// capacity: after a storm of closes the heap holds an entry per closed connection
+    /// until each comes due (the idle timeout later) and its room for them for good.
+    /// O(entries); for the worker's release after connection churn.
+    pub(crate) fn compact(&mut self, mut keep: impl FnMut(u64, usize, u32) -> bool) {
+        self.heap
+            .retain(|&Reverse((at, idx, seq))| keep(at, idx as usize, seq));
+        if self.heap.capacity() > 2 * self.heap.len() + 256 {
+            self.heap.shrink_to_fit();
+        }
+    }
+
+    /// Entries in the heap, and its room.
+    #[cfg(test)]
+    pub(crate) fn size(&self) -> (usize, usize) {
+        (self.heap.len(), self.heap.capacity())
+    }
+
     /// The earliest deadline (possibly of a stale entry: waking for it is harmless).
     pub(crate) fn next(&self) -> Option<Instant> {
         self.heap.peek().map(|r| self.instant_of(r.0 .0))
@@ -124,5 +143,32 @@ mod tests {
         assert_eq!(t.heap.len(), 2);
         assert_eq!((timer, sched), (5_000, 5_000));
         assert_eq!(size_of::<Reverse<(u64, u32, u32)>>(), 16);
+    }
+
+    /// Compaction drops what `keep` refuses, keeps the order of what stays, and gives
+    /// back the room of a heap left mostly empty.
+    #[test]
+    fn compact_drops_stale_entries_and_spare_room() {
+        let mut t = Timers::new();
+        for idx in 0..15_000usize {
+            let (mut timer, mut sched) = (0, 0);
+            let at = 200_000 - idx as u64;
+            t.arm(&mut timer, &mut sched, at, idx, idx as u64);
+        }
+        // every 100th connection is still open
+        t.compact(|_, idx, seq| idx % 100 == 0 && seq == idx as u32);
+        let (len, cap) = t.size();
+        assert_eq!(len, 150);
+        assert!(cap < 2 * 150 + 256, "room {cap}");
+        t.set_now(t.instant_of(300_000));
+        let mut next = None;
+        let mut last = 0;
+        let mut n = 0;
+        while let Some((at, idx, _)) = t.pop_due(&mut next) {
+            assert!(at >= last && idx % 100 == 0);
+            last = at;
+            n += 1;
+        }
+        assert_eq!(n, 150, "in deadline order");
     }
 }

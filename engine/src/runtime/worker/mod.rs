@@ -38,7 +38,7 @@ use super::handler::{CloseInfo, Handler};
 use super::id::ConnId;
 use super::mailbox::{Command, Shared};
 use super::rt::{seed, Rt};
-use super::slot::{Phase, Slots};
+use super::slot::{ms32, Phase, Slots};
 use super::timers::Timers;
 use super::topics::Topics;
 use super::ws::{mark_dirty, ConnCtx, WebSocket};
@@ -231,6 +231,7 @@ impl<H: Handler> Worker<H> {
                 self.release_at = Some(now + RELEASE_DELAY);
             }
             Some(at) if now >= at => {
+                self.compact_tables(driver);
                 driver.release_memory();
                 crate::alloc::release_free_memory();
                 let more = self.slots.take_churn();
@@ -239,6 +240,20 @@ impl<H: Handler> Worker<H> {
             }
             _ => {}
         }
+    }
+
+    /// Gives back the room the connection tables kept after connections left: the
+    /// timer heap's stale entries and spare room, the slot table's free tail, the
+    /// driver's socket records' (before the allocator's release, which then returns it).
+    fn compact_tables(&mut self, driver: &mut Driver) {
+        let slots = &self.slots;
+        self.rt.timers.compact(|at, idx, seq| {
+            slots
+                .get(idx)
+                .is_some_and(|s| s.seq as u32 == seq && s.sched == ms32(at))
+        });
+        self.slots.compact();
+        driver.compact();
     }
 
     /// Runs the handler's `on_tick`.
