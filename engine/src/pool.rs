@@ -542,6 +542,17 @@ impl OutQueue {
         self.slices(max, |i, b| iov[i] = IoSlice::new(b))
     }
 
+    /// The unwritten bytes when they are all in one chunk (`None` with more chunks,
+    /// or none).
+    #[inline]
+    pub(crate) fn single(&self) -> Option<&[u8]> {
+        let q = self.inner.as_ref()?;
+        if q.chunks.len() != 1 {
+            return None;
+        }
+        Some(&q.chunks[0].bytes()[q.head_off..])
+    }
+
     /// Calls `f(i, bytes)` for the first `max` pieces of unwritten bytes in order (the
     /// `i`th piece); returns how many there were.
     #[inline]
@@ -646,6 +657,28 @@ mod tests {
             1,
             "the body went back to the pool, with its last chunk as a spare"
         );
+    }
+
+    /// `single` names the unwritten bytes of a one-chunk queue, as `slices` does,
+    /// and nothing for more chunks or none.
+    #[test]
+    fn single_is_the_one_chunk_case_of_slices() {
+        let mut pool = Pool::default();
+        let mut q = OutQueue::default();
+        assert_eq!(q.single(), None);
+        q.push_bytes(&mut pool, b"abcd");
+        q.push_bytes(&mut pool, b"ef");
+        assert_eq!(q.slices(8, |_, _| {}), 1, "owned bytes join one chunk");
+        assert_eq!(q.single(), Some(&b"abcdef"[..]));
+        q.advance(3, &mut pool);
+        assert_eq!(q.single(), Some(&b"def"[..]));
+        q.push_shared(&mut pool, Arc::from(&b"GH"[..]));
+        assert_eq!(q.slices(8, |_, _| {}), 2);
+        assert_eq!(q.single(), None);
+        q.advance(3, &mut pool);
+        assert_eq!(q.single(), Some(&b"GH"[..]));
+        q.advance(2, &mut pool);
+        assert_eq!(q.single(), None);
     }
 
     #[test]

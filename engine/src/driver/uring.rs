@@ -694,16 +694,10 @@ impl Uring {
             return;
         }
         let fd = Fd(s.fd.as_raw_fd());
-        let mut first: &[u8] = &[];
         // one chunk (an echo, a single queued frame) goes as a plain send: the kernel
         // then copies no msghdr and imports no iovec array for it, and it needs no
         // operation here (the sealed chunk stays where it is until the completion)
-        let chunks = s.q.slices(2, |i, b| {
-            if i == 0 {
-                first = b;
-            }
-        });
-        let e = if chunks == 1 {
+        let e = if let Some(first) = s.q.single() {
             let e = opcode::Send::new(
                 fd,
                 first.as_ptr(),
