@@ -322,14 +322,14 @@ mod tests {
     /// budget per idle connection pays for (with the kernel's socket outside it).
     #[test]
     fn idle_slot_stays_small() {
-        let size = size_of::<Option<super::Slot<()>>>();
+        let size = size_of::<Option<Slot<()>>>();
         eprintln!(
             "Slot<()> {size} B, Connection {} B, Cold {} B",
-            size_of::<crate::proto::Connection>(),
-            size_of::<super::Cold>()
+            size_of::<Connection>(),
+            size_of::<Cold>()
         );
         assert!(size <= 80, "Slot<()> grew to {size} bytes");
-        let proto = size_of::<crate::proto::Connection>();
+        let proto = size_of::<Connection>();
         assert!(proto <= 24, "Connection grew to {proto} bytes");
     }
 }
