@@ -267,9 +267,10 @@ impl Epoll {
         self.socks.len()
     }
 
-    /// Gives back the socket table's room past its last entry in use, when that is
-    /// most of it.
+    /// Frees the buffers its pool keeps; gives back the socket table's room past its
+    /// last entry in use, when that is most of it.
     pub(super) fn compact(&mut self) {
+        self.pool.clear();
         if self.socks.capacity() > 2 * self.socks.len() + 256 {
             self.socks.shrink_to_fit();
         }

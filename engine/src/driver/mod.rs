@@ -374,8 +374,9 @@ impl Driver {
         }
     }
 
-    /// Gives back the room of the tables of sockets (and io_uring's send operations)
-    /// past the last one in use, when that is most of them: after a storm of closes.
+    /// Frees the buffers the driver's pool keeps, and gives back the room of the
+    /// tables of sockets (and io_uring's send operations) past the last one in use,
+    /// when that is most of them: after a storm of closes.
     pub fn compact(&mut self) {
         on_backend!(self, d => d.compact())
     }

@@ -636,9 +636,10 @@ impl Uring {
         unsafe { self.bufs.release_unused() }
     }
 
-    /// Gives back the socket and send tables' room past their last entries in use,
-    /// when that is most of it.
+    /// Frees the buffers its pool keeps; gives back the socket and send tables' room
+    /// past their last entries in use, when that is most of it.
     pub(super) fn compact(&mut self) {
+        self.pool.clear();
         if self.socks.capacity() > 2 * self.socks.len() + 256 {
             self.socks.shrink_to_fit();
         }

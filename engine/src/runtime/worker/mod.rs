@@ -56,6 +56,23 @@ const LINGER: Duration = Duration::from_secs(2);
 /// a second.
 const RELEASE_DELAY: Duration = Duration::from_secs(1);
 
+/// After a release for churn, with `churn` connections opened or closed since the
+/// last one and `tail` telling whether that was already the storm's last: (release
+/// again a second later, that one being the last). While the storm goes on (a tenth of
+/// `after` within the second) it repeats; after it, one more if anything came or went
+/// meanwhile; then nothing until the count passes `after` again.
+fn release_again(after: usize, churn: usize, tail: bool) -> (bool, bool) {
+    if after == 0 {
+        (false, false)
+    } else if churn >= (after / 10).max(1) {
+        (true, false)
+    } else if churn > 0 && !tail {
+        (true, true)
+    } else {
+        (false, false)
+    }
+}
+
 /// One worker's state.
 pub(crate) struct Worker<H: Handler> {
     pub(crate) handler: H,
@@ -72,6 +89,8 @@ pub(crate) struct Worker<H: Handler> {
     commands_pending: bool,
     /// When to hand the allocator's free memory back (after churn).
     release_at: Option<Instant>,
+    /// The release scheduled is the storm's last, for its stragglers.
+    release_tail: bool,
     /// When the driver wants to look at its receive buffers again.
     buffers_at: Option<Instant>,
 }
@@ -129,6 +148,7 @@ impl<H: Handler> Worker<H> {
             listening: false,
             commands_pending: false,
             release_at: None,
+            release_tail: false,
             buffers_at: None,
         }
     }
@@ -221,7 +241,10 @@ impl<H: Handler> Worker<H> {
     /// buffers, back a while after connection churn (see
     /// [`Config::release_memory_after`]): a second after the count passes the setting,
     /// and again a second later as long as the storm goes on (a tenth of the setting
-    /// within the second), so that the last release comes after its last connection.
+    /// within the second), then once more if any connection came or went in the last
+    /// second (the stragglers: a lingering close ends up to 2 s after the storm, and
+    /// one at the end of the tables keeps them from shrinking), so that the last release
+    /// comes after its last connection ([`release_again`]).
     fn release_memory(&mut self, driver: &mut Driver) {
         let after = self.rt.cfg.release_memory_after;
         let now = self.rt.timers.now();
@@ -235,8 +258,9 @@ impl<H: Handler> Worker<H> {
                 driver.release_memory();
                 crate::alloc::release_free_memory();
                 let more = self.slots.take_churn();
-                self.release_at =
-                    (after != 0 && more >= (after / 10).max(1)).then(|| now + RELEASE_DELAY);
+                let (again, tail) = release_again(after, more, self.release_tail);
+                self.release_tail = tail;
+                self.release_at = again.then(|| now + RELEASE_DELAY);
             }
             _ => {}
         }
@@ -244,7 +268,8 @@ impl<H: Handler> Worker<H> {
 
     /// Gives back the room the connection tables kept after connections left: the
     /// timer heap's stale entries and spare room, the slot table's free tail, the
-    /// driver's socket records' (before the allocator's release, which then returns it).
+    /// driver's socket records', and the buffers both pools keep (before the
+    /// allocator's release, which then returns it).
     fn compact_tables(&mut self, driver: &mut Driver) {
         let slots = &self.slots;
         self.rt.timers.compact(|at, idx, seq| {
@@ -253,6 +278,7 @@ impl<H: Handler> Worker<H> {
                 .is_some_and(|s| s.seq as u32 == seq && s.sched == ms32(at))
         });
         self.slots.compact();
+        self.rt.pool.clear();
         driver.compact();
     }
 
@@ -788,5 +814,30 @@ impl<H: Handler> Sink for Worker<H> {
 
     fn woken(&mut self) {
         self.commands_pending = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::release_again;
+
+    /// A storm: releases while it goes on, one more for its stragglers, then none;
+    /// quiet after a storm: no tail; off: never.
+    #[test]
+    fn releases_follow_a_storm_and_its_stragglers_then_stop() {
+        // 15,000 closes, then 40 stragglers, then 3 more, then quiet
+        assert_eq!(release_again(1000, 15_000, false), (true, false));
+        assert_eq!(release_again(1000, 40, false), (true, true));
+        assert_eq!(release_again(1000, 3, true), (false, false));
+        // a storm that ends cleanly: no churn after the release, no tail
+        assert_eq!(release_again(1000, 0, false), (false, false));
+        // a storm resuming during the tail goes on as a storm
+        assert_eq!(release_again(1000, 500, true), (true, false));
+        // steady trickle below a tenth: at most one more release
+        assert_eq!(release_again(1000, 99, false), (true, true));
+        assert_eq!(release_again(1000, 99, true), (false, false));
+        // tiny settings: a tenth rounds up to one connection
+        assert_eq!(release_again(5, 1, false), (true, false));
+        assert_eq!(release_again(0, 15_000, false), (false, false));
     }
 }
