@@ -29,6 +29,13 @@
 //!
 //! [`Config::release_memory_after`]: crate::server::Config::release_memory_after
 
+/// Whether a table of `len` entries in `capacity` is mostly spare room, worth
+/// shrinking after connections left (more than twice what is in use, and more than a
+/// few hundred entries): the one rule of the churn release's compaction.
+pub(crate) fn mostly_room(capacity: usize, len: usize) -> bool {
+    capacity > 2 * len + 256
+}
+
 /// Sets glibc's `M_TRIM_THRESHOLD` to `bytes` and its `M_MMAP_THRESHOLD` to half of
 /// it (at most 32 MiB), as glibc's own dynamic rule would once it had freed a block
 /// that large: setting either turns that rule off, and without the second every

@@ -315,23 +315,38 @@ impl BufRing {
     /// Rare: buffers are held only after the population halves, at most one round of
     /// the ring per halving.
     fn release(&mut self, bid: u16) {
-        let page = self.page;
-        let start = bid as usize * self.size;
-        let first = start.next_multiple_of(page);
-        let end = (start + self.size) / page * page;
-        if end <= first {
-            return;
+        // SAFETY: buffer `bid` is not in the ring and not lent, so no one reads or
+        // writes it until it is pushed again, and then it reads as zeros, which is all
+        // a fresh buffer promises.
+        unsafe { self.advise_away(bid as usize * self.size, self.size) };
+    }
+
+    /// Advises away (`MADV_DONTNEED`) the whole pages of `[start, start + len)` of the
+    /// buffer area (rounded inwards); the bytes advised (0 on failure, which leaves
+    /// the pages as they were).
+    ///
+    /// # Safety
+    /// No one may read or write the range during the call (neither a caller nor the
+    /// kernel), and whoever uses it next must take zeros for its contents.
+    unsafe fn advise_away(&self, start: usize, len: usize) -> usize {
+        let first = start.next_multiple_of(self.page);
+        let end = (start + len) / self.page * self.page;
+        if end <= first || start + len > self.bufs_len {
+            return 0;
         }
-        // SAFETY: `[first, end)` lies inside buffer `bid` (rounded inwards to whole
-        // pages), inside the mapping; the buffer is not in the ring and not lent, so no
-        // one reads or writes it until it is pushed again, and then it reads as zeros,
-        // which is all a fresh buffer promises. A failure leaves the pages as they were.
-        unsafe {
+        // SAFETY: `[first, end)` lies inside `[start, start + len)`, checked above to
+        // be inside the mapping; the rest is this function's contract.
+        let r = unsafe {
             libc::madvise(
                 self.bufs.add(first).cast(),
                 end - first,
                 libc::MADV_DONTNEED,
-            );
+            )
+        };
+        if r == 0 {
+            end - first
+        } else {
+            0
         }
     }
 
@@ -353,34 +368,16 @@ impl BufRing {
     pub(crate) unsafe fn release_unused(&mut self) -> usize {
         let mut released = 0;
         let mut bid = 0usize;
-        let n = self.entries as usize;
-        while bid < n {
-            if self.lent[bid] {
-                bid += 1;
-                continue;
-            }
+        while bid < self.lent.len() {
             let run = self.lent[bid..].iter().take_while(|&&l| !l).count();
-            let start = bid * self.size;
-            let first = start.next_multiple_of(self.page);
-            let end = (start + run * self.size) / self.page * self.page;
-            if end > first {
-                // SAFETY: `[first, end)` lies inside buffers `bid..bid + run` (rounded
-                // inwards to whole pages), inside the mapping; none is lent, so no
-                // caller holds a slice of it, and by this function's contract the
-                // kernel does not write into it during the call. A failure leaves the
-                // pages as they were.
-                let r = unsafe {
-                    libc::madvise(
-                        self.bufs.add(first).cast(),
-                        end - first,
-                        libc::MADV_DONTNEED,
-                    )
-                };
-                if r == 0 {
-                    released += end - first;
-                }
+            if run > 0 {
+                // SAFETY: buffers `bid..bid + run` are not lent, so no caller holds a
+                // slice of them; by this function's contract the kernel does not
+                // write into them during the call; the next receive into one is
+                // written whole before it is handed out.
+                released += unsafe { self.advise_away(bid * self.size, run * self.size) };
             }
-            bid += run;
+            bid += run.max(1);
         }
         released
     }

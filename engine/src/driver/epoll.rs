@@ -15,6 +15,7 @@ use mio::{Events, Interest, Poll, Token as MioToken};
 use slab::Slab;
 
 use super::{sys, Chunk, DriverConfig, Sink, Token, Waker};
+use crate::alloc::mostly_room;
 use crate::pool::{OutQueue, Pool};
 
 const LISTENER: MioToken = MioToken(usize::MAX - 1);
@@ -271,7 +272,7 @@ impl Epoll {
     /// last entry in use, when that is most of it.
     pub(super) fn compact(&mut self) {
         self.pool.clear();
-        if self.socks.capacity() > 2 * self.socks.len() + 256 {
+        if mostly_room(self.socks.capacity(), self.socks.len()) {
             self.socks.shrink_to_fit();
         }
     }

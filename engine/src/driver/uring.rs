@@ -31,6 +31,7 @@ use slab::Slab;
 
 use super::bufring::{BufRing, SweepWatch};
 use super::{sys, Chunk, DriverConfig, Sink, Token, Waker};
+use crate::alloc::mostly_room;
 use crate::pool::{OutQueue, Pool};
 
 const BGID: u16 = 0;
@@ -640,13 +641,13 @@ impl Uring {
     /// past their last entries in use, when that is most of it.
     pub(super) fn compact(&mut self) {
         self.pool.clear();
-        if self.socks.capacity() > 2 * self.socks.len() + 256 {
+        if mostly_room(self.socks.capacity(), self.socks.len()) {
             self.socks.shrink_to_fit();
         }
-        if self.sends.capacity() > 2 * self.sends.len() + 256 {
+        if mostly_room(self.sends.capacity(), self.sends.len()) {
             self.sends.shrink_to_fit();
         }
-        if self.backlog.capacity() > 2 * self.backlog.len() + 256 {
+        if mostly_room(self.backlog.capacity(), self.backlog.len()) {
             self.backlog.shrink_to_fit();
         }
     }

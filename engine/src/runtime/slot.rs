@@ -130,6 +130,13 @@ impl<D> Slot<D> {
         self.cold.get_or_insert_with(Box::default)
     }
 
+    /// Whether the timer heap's entry `(at, seq)` at this slot's index is this slot's
+    /// live one: not another connection's (`seq`) nor superseded (`sched`).
+    #[inline]
+    pub(crate) fn owns_timer(&self, at: u64, seq: u32) -> bool {
+        self.seq as u32 == seq && self.sched == ms32(at)
+    }
+
     pub(crate) fn has_carry(&self) -> bool {
         self.cold.as_ref().is_some_and(|c| !c.carry.is_empty())
     }
@@ -235,7 +242,7 @@ impl<D> Slots<D> {
         while matches!(self.v.last(), Some(None)) {
             self.v.pop();
         }
-        if self.v.capacity() > 2 * self.v.len() + 256 {
+        if crate::alloc::mostly_room(self.v.capacity(), self.v.len()) {
             self.v.shrink_to_fit();
         }
     }

@@ -86,7 +86,7 @@ impl Timers {
     pub(crate) fn compact(&mut self, mut keep: impl FnMut(u64, usize, u32) -> bool) {
         self.heap
             .retain(|&Reverse((at, idx, seq))| keep(at, idx as usize, seq));
-        if self.heap.capacity() > 2 * self.heap.len() + 256 {
+        if crate::alloc::mostly_room(self.heap.capacity(), self.heap.len()) {
             self.heap.shrink_to_fit();
         }
     }

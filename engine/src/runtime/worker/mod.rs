@@ -38,7 +38,7 @@ use super::handler::{CloseInfo, Handler};
 use super::id::ConnId;
 use super::mailbox::{Command, Shared};
 use super::rt::{seed, Rt};
-use super::slot::{ms32, Phase, Slots};
+use super::slot::{Phase, Slots};
 use super::timers::Timers;
 use super::topics::Topics;
 use super::ws::{mark_dirty, ConnCtx, WebSocket};
@@ -272,11 +272,9 @@ impl<H: Handler> Worker<H> {
     /// allocator's release, which then returns it).
     fn compact_tables(&mut self, driver: &mut Driver) {
         let slots = &self.slots;
-        self.rt.timers.compact(|at, idx, seq| {
-            slots
-                .get(idx)
-                .is_some_and(|s| s.seq as u32 == seq && s.sched == ms32(at))
-        });
+        self.rt
+            .timers
+            .compact(|at, idx, seq| slots.get(idx).is_some_and(|s| s.owns_timer(at, seq)));
         self.slots.compact();
         self.rt.pool.clear();
         driver.compact();

@@ -8,7 +8,7 @@ use crate::proto::conn::Role;
 use crate::proto::OpCode;
 use crate::runtime::error::ConnError;
 use crate::runtime::handler::Handler;
-use crate::runtime::slot::{ms32, Phase};
+use crate::runtime::slot::Phase;
 use crate::runtime::timers::{full, MAX_TIMEOUT};
 use crate::runtime::ws::mark_dirty;
 
@@ -33,7 +33,7 @@ impl<H: Handler> Worker<H> {
             let Some(slot) = self.slots.get_mut(idx) else {
                 continue;
             };
-            if slot.seq as u32 != seq || slot.sched != ms32(at) {
+            if !slot.owns_timer(at, seq) {
                 continue; // another connection's, or stale
             }
             slot.sched = 0;
