@@ -131,7 +131,7 @@ impl<D> WorkerCtx<'_, D> {
         }
         let idx = id.idx();
         let slot = self.slots.get_mut(idx)?;
-        if slot.seq != id.seq() || slot.data.is_none() {
+        if slot.seq() != id.seq() || slot.data.is_none() {
             return None;
         }
         let mut ws = WebSocket {
@@ -218,7 +218,7 @@ pub(crate) fn start<D>(
         deflate: req.deflate,
     }));
     mark_dirty(slot, &mut rt.dirty, idx);
-    Ok(ConnId::new(rt.index, slot.seq, idx))
+    Ok(ConnId::new(rt.index, slot.seq(), idx))
 }
 
 impl<D> WorkerCtx<'_, D> {

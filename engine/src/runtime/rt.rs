@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use super::config::Config;
 use super::mailbox::Shared;
-use super::slot::{Flags, Phase, Slot, Slots};
+use super::slot::{Phase, Slot, Slots};
 use super::timers::Timers;
 use super::topics::Topics;
 use crate::driver::Token;
-use crate::pool::{OutQueue, Pool};
+use crate::pool::Pool;
 use crate::proto::conn::{Connection, Role};
 
 /// The worker state that callbacks may touch besides their own connection.
@@ -160,29 +160,17 @@ impl Rt {
         let at = self.timers.after(timeout);
         let layer = self.cfg.layer.as_ref().and_then(|f| f.make());
         let mask_seed = super::request::next_rand(&mut self.rng) | 1;
-        let idx = slots.insert(Slot {
-            token,
-            seq,
-            phase,
-            flags: Flags::default(),
-            close_code: None,
-            wire: 0,
-            last_read: self.timers.now_ms() as u32,
-            timer: 0,
-            sched: 0,
-            proto: Connection::new(role, self.cfg.limits, mask_seed),
-            out: OutQueue::default(),
-            deflate: 0,
-            cold: Some(Box::new(super::slot::Cold {
-                layer,
-                ..Default::default()
-            })),
-            data,
-        });
+        let proto = Connection::new(role, self.cfg.limits, mask_seed);
+        let cold = Some(Box::new(super::slot::Cold {
+            layer,
+            ..Default::default()
+        }));
+        let mut slot = Slot::new(token.gen(), seq, phase, proto, cold, data);
+        slot.last_read = self.timers.now_ms() as u32;
+        let idx = slots.insert(token, slot);
         self.metrics.connections_open.add(1);
         if let Some(slot) = slots.get_mut(idx) {
-            self.timers
-                .arm(&mut slot.timer, &mut slot.sched, at, idx, seq);
+            self.timers.arm(&mut slot.timer, &mut slot.sched, at, idx);
         }
         idx
     }

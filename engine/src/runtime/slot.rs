@@ -48,8 +48,12 @@ crate::bits::bit_flags! {
 /// One connection. What only some connections need lives in [`Cold`], allocated on
 /// demand and freed when idle.
 pub(crate) struct Slot<D> {
-    pub(crate) token: Token,
-    pub(crate) seq: u64,
+    /// The generation of the driver's token (its index is the slot's).
+    pub(crate) gen: u32,
+    /// The connection's sequence number (48 bits, see [`Slot::seq`]): low 32 bits.
+    seq_lo: u32,
+    /// Its high 16 bits (two fields rather than a `u64`: 2 bytes less a slot).
+    seq_hi: u16,
     pub(crate) phase: Phase,
     pub(crate) flags: Flags,
     pub(crate) close_code: Option<CloseCode>,
@@ -126,15 +130,57 @@ impl Cold {
 }
 
 impl<D> Slot<D> {
+    /// A slot for connection `seq` (48 bits: [`crate::runtime::id`]) on driver token
+    /// `gen`, with nothing queued and no deadline.
+    pub(crate) fn new(
+        gen: u32,
+        seq: u64,
+        phase: Phase,
+        proto: Connection,
+        cold: Option<Box<Cold>>,
+        data: Option<D>,
+    ) -> Self {
+        let seq = seq & crate::runtime::id::SEQ_MASK;
+        Slot {
+            gen,
+            seq_lo: seq as u32,
+            seq_hi: (seq >> 32) as u16,
+            phase,
+            flags: Flags::default(),
+            close_code: None,
+            wire: 0,
+            last_read: 0,
+            timer: 0,
+            sched: 0,
+            proto,
+            out: OutQueue::default(),
+            cold,
+            deflate: 0,
+            data,
+        }
+    }
+
+    /// The connection's sequence number (unique on its worker).
+    #[inline]
+    pub(crate) fn seq(&self) -> u64 {
+        (self.seq_hi as u64) << 32 | self.seq_lo as u64
+    }
+
+    /// The driver's token for this slot, at index `idx`.
+    #[inline]
+    pub(crate) fn token(&self, idx: usize) -> Token {
+        Token::new(idx, self.gen)
+    }
+
     pub(crate) fn cold(&mut self) -> &mut Cold {
         self.cold.get_or_insert_with(Box::default)
     }
 
-    /// Whether the timer heap's entry `(at, seq)` at this slot's index is this slot's
-    /// live one: not another connection's (`seq`) nor superseded (`sched`).
+    /// Whether the timer heap's entry due `at`, at this slot's index, is this slot's
+    /// live one (see `timers`' module docs).
     #[inline]
-    pub(crate) fn owns_timer(&self, at: u64, seq: u32) -> bool {
-        self.seq as u32 == seq && self.sched == ms32(at)
+    pub(crate) fn owns_timer(&self, at: u64) -> bool {
+        self.sched == ms32(at)
     }
 
     pub(crate) fn has_carry(&self) -> bool {
@@ -203,11 +249,13 @@ impl<D> Slots<D> {
     /// The slot of `t`, if it is the connection that holds that token now.
     #[inline]
     pub(crate) fn by_token(&mut self, t: Token) -> Option<&mut Slot<D>> {
-        self.get_mut(t.index()).filter(|s| s.token == t)
+        self.get_mut(t.index()).filter(|s| s.gen == t.gen())
     }
 
-    pub(crate) fn insert(&mut self, slot: Slot<D>) -> usize {
-        let idx = slot.token.index();
+    /// Puts `slot` at `token`'s index (its `gen` is the token's).
+    pub(crate) fn insert(&mut self, token: Token, slot: Slot<D>) -> usize {
+        let idx = token.index();
+        debug_assert_eq!(slot.gen, token.gen());
         if self.v.len() <= idx {
             self.v.resize_with(idx + 1, || None);
         }
@@ -270,22 +318,8 @@ mod tests {
     use crate::proto::Limits;
 
     fn slot(idx: usize) -> Slot<()> {
-        Slot {
-            token: Token::new(idx, 1),
-            seq: idx as u64,
-            phase: Phase::Open,
-            flags: Flags::default(),
-            close_code: None,
-            wire: 0,
-            last_read: 0,
-            timer: 0,
-            sched: 0,
-            proto: Connection::new(Role::Server, Limits::default(), 1),
-            out: OutQueue::default(),
-            cold: None,
-            deflate: 0,
-            data: Some(()),
-        }
+        let proto = Connection::new(Role::Server, Limits::default(), 1);
+        Slot::new(1, idx as u64, Phase::Open, proto, None, Some(()))
     }
 
     /// After a storm of closes the table gives back its free tail (not past the last
@@ -294,7 +328,7 @@ mod tests {
     fn compact_gives_back_the_free_tail() {
         let mut s = Slots::<()>::new();
         for i in 0..15_000 {
-            s.insert(slot(i));
+            s.insert(Token::new(i, 1), slot(i));
         }
         for i in 0..15_000 {
             if i != 70 && i != 3_000 {
@@ -314,19 +348,32 @@ mod tests {
         // a table mostly in use keeps its room
         let mut s = Slots::<()>::new();
         for i in 0..1_000 {
-            s.insert(slot(i));
+            s.insert(Token::new(i, 1), slot(i));
         }
         let cap = s.size().1;
         s.remove(999);
         s.compact();
         assert_eq!(s.size(), (999, cap));
         // and grows again after
-        s.insert(slot(5_000));
+        s.insert(Token::new(5_000, 1), slot(5_000));
         assert!(s.get(5_000).is_some());
     }
 
-    /// An idle connection's slot, and the driver's record of its socket, are what the
-    /// budget per idle connection pays for (with the kernel's socket outside it).
+    /// An idle connection's slot, the driver's record of its socket and its timer-heap
+    /// entry are what the budget per idle connection pays for (with the kernel's socket outside it).
+    #[test]
+    fn slot_keeps_48_bit_sequences_and_its_token() {
+        let proto = Connection::new(Role::Server, Limits::default(), 1);
+        let seq = crate::runtime::id::SEQ_MASK - 5;
+        let s: Slot<()> = Slot::new(7, seq, Phase::Open, proto, None, None);
+        assert_eq!(s.seq(), seq);
+        assert_eq!(s.token(12), Token::new(12, 7));
+        let mut t = Slots::new();
+        t.insert(Token::new(12, 7), s);
+        assert!(t.by_token(Token::new(12, 7)).is_some());
+        assert!(t.by_token(Token::new(12, 8)).is_none());
+    }
+
     #[test]
     fn idle_slot_stays_small() {
         let size = size_of::<Option<Slot<()>>>();
@@ -335,7 +382,7 @@ mod tests {
             size_of::<Connection>(),
             size_of::<Cold>()
         );
-        assert!(size <= 80, "Slot<()> grew to {size} bytes");
+        assert!(size <= 72, "Slot<()> grew to {size} bytes");
         let proto = size_of::<Connection>();
         assert!(proto <= 24, "Connection grew to {proto} bytes");
     }

@@ -152,7 +152,7 @@ impl<D> ConnCtx<'_, D> {
     fn send_direct(&mut self, opcode: OpCode, payload: &[u8]) -> Option<SendStatus> {
         let w = self.rt.direct?;
         let slot = &mut *self.slot;
-        if w.token() != slot.token
+        if w.token() != slot.token(self.idx)
             || slot.proto.role() != Role::Server
             || slot.cold.as_ref().is_some_and(|c| c.layer.is_some())
             || !slot.out.is_empty()
@@ -289,7 +289,7 @@ impl<D> ConnCtx<'_, D> {
         let slot = &mut *self.slot;
         self.rt
             .timers
-            .arm(&mut slot.timer, &mut slot.sched, at, self.idx, slot.seq);
+            .arm(&mut slot.timer, &mut slot.sched, at, self.idx);
     }
 
     pub(crate) fn terminate(&mut self) {

@@ -51,7 +51,7 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.slots.get_mut(idx) else {
             return;
         };
-        if slot.seq != id.seq() || slot.phase != Phase::Open || slot.proto.close_sent() {
+        if slot.seq() != id.seq() || slot.phase != Phase::Open || slot.proto.close_sent() {
             return;
         }
         ConnCtx {
@@ -69,7 +69,7 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.slots.get_mut(idx) else {
             return;
         };
-        if slot.seq != id.seq() {
+        if slot.seq() != id.seq() {
             return;
         }
         let open = slot.phase == Phase::Open && slot.data.is_some();

@@ -274,7 +274,7 @@ impl<H: Handler> Worker<H> {
         let slots = &self.slots;
         self.rt
             .timers
-            .compact(|at, idx, seq| slots.get(idx).is_some_and(|s| s.owns_timer(at, seq)));
+            .compact(|at, idx| slots.get(idx).is_some_and(|s| s.owns_timer(at)));
         self.slots.compact();
         self.rt.pool.clear();
         driver.compact();
@@ -355,7 +355,7 @@ impl<H: Handler> Worker<H> {
                 self.finish(idx, err);
                 continue;
             }
-            let token = slot.token;
+            let token = slot.token(idx);
             let mut moved = 0usize;
             let mut failed = None;
             match slot.cold.as_mut().and_then(|c| c.layer.as_mut()) {
@@ -434,10 +434,9 @@ impl<H: Handler> Worker<H> {
                 driver.shutdown_write(token);
                 slot.phase = Phase::Lingering;
                 let at = self.rt.timers.after(LINGER.min(self.rt.cfg.close_timeout));
-                let seq = slot.seq;
                 self.rt
                     .timers
-                    .arm(&mut slot.timer, &mut slot.sched, at, idx, seq);
+                    .arm(&mut slot.timer, &mut slot.sched, at, idx);
             }
         }
         dirty.clear();
@@ -449,7 +448,7 @@ impl<H: Handler> Worker<H> {
         }
         for idx in std::mem::take(&mut self.rt.reading_changed) {
             if let Some(s) = self.slots.get(idx) {
-                driver.set_reading(s.token, !(s.flags.paused() || s.flags.throttled()));
+                driver.set_reading(s.token(idx), !(s.flags.paused() || s.flags.throttled()));
             }
         }
         for (t, reset) in self.rt.closes.drain(..) {
@@ -467,7 +466,7 @@ impl<H: Handler> Worker<H> {
     ) -> Option<R> {
         let slot = self.slots.get_mut(idx)?;
         slot.data.as_ref()?;
-        let id = ConnId::new(self.rt.index, slot.seq, idx);
+        let id = ConnId::new(self.rt.index, slot.seq(), idx);
         let handler = &mut self.handler;
         let mut ws = WebSocket {
             ctx: ConnCtx {
@@ -526,7 +525,7 @@ impl<H: Handler> Worker<H> {
                 self.rt.shared.count_subscriber(&name, false);
             }
         }
-        let id = ConnId::new(self.rt.index, slot.seq, idx);
+        let id = ConnId::new(self.rt.index, slot.seq(), idx);
         if slot.flags.backpressured() {
             self.rt.shared.set_congested(id, false);
         }
@@ -574,7 +573,7 @@ impl<H: Handler> Worker<H> {
         self.rt.pool.put(std::mem::take(&mut cold.carry));
         self.rt.pool.put(std::mem::take(&mut cold.assembly));
         slot.out.clear(&mut self.rt.pool);
-        self.rt.closes.push((slot.token, slot.flags.reset()));
+        self.rt.closes.push((slot.token(idx), slot.flags.reset()));
     }
 
     /// After bytes went out: backpressure relief (`on_drain`), read throttling.
@@ -596,7 +595,7 @@ impl<H: Handler> Worker<H> {
         }
         if slot.flags.backpressured() {
             slot.flags.set_backpressured(false);
-            let id = ConnId::new(self.rt.index, slot.seq, idx);
+            let id = ConnId::new(self.rt.index, slot.seq(), idx);
             self.rt.shared.set_congested(id, false);
             if slot.phase == Phase::Open && !slot.proto.close_sent() {
                 self.call(idx, |h, ws| h.on_drain(ws));

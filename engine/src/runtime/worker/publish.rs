@@ -62,7 +62,7 @@ impl<H: Handler> Worker<H> {
             }
             let role = slot.proto.role();
             let params = self.rt.codecs.params(slot.deflate);
-            let id = ConnId::new(self.rt.index, slot.seq, idx);
+            let id = ConnId::new(self.rt.index, slot.seq(), idx);
             let shared_window = match params {
                 Some(p)
                     if role == Role::Server && !keeps_context(role, p, &self.rt.cfg.deflate) =>

@@ -22,18 +22,18 @@ impl<H: Handler> Worker<H> {
             let at = full(now, slot.last_read) + t.min(MAX_TIMEOUT).as_millis() as u64;
             self.rt
                 .timers
-                .arm(&mut slot.timer, &mut slot.sched, at, idx, slot.seq);
+                .arm(&mut slot.timer, &mut slot.sched, at, idx);
         }
     }
 
     /// Fires due timers.
     pub(crate) fn on_timers(&mut self) {
         let mut next = None;
-        while let Some((at, idx, seq)) = self.rt.timers.pop_due(&mut next) {
+        while let Some((at, idx)) = self.rt.timers.pop_due(&mut next) {
             let Some(slot) = self.slots.get_mut(idx) else {
                 continue;
             };
-            if !slot.owns_timer(at, seq) {
+            if !slot.owns_timer(at) {
                 continue; // another connection's, or stale
             }
             slot.sched = 0;
@@ -43,10 +43,9 @@ impl<H: Handler> Worker<H> {
             let deadline = full(self.rt.timers.now_ms(), slot.timer);
             if deadline > at {
                 // the deadline moved on since this entry was pushed
-                let seq = slot.seq;
                 self.rt
                     .timers
-                    .arm(&mut slot.timer, &mut slot.sched, deadline, idx, seq);
+                    .arm(&mut slot.timer, &mut slot.sched, deadline, idx);
                 continue;
             }
             slot.timer = 0;
@@ -84,10 +83,9 @@ impl<H: Handler> Worker<H> {
                         slot.out.push_bytes(&mut self.rt.pool, &self.rt.ctl);
                         mark_dirty(slot, &mut self.rt.dirty, idx);
                         let at = now + idle;
-                        let seq = slot.seq;
                         self.rt
                             .timers
-                            .arm(&mut slot.timer, &mut slot.sched, at, idx, seq);
+                            .arm(&mut slot.timer, &mut slot.sched, at, idx);
                     } else {
                         self.call(idx, |_, ws| ws.close(CloseCode::GOING_AWAY, "idle timeout"));
                     }

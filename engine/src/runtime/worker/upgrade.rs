@@ -55,7 +55,7 @@ impl<H: Handler> Worker<H> {
                 return None;
             }
         };
-        let seq = slot.seq;
+        let seq = slot.seq();
         let id = ConnId::new(self.rt.index, seq, idx);
         let up = UpgradeRequest {
             request: &req,
@@ -164,7 +164,7 @@ impl<H: Handler> Worker<H> {
         let Some(slot) = self.slots.get_mut(idx) else {
             return;
         };
-        if slot.seq != id.seq() || slot.phase != Phase::Handshake {
+        if slot.seq() != id.seq() || slot.phase != Phase::Handshake {
             return;
         }
         let Some(d) = slot.cold.as_mut().and_then(|c| c.deferred.take()) else {
@@ -223,7 +223,7 @@ impl<H: Handler> Worker<H> {
             return;
         };
         self.rt.metrics.handshake(status);
-        let id = ConnId::new(self.rt.index, slot.seq, idx);
+        let id = ConnId::new(self.rt.index, slot.seq(), idx);
         let peer = slot.cold.as_ref().and_then(|c| c.peer);
         let reason = body.lines().next().unwrap_or_default();
         tracing::debug!(
