@@ -31,19 +31,33 @@ fn mio_token(t: Token) -> MioToken {
 #[derive(Debug)]
 struct Sock {
     fd: OwnedFd,
-    gen: u32,
+    /// The token's generation, 16 bits (tokens name a socket for as long as the caller
+    /// holds it; a stale one would need 65,536 sockets through the same slab index in
+    /// between): 16 bytes a socket with the flags and the queue.
+    gen: u16,
+    f: SockFlags,
     q: OutQueue,
-    connecting: bool,
+}
+
+crate::bits::bit_flags! {
+    /// A socket's state bits.
+    SockFlags:
+    /// The connect is under way.
+    connecting set_connecting = 1;
     /// The end of the read side was reported.
-    ended: bool,
+    ended set_ended = 2;
     /// The socket took less than was offered: wait for writability.
-    blocked: bool,
-    dirty: bool,
-    shut_wanted: bool,
-    shut_done: bool,
-    reading: bool,
+    blocked set_blocked = 4;
+    /// In the list of sockets to write at the next submit.
+    dirty set_dirty = 8;
+    /// FIN once the queue is written.
+    shut_wanted set_shut_wanted = 16;
+    /// FIN sent.
+    shut_done set_shut_done = 32;
+    /// The caller wants it read.
+    reading set_reading = 64;
     /// Readability came (or may have come) while not reading: read on resume.
-    read_pending: bool,
+    read_pending set_read_pending = 128;
 }
 
 /// What the submit phase found, reported at the next dispatch.
@@ -63,7 +77,7 @@ pub(super) struct Epoll {
     listener: Option<OwnedFd>,
     spare: Option<OwnedFd>,
     socks: Slab<Sock>,
-    gen: u32,
+    gen: u16,
     /// The receive buffer, `buf[buf_at..buf_at + buf_len]`: its start on a 64-byte
     /// boundary, where the kernel's copy into it runs fastest.
     buf: Vec<u8>,
@@ -110,7 +124,9 @@ impl Epoll {
     }
 
     fn sock(&mut self, t: Token) -> Option<&mut Sock> {
-        self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen)
+        self.socks
+            .get_mut(t.index())
+            .filter(|s| s.gen as u32 == t.gen)
     }
 
     fn insert(&mut self, fd: OwnedFd, connecting: bool) -> io::Result<Token> {
@@ -120,24 +136,21 @@ impl Epoll {
             sys::set_rx_timestamps(raw)?;
         }
         let entry = self.socks.vacant_entry();
-        let t = Token::new(entry.key(), self.gen);
+        let t = Token::new(entry.key(), self.gen as u32);
         self.poll.registry().register(
             &mut SourceFd(&raw),
             mio_token(t),
             Interest::READABLE | Interest::WRITABLE,
         )?;
+        let mut f = SockFlags::default();
+        f.set_connecting(connecting);
+        f.set_blocked(connecting);
+        f.set_reading(true);
         entry.insert(Sock {
             fd,
             gen: self.gen,
+            f,
             q: OutQueue::default(),
-            connecting,
-            ended: false,
-            blocked: connecting,
-            dirty: false,
-            shut_wanted: false,
-            shut_done: false,
-            reading: true,
-            read_pending: false,
         });
         Ok(t)
     }
@@ -186,12 +199,16 @@ impl Epoll {
     /// when `t` is gone.
     #[inline]
     fn enqueue(&mut self, t: Token, f: impl FnOnce(&mut OutQueue, &mut Pool)) -> bool {
-        let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen) else {
+        let Some(s) = self
+            .socks
+            .get_mut(t.index())
+            .filter(|s| s.gen as u32 == t.gen)
+        else {
             return false;
         };
         f(&mut s.q, &mut self.pool);
-        if !s.dirty {
-            s.dirty = true;
+        if !s.f.dirty() {
+            s.f.set_dirty(true);
             self.dirty.push(t);
         }
         true
@@ -202,19 +219,23 @@ impl Epoll {
     /// tried or failed (the caller then queues as usual, and the queue's write
     /// reports the error).
     pub(super) fn write_now(&mut self, t: Token, bytes: &[u8]) -> Option<usize> {
-        let s = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen)?;
-        if !s.q.is_empty() || s.blocked || s.connecting || s.ended || s.shut_wanted {
+        let s = self
+            .socks
+            .get_mut(t.index())
+            .filter(|s| s.gen as u32 == t.gen)?;
+        if !s.q.is_empty() || s.f.blocked() || s.f.connecting() || s.f.ended() || s.f.shut_wanted()
+        {
             return None;
         }
         match sys::send_vectored(s.fd.as_raw_fd(), &[io::IoSlice::new(bytes)]) {
             Ok(n) => {
                 if n < bytes.len() {
-                    s.blocked = true;
+                    s.f.set_blocked(true);
                 }
                 Some(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                s.blocked = true;
+                s.f.set_blocked(true);
                 Some(0)
             }
             Err(_) => None,
@@ -223,9 +244,9 @@ impl Epoll {
 
     pub(super) fn shutdown_write(&mut self, t: Token) {
         let Some(s) = self.sock(t) else { return };
-        s.shut_wanted = true;
-        if !s.dirty {
-            s.dirty = true;
+        s.f.set_shut_wanted(true);
+        if !s.f.dirty() {
+            s.f.set_dirty(true);
             self.dirty.push(t);
         }
     }
@@ -248,10 +269,10 @@ impl Epoll {
 
     pub(super) fn set_reading(&mut self, t: Token, on: bool) {
         let Some(s) = self.sock(t) else { return };
-        s.reading = on;
-        if on && s.read_pending {
+        s.f.set_reading(on);
+        if on && s.f.read_pending() {
             // edge-triggered: the readiness that came while paused will not come again
-            s.read_pending = false;
+            s.f.set_read_pending(false);
             self.done.push(Done::Resume(t));
         }
     }
@@ -284,13 +305,17 @@ impl Epoll {
     /// Writes what `t` has queued until done or the socket is full. Returns the bytes
     /// written and the error that ended the socket, if any.
     fn flush(&mut self, t: Token) -> (usize, Option<io::Error>) {
-        let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen) else {
+        let Some(s) = self
+            .socks
+            .get_mut(t.index())
+            .filter(|s| s.gen as u32 == t.gen)
+        else {
             return (0, None);
         };
         let fd = s.fd.as_raw_fd();
         let mut total = 0;
         let mut err = None;
-        while !s.q.is_empty() && !s.blocked {
+        while !s.q.is_empty() && !s.f.blocked() {
             let mut iov = [io::IoSlice::new(&[]); 64];
             let n = s.q.iovecs(&mut iov);
             let want: usize = iov[..n].iter().map(|b| b.len()).sum();
@@ -299,10 +324,10 @@ impl Epoll {
                     s.q.advance(w, &mut self.pool);
                     total += w;
                     if w < want {
-                        s.blocked = true;
+                        s.f.set_blocked(true);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.blocked = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.f.set_blocked(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     s.q.clear(&mut self.pool);
@@ -310,15 +335,15 @@ impl Epoll {
                 }
             }
         }
-        if s.q.is_empty() && s.shut_wanted && !s.shut_done && !s.connecting {
-            s.shut_done = true;
+        if s.q.is_empty() && s.f.shut_wanted() && !s.f.shut_done() && !s.f.connecting() {
+            s.f.set_shut_done(true);
             let _ = sys::shutdown_write(fd);
         }
         if err.is_some() {
-            if s.ended {
+            if s.f.ended() {
                 err = None;
             } else {
-                s.ended = true;
+                s.f.set_ended(true);
             }
         }
         (total, err)
@@ -364,7 +389,7 @@ impl Epoll {
         let dirty = std::mem::take(&mut self.dirty);
         for &t in &dirty {
             if let Some(s) = self.sock(t) {
-                s.dirty = false;
+                s.f.set_dirty(false);
             } else {
                 continue;
             }
@@ -422,11 +447,11 @@ impl Epoll {
                     let t = Token::new(raw & 0xffff_ffff, (raw >> 32) as u32);
                     let Some(s) = self.sock(t) else { continue };
                     let hup = ev.is_read_closed() || ev.is_error();
-                    if s.connecting {
+                    if s.f.connecting() {
                         if !(ev.is_writable() || hup) {
                             continue;
                         }
-                        s.connecting = false;
+                        s.f.set_connecting(false);
                         let res = match sys::take_error(s.fd.as_raw_fd()) {
                             Ok(None) if !ev.is_error() => Ok(()),
                             Ok(None) => Err(io::Error::from(io::ErrorKind::ConnectionRefused)),
@@ -434,7 +459,7 @@ impl Epoll {
                         };
                         let ok = res.is_ok();
                         if !ok {
-                            s.ended = true;
+                            s.f.set_ended(true);
                         }
                         sink.connected(t, res);
                         if !ok {
@@ -443,7 +468,7 @@ impl Epoll {
                     }
                     if ev.is_writable() {
                         if let Some(s) = self.sock(t) {
-                            s.blocked = false;
+                            s.f.set_blocked(false);
                         }
                         let (n, err) = self.flush(t);
                         if n > 0 {
@@ -469,16 +494,24 @@ impl Epoll {
     fn read<S: Sink>(&mut self, t: Token, hup: bool, sink: &mut S) {
         let at = self.buf_at;
         loop {
-            let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.gen == t.gen) else {
+            let Some(s) = self
+                .socks
+                .get_mut(t.index())
+                .filter(|s| s.gen as u32 == t.gen)
+            else {
                 return;
             };
-            if s.ended {
+            if s.f.ended() {
                 return;
             }
-            let budget = if s.reading { sink.read_budget(t) } else { 0 };
+            let budget = if s.f.reading() {
+                sink.read_budget(t)
+            } else {
+                0
+            };
             if budget == 0 {
                 if let Some(s) = self.socks.get_mut(t.index()) {
-                    s.read_pending = true;
+                    s.f.set_read_pending(true);
                 }
                 return;
             }
@@ -487,10 +520,10 @@ impl Epoll {
             let Some(s) = self.socks.get_mut(t.index()) else {
                 return;
             };
-            s.read_pending = false;
+            s.f.set_read_pending(false);
             let fd: RawFd = s.fd.as_raw_fd();
             // nothing queued for it here: what the sink writes at once goes first
-            let direct = s.q.is_empty() && !s.blocked && !s.connecting;
+            let direct = s.q.is_empty() && !s.f.blocked() && !s.f.connecting();
             if direct {
                 sink.immediate(Some(super::Immediate { fd, token: t }));
             }
@@ -539,8 +572,8 @@ impl Epoll {
 
     fn end<S: Sink>(&mut self, t: Token, e: Option<io::Error>, sink: &mut S) {
         if let Some(s) = self.sock(t) {
-            if !s.ended {
-                s.ended = true;
+            if !s.f.ended() {
+                s.f.set_ended(true);
                 sink.closed(t, e);
             }
         }
@@ -607,6 +640,14 @@ mod tests {
     #[test]
     fn socket_record_stays_small() {
         let n = size_of::<super::Sock>();
-        assert!(n <= 24, "epoll Sock grew to {n} bytes");
+        assert!(n <= 16, "epoll Sock grew to {n} bytes");
+        // as `slab` keeps it: a vacant entry's next index beside the record
+        #[allow(dead_code)]
+        enum Entry {
+            Vacant(usize),
+            Occupied(super::Sock),
+        }
+        let n = size_of::<Entry>();
+        assert!(n <= 16, "a slab entry of an epoll Sock is {n} bytes");
     }
 }
