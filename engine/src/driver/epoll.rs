@@ -39,6 +39,14 @@ struct Sock {
     q: OutQueue,
 }
 
+impl Sock {
+    /// Whether `t` names this socket (and not an earlier one at its index).
+    #[inline]
+    fn holds(&self, t: Token) -> bool {
+        self.gen as u32 == t.gen
+    }
+}
+
 crate::bits::bit_flags! {
     /// A socket's state bits.
     SockFlags:
@@ -124,9 +132,7 @@ impl Epoll {
     }
 
     fn sock(&mut self, t: Token) -> Option<&mut Sock> {
-        self.socks
-            .get_mut(t.index())
-            .filter(|s| s.gen as u32 == t.gen)
+        self.socks.get_mut(t.index()).filter(|s| s.holds(t))
     }
 
     fn insert(&mut self, fd: OwnedFd, connecting: bool) -> io::Result<Token> {
@@ -199,11 +205,7 @@ impl Epoll {
     /// when `t` is gone.
     #[inline]
     fn enqueue(&mut self, t: Token, f: impl FnOnce(&mut OutQueue, &mut Pool)) -> bool {
-        let Some(s) = self
-            .socks
-            .get_mut(t.index())
-            .filter(|s| s.gen as u32 == t.gen)
-        else {
+        let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.holds(t)) else {
             return false;
         };
         f(&mut s.q, &mut self.pool);
@@ -219,10 +221,7 @@ impl Epoll {
     /// tried or failed (the caller then queues as usual, and the queue's write
     /// reports the error).
     pub(super) fn write_now(&mut self, t: Token, bytes: &[u8]) -> Option<usize> {
-        let s = self
-            .socks
-            .get_mut(t.index())
-            .filter(|s| s.gen as u32 == t.gen)?;
+        let s = self.socks.get_mut(t.index()).filter(|s| s.holds(t))?;
         if !s.q.is_empty() || s.f.blocked() || s.f.connecting() || s.f.ended() || s.f.shut_wanted()
         {
             return None;
@@ -305,11 +304,7 @@ impl Epoll {
     /// Writes what `t` has queued until done or the socket is full. Returns the bytes
     /// written and the error that ended the socket, if any.
     fn flush(&mut self, t: Token) -> (usize, Option<io::Error>) {
-        let Some(s) = self
-            .socks
-            .get_mut(t.index())
-            .filter(|s| s.gen as u32 == t.gen)
-        else {
+        let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.holds(t)) else {
             return (0, None);
         };
         let fd = s.fd.as_raw_fd();
@@ -494,11 +489,7 @@ impl Epoll {
     fn read<S: Sink>(&mut self, t: Token, hup: bool, sink: &mut S) {
         let at = self.buf_at;
         loop {
-            let Some(s) = self
-                .socks
-                .get_mut(t.index())
-                .filter(|s| s.gen as u32 == t.gen)
-            else {
+            let Some(s) = self.socks.get_mut(t.index()).filter(|s| s.holds(t)) else {
                 return;
             };
             if s.f.ended() {
