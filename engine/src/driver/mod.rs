@@ -152,6 +152,46 @@ impl Default for DriverConfig {
     }
 }
 
+/// `TCP_NODELAY` on accepted sockets: set once on the listener, whose accepted sockets
+/// inherit it on Linux (a `setsockopt` less per connection); the first one accepted is
+/// checked, and where it did not inherit the option each socket gets it set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NoDelay {
+    /// Not wanted.
+    Off,
+    /// Set on the listener; not yet seen on an accepted socket.
+    Unchecked,
+    /// Accepted sockets have it from the listener.
+    Inherited,
+    /// Set on each accepted socket.
+    EachSocket,
+}
+
+impl NoDelay {
+    /// For a new listener: sets the option on it when `want`.
+    fn listening(want: bool, listener: std::os::fd::RawFd) -> NoDelay {
+        match want {
+            false => NoDelay::Off,
+            true if sys::set_nodelay(listener).is_ok() => NoDelay::Unchecked,
+            true => NoDelay::EachSocket,
+        }
+    }
+
+    /// For each accepted socket.
+    fn accepted(&mut self, fd: std::os::fd::RawFd) {
+        match *self {
+            NoDelay::Off | NoDelay::Inherited => {}
+            NoDelay::Unchecked if sys::nodelay(fd).unwrap_or(false) => {
+                *self = NoDelay::Inherited;
+            }
+            NoDelay::Unchecked | NoDelay::EachSocket => {
+                *self = NoDelay::EachSocket;
+                let _ = sys::set_nodelay(fd);
+            }
+        }
+    }
+}
+
 /// Names one socket of a driver; see the module docs for how long it stays valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Token {
@@ -244,7 +284,7 @@ impl Immediate {
     /// Writes what the socket takes now of `bufs`, in order; returns how many bytes
     /// (0 when it takes none, or fails: the next regular write finds out).
     pub fn write(self, bufs: &[io::IoSlice<'_>]) -> usize {
-        sys::send_vectored(self.fd, bufs).unwrap_or(0)
+        sys::send_vectored(self.fd, bufs, false).unwrap_or(0)
     }
 }
 
@@ -467,6 +507,12 @@ impl Driver {
         on_backend!(self, d => d.peer_addr(token))
     }
 
+    /// Whether `TCP_NODELAY` is set on `token`'s socket.
+    #[cfg(test)]
+    fn nodelay(&mut self, token: Token) -> Option<bool> {
+        on_backend!(self, d => d.fd(token)).and_then(|fd| sys::nodelay(fd).ok())
+    }
+
     /// Bytes queued on `token` and not yet written.
     pub fn queued(&mut self, token: Token) -> usize {
         on_backend!(self, d => d.queued(token))
@@ -676,6 +722,56 @@ mod tests {
             d.write(t, Chunk::Owned(b"late".to_vec())); // ignored: the token is given up
             turn(&mut d, &mut log);
             assert_eq!(d.sockets(), 0, "the socket is gone once nothing names it");
+        }
+    }
+
+    /// Accepted sockets have `TCP_NODELAY` (from the listener, checked on the first
+    /// one) when the configuration asks for it, and not otherwise, on each backend.
+    #[test]
+    fn accepted_sockets_have_nodelay_as_configured() {
+        for backend in backends() {
+            for want in [true, false] {
+                let mut d = Driver::new(&DriverConfig {
+                    backend,
+                    nodelay: want,
+                    ..DriverConfig::default()
+                })
+                .expect("driver");
+                let mut log = Log::default();
+                let _clients = accept_many(&mut d, &mut log, 3);
+                for &t in &log.accepted {
+                    assert_eq!(d.nodelay(t), Some(want), "{backend:?}, nodelay {want}");
+                }
+            }
+        }
+    }
+
+    /// What is written last before a FIN (a close frame, an HTTP error's answer) and
+    /// the FIN leave in one segment, on each backend: the peer sees one segment, with
+    /// the bytes and the end of stream.
+    #[test]
+    fn the_last_write_and_the_fin_share_a_segment() {
+        for backend in backends() {
+            let mut log = Log::default();
+            let (mut d, mut c, t) = accepted(backend, &mut log);
+            std::thread::sleep(Duration::from_millis(20)); // the handshake's segments settle
+            let before = sys::segments(c.as_raw_fd()).0;
+            d.write(t, Chunk::Owned(b"\x88\x02\x03\xe8".to_vec()));
+            d.shutdown_write(t);
+            let until = Instant::now() + Duration::from_secs(5);
+            while log.sent < 4 && Instant::now() < until {
+                turn(&mut d, &mut log);
+            }
+            turn(&mut d, &mut log);
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"\x88\x02\x03\xe8", "{backend:?}: the bytes, then FIN");
+            assert_eq!(
+                sys::segments(c.as_raw_fd()).0 - before,
+                1,
+                "{backend:?}: one segment"
+            );
+            d.close(t, false);
         }
     }
 

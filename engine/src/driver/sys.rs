@@ -132,7 +132,14 @@ unsafe fn recv_raw(
 /// Gathers `bufs` into one send on a socket: `send` for one buffer, `sendmsg` for
 /// several (the socket calls, not `write`/`writev`, which add the VFS layers; see
 /// [`recv`]). `MSG_NOSIGNAL`: a peer that is gone is an `EPIPE` error, never a signal.
-pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+/// `more` (`MSG_MORE`): the last segment waits for what follows, so that a FIN sent
+/// next (`shutdown`, `close`) leaves in the same segment instead of one of its own.
+pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+    let flags = if more {
+        libc::MSG_NOSIGNAL | libc::MSG_MORE
+    } else {
+        libc::MSG_NOSIGNAL
+    };
     if let [one] = bufs {
         // `one` is valid for `one.len()` readable bytes.
         let null = std::ptr::null::<u8>();
@@ -141,7 +148,7 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize
             fd,
             one.as_ptr(),
             one.len(),
-            libc::MSG_NOSIGNAL,
+            flags,
             null,
             0
         )
@@ -155,13 +162,7 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len().min(1024) as _;
     // `msg` and the iovecs it points to outlive the call.
-    sock_call!(
-        libc::SYS_sendmsg,
-        fd,
-        &msg as *const libc::msghdr,
-        libc::MSG_NOSIGNAL
-    )
-    .map(|n| n as usize)
+    sock_call!(libc::SYS_sendmsg, fd, &msg as *const libc::msghdr, flags).map(|n| n as usize)
 }
 
 /// Shuts down the writing half (sends FIN once queued data is out).
@@ -202,6 +203,11 @@ fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int)
 /// Sets TCP_NODELAY.
 pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
     set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
+/// Whether TCP_NODELAY is set.
+pub(crate) fn nodelay(fd: RawFd) -> io::Result<bool> {
+    socket2::SockRef::from(&borrow(fd)).tcp_nodelay()
 }
 
 /// Asks the kernel for receive time stamps (`SO_TIMESTAMPNS`): the software time each
@@ -251,9 +257,10 @@ pub(crate) fn connect(
     nodelay: bool,
 ) -> io::Result<OwnedFd> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_nonblocking(true)?;
-    s.set_cloexec(true)?;
+    // non-blocking and close-on-exec from the start: one system call, where setting
+    // them afterwards took three `fcntl`s per connection
+    let kind = Type::STREAM.nonblocking().cloexec();
+    let s = Socket::new_raw(Domain::for_address(addr), kind, Some(Protocol::TCP))?;
     if nodelay {
         s.set_tcp_nodelay(true)?;
     }
@@ -275,17 +282,22 @@ pub(crate) fn connect(
     Ok(s.into())
 }
 
-/// Accepts one connection, non-blocking and close-on-exec.
-pub(crate) fn accept(listener: RawFd) -> io::Result<OwnedFd> {
-    // null address pointers are allowed by accept4.
-    let fd = syscall!(accept4(
-        listener,
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-    ))?;
+/// Accepts one connection, non-blocking and close-on-exec, with the peer's address
+/// (accept4 fills it in: no `getpeername` afterwards).
+pub(crate) fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+    let init = |storage: *mut socket2::SockAddrStorage, len: *mut libc::socklen_t| {
+        syscall!(accept4(
+            listener,
+            storage.cast(),
+            len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        ))
+    };
+    // SAFETY: `try_init` passes a zeroed `sockaddr_storage` and its length, which
+    // accept4 fills in; it reads the address only up to the length accept4 returns.
+    let (fd, addr) = unsafe { socket2::SockAddr::try_init(init) }?;
     // SAFETY: accept4 returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok((unsafe { OwnedFd::from_raw_fd(fd) }, addr.as_socket()))
 }
 
 /// Wraps a descriptor the kernel just returned (an io_uring accept's result).
@@ -411,6 +423,25 @@ pub(crate) fn set_timer_slack_1us() {
     ));
 }
 
+/// Segments a TCP socket has received and sent (`tcpi_segs_in`, `tcpi_segs_out`).
+#[cfg(test)]
+pub(crate) fn segments(fd: RawFd) -> (u32, u32) {
+    // SAFETY: tcp_info is plain data: all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    let out: *mut libc::tcp_info = &mut info;
+    // `info` is writable for `len` bytes; getsockopt writes at most that.
+    syscall!(getsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_INFO,
+        out.cast(),
+        &mut len
+    ))
+    .expect("TCP_INFO");
+    (info.tcpi_segs_in, info.tcpi_segs_out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,18 +457,21 @@ mod tests {
     fn send_vectored_and_recv_move_the_bytes_in_order() {
         let (a, b) = UnixStream::pair().expect("socket pair");
         let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
-        assert_eq!(send_vectored(fa, &[IoSlice::new(b"one")]).expect("send"), 3);
+        assert_eq!(
+            send_vectored(fa, &[IoSlice::new(b"one")], false).expect("send"),
+            3
+        );
         let parts = [
             IoSlice::new(b"-two"),
             IoSlice::new(b""),
             IoSlice::new(b"-three"),
         ];
-        assert_eq!(send_vectored(fa, &parts).expect("sendmsg"), 10);
+        assert_eq!(send_vectored(fa, &parts, false).expect("sendmsg"), 10);
         let mut buf = [0u8; 64];
         let n = recv(fb, &mut buf, None).expect("recv");
         assert_eq!(&buf[..n], b"one-two-three");
         // onto a vector's end, at most `max`
-        send_vectored(fa, &[IoSlice::new(b"abcdef")]).expect("send");
+        send_vectored(fa, &[IoSlice::new(b"abcdef")], true).expect("send");
         let mut v = b"xy".to_vec();
         assert_eq!(read_onto(fb, &mut v, 4, None).expect("recv onto"), 4);
         assert_eq!(v, b"xyabcd");
@@ -447,8 +481,56 @@ mod tests {
         assert_eq!(recv(fb, &mut buf, None).expect("recv at the end"), 0);
         let (c, d) = UnixStream::pair().expect("socket pair");
         drop(d);
-        let e = send_vectored(c.as_raw_fd(), &[IoSlice::new(b"z")]).expect_err("peer gone");
+        let e = send_vectored(c.as_raw_fd(), &[IoSlice::new(b"z")], false).expect_err("peer gone");
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    /// A loopback connection, accepted with `accept` (whose peer address must be the
+    /// connecting socket's own), as (accepted side, connecting side).
+    fn accepted_pair() -> (OwnedFd, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("non-blocking");
+        let c = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        c.set_nodelay(true).expect("nodelay");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match accept(l.as_raw_fd()) {
+                Ok((fd, peer)) => {
+                    assert_eq!(peer, Some(c.local_addr().expect("local")));
+                    set_nodelay(fd.as_raw_fd()).expect("nodelay");
+                    return (fd, c);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "nothing to accept");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    }
+
+    /// With `more`, the last bytes wait for the FIN that `shutdown` sends next, and the
+    /// two leave as one segment; without it, as two. The peer reads the bytes, then the
+    /// end of stream, either way.
+    #[test]
+    fn a_send_with_more_shares_its_segment_with_the_fin() {
+        use std::io::Read;
+        for more in [true, false] {
+            let (fd, mut c) = accepted_pair();
+            let fd = fd.as_raw_fd();
+            std::thread::sleep(Duration::from_millis(20)); // handshake ACKs settle
+            let before = segments(fd).1;
+            let parts = [IoSlice::new(b"\x88\x02"), IoSlice::new(b"\x03\xe8")];
+            assert_eq!(send_vectored(fd, &parts, more).expect("send"), 4);
+            shutdown_write(fd).expect("shutdown");
+            let mut got = Vec::new();
+            c.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            c.read_to_end(&mut got).expect("read to the end");
+            assert_eq!(got, b"\x88\x02\x03\xe8");
+            let sent = segments(fd).1 - before;
+            assert_eq!(sent, if more { 1 } else { 2 }, "more: {more}");
+        }
     }
 
     /// A TCP socket with receive time stamps on: each read reports the time its last

@@ -30,7 +30,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 use slab::Slab;
 
 use super::bufring::{BufRing, SweepWatch};
-use super::{sys, Chunk, DriverConfig, Sink, Token, Waker};
+use super::{sys, Chunk, DriverConfig, NoDelay, Sink, Token, Waker};
 use crate::alloc::mostly_room;
 use crate::pool::{OutQueue, Pool};
 
@@ -297,6 +297,8 @@ pub(super) struct Uring {
     pool: Pool,
     cqes: Vec<cqueue::Entry>,
     nodelay: bool,
+    /// How accepted sockets get `TCP_NODELAY`.
+    accepted_nodelay: NoDelay,
     /// The ring runs its task work only inside this thread's `io_uring_enter`
     /// (`IORING_SETUP_DEFER_TASKRUN`): the kernel then never writes a receive while
     /// the worker runs its own code.
@@ -347,6 +349,7 @@ impl Uring {
             pool: Pool::default(),
             cqes: Vec::with_capacity(1024),
             nodelay: cfg.nodelay,
+            accepted_nodelay: NoDelay::Off,
             defer_taskrun,
             sweep: SweepWatch::default(),
             rx_msg: cfg.rx_timestamps.then(|| Box::new(MsgTemplate::new())),
@@ -477,6 +480,7 @@ impl Uring {
     }
 
     pub(super) fn listen(&mut self, listener: OwnedFd) -> io::Result<()> {
+        self.accepted_nodelay = NoDelay::listening(self.nodelay, listener.as_raw_fd());
         self.listener = Some(listener);
         self.arm_accept();
         Ok(())
@@ -611,6 +615,11 @@ impl Uring {
         }
     }
 
+    #[cfg(test)]
+    pub(super) fn fd(&mut self, t: Token) -> Option<std::os::fd::RawFd> {
+        self.live(t).map(|s| s.fd.as_raw_fd())
+    }
+
     pub(super) fn peer_addr(&mut self, t: Token) -> Option<SocketAddr> {
         self.live(t).and_then(|s| sys::peer_addr(s.fd.as_raw_fd()))
     }
@@ -696,6 +705,13 @@ impl Uring {
             return;
         }
         let fd = Fd(s.fd.as_raw_fd());
+        // a FIN is to follow (sent when this send completes with the queue empty): the
+        // last segment waits for it, and the two leave as one packet
+        let flags = if s.f.shut_wanted() {
+            libc::MSG_NOSIGNAL | libc::MSG_MORE
+        } else {
+            libc::MSG_NOSIGNAL
+        };
         // one chunk (an echo, a single queued frame) goes as a plain send: the kernel
         // then copies no msghdr and imports no iovec array for it, and it needs no
         // operation here (the sealed chunk stays where it is until the completion)
@@ -705,7 +721,7 @@ impl Uring {
                 first.as_ptr(),
                 first.len().min(u32::MAX as usize) as u32,
             )
-            .flags(libc::MSG_NOSIGNAL)
+            .flags(flags)
             .build();
             s.send = PLAIN_SEND;
             e
@@ -721,7 +737,7 @@ impl Uring {
             op.msg.msg_iov = op.iov.as_mut_ptr();
             op.msg.msg_iovlen = n as _;
             let e = opcode::SendMsg::new(fd, &op.msg)
-                .flags(libc::MSG_NOSIGNAL as u32)
+                .flags(flags as u32)
                 .build();
             s.send = self.sends.insert(op) as u32;
             e
@@ -958,9 +974,7 @@ impl Uring {
         if res >= 0 {
             // SAFETY: the kernel returned a new descriptor that nothing else owns.
             let fd = unsafe { sys::own(res) };
-            if self.nodelay {
-                let _ = sys::set_nodelay(fd.as_raw_fd());
-            }
+            self.accepted_nodelay.accepted(fd.as_raw_fd());
             let peer = sys::peer_addr(fd.as_raw_fd());
             let t = self.insert(fd, false);
             self.arm_recv(t.index());

@@ -364,8 +364,14 @@ impl<H: Handler> Worker<H> {
                     // without moving it through the driver's queue; only what the
                     // socket does not take is queued (not while over the limit: the
                     // driver's reports of progress drive on_drain and the throttle)
+                    // (nor when the write side is to be shut after it: through the
+                    // driver's queue, the FIN leaves in the same segment)
                     let now = match slot.out.only_chunk() {
-                        Some(b) if !(slot.flags.backpressured() || slot.flags.throttled()) => {
+                        Some(b)
+                            if !(slot.flags.backpressured()
+                                || slot.flags.throttled()
+                                || slot.flags.close_after_flush()) =>
+                        {
                             driver.write_now(token, b).map(|n| (n, b.len()))
                         }
                         _ => None,
