@@ -71,14 +71,17 @@ struct Args {
     /// raw-tcp-epoll. uwebsockets is skipped (with a note) when it is not built.
     #[arg(long)]
     servers: Option<String>,
-    /// Scenarios to run, comma-separated: echo, rate, flood, fanout, connect, hold. flood:
+    /// Scenarios to run, comma-separated: echo, rate, flood, fanout, connect, churn, hold.
+    /// connect: handshakes, the connections kept open until the end; churn: each
+    /// connection closed (close handshake) as soon as it is open, so the server's CPU
+    /// per connection counts its whole life (a connection storm). flood:
     /// 100 connections writing 20 B messages as fast as their sockets take them (no
     /// in-flight cap): throughput at saturation, echo latency under it, and the server's
     /// peak RSS. fanout: N connections to a broadcast server, each publishing one
     /// message a round and receiving all N (N² deliveries a round, as uWebSockets'
     /// broadcast_test), on the servers with a broadcast mode (soliton, uwebsockets,
     /// tokio-websockets); the server's CPU per delivery.
-    #[arg(long, default_value = "echo,rate,flood,fanout,connect,hold")]
+    #[arg(long, default_value = "echo,rate,flood,fanout,connect,churn,hold")]
     scenarios: String,
     /// Echo and fan-out rows to run, comma-separated ids (default: all): echo-100x20,
     /// echo-10x1k, echo-10x16k, echo-200x16k, echo-1000x125-16, echo-100x20-1024,
@@ -243,7 +246,11 @@ enum Scenario {
         conns: usize,
         size: usize,
     },
-    Connect,
+    /// Handshakes on 100 connections at a time: kept open until the end (`connect`), or
+    /// each closed with a close handshake as soon as it is open (`churn`).
+    Connect {
+        close: bool,
+    },
     Hold,
 }
 
@@ -412,7 +419,7 @@ fn sample_of(sc: Scenario, r: &Value) -> Sample {
             s.hist = r["latency_hist"].as_str().map(str::to_owned);
             s.rss_peak = cpu["server_rss_peak"].as_u64();
         }
-        Scenario::Connect => {
+        Scenario::Connect { .. } => {
             s.value = f(r, &["connections", "handshakes_per_s"]).unwrap_or(0.0);
             s.lat = lat(&r["connections"]["connect_us"]);
             s.hist = r["connections"]["connect_hist"].as_str().map(str::to_owned);
@@ -692,9 +699,12 @@ impl Env {
                 sample_of(row.sc, &self.load(&a, limit)?)
             }
             Scenario::Fanout { conns, size } => self.run_fanout(pid, port, conns, size)?,
-            Scenario::Connect => {
+            Scenario::Connect { close } => {
                 push(&["connect", &url, "-c", &self.handshakes.to_string()]);
                 push(&["--concurrency", "100", "--source", "127.0.0.2-127.0.0.9"]);
+                if close {
+                    push(&["--close"]);
+                }
                 push(&["--server-pid", &pid.to_string()]);
                 sample_of(row.sc, &self.load(&a, limit)?)
             }
@@ -1357,11 +1367,7 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
             bin_dir.join("soliton-load").display()
         ));
     }
-    let scen: Vec<String> = args
-        .scenarios
-        .split(',')
-        .map(|x| x.trim().to_string())
-        .collect();
+    let scen = scenarios(&args.scenarios)?;
     let has = |x: &str| scen.iter().any(|s| s == x);
     let quick = args.quick;
     let tmp = std::env::temp_dir().join(format!("soliton-compare-{}", std::process::id()));
@@ -1429,7 +1435,7 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
         match env.run(row, spec, rate, plot) {
             Ok(s) => {
                 let unit = match row.sc {
-                    Scenario::Connect => "handshakes/s",
+                    Scenario::Connect { .. } => "handshakes/s",
                     Scenario::Fanout { .. } => "deliveries/s",
                     Scenario::Hold => "B/conn",
                     _ => "msg/s",
@@ -1551,7 +1557,20 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
             let row = Row {
                 id: "connect".into(),
                 label: format!("connect: {} handshakes", commas(env.handshakes as f64)),
-                sc: Scenario::Connect,
+                sc: Scenario::Connect { close: false },
+            };
+            interleaved(&mut env, &mut res, std::slice::from_ref(&row), &ws)?;
+            rows.push(row);
+        }
+        // phase 3b: connection storms, each connection closed as soon as it is open
+        if has("churn") && !ws.is_empty() {
+            let row = Row {
+                id: "churn".into(),
+                label: format!(
+                    "churn: {} connections opened and closed",
+                    commas(env.handshakes as f64)
+                ),
+                sc: Scenario::Connect { close: true },
             };
             interleaved(&mut env, &mut res, std::slice::from_ref(&row), &ws)?;
             rows.push(row);
@@ -1686,7 +1705,7 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
                 "load µs/msg",
                 "",
             ],
-            Scenario::Connect => vec![
+            Scenario::Connect { .. } => vec![
                 "server",
                 "handshakes/s",
                 "÷ours",
@@ -1747,14 +1766,14 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
                     .map_or("-".into(), |o| format!("{:.2}", v / o))
             };
             let r = match row.sc {
-                Scenario::Echo { .. } | Scenario::Connect | Scenario::Fanout { .. } => {
+                Scenario::Echo { .. } | Scenario::Connect { .. } | Scenario::Fanout { .. } => {
                     let mut r = vec![
                         spec.label.to_string(),
                         commas(m.value),
                         ratio(m.value, ours.as_ref().map(|o| o.value)),
                         format!("±{:.0}%", m.spread * 50.0),
                     ];
-                    if let Scenario::Connect = row.sc {
+                    if let Scenario::Connect { .. } = row.sc {
                         r.push(m.lat.map_or("-".into(), |l| fmt_us(l[0])));
                         r.push(m.lat.map_or("-".into(), |l| fmt_us(l[1])));
                     }
@@ -1871,7 +1890,7 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
             };
             let (vs_best, eff) = match row.sc {
                 Scenario::Echo { .. }
-                | Scenario::Connect
+                | Scenario::Connect { .. }
                 | Scenario::Flood { .. }
                 | Scenario::Fanout { .. } => (
                     om.value / bm.value,
@@ -2061,9 +2080,9 @@ fn json_doc(
                 json!({"connections": conns, "size": size, "deliveries_per_round": conns * conns}),
                 "deliveries/s",
             ),
-            Scenario::Connect => (
-                "connect",
-                json!({"handshakes": env.handshakes, "concurrency": 100}),
+            Scenario::Connect { close } => (
+                if close { "churn" } else { "connect" },
+                json!({"handshakes": env.handshakes, "concurrency": 100, "close": close}),
                 "handshakes/s",
             ),
             Scenario::Hold => (
@@ -2103,6 +2122,22 @@ fn json_doc(
     })
 }
 
+/// The scenarios of `--scenarios`; an unknown name is an error (a typo would otherwise
+/// run nothing).
+fn scenarios(list: &str) -> Result<Vec<String>, String> {
+    const KNOWN: [&str; 7] = [
+        "echo", "rate", "flood", "fanout", "connect", "churn", "hold",
+    ];
+    let scen: Vec<String> = list.split(',').map(|x| x.trim().to_string()).collect();
+    match scen.iter().find(|s| !KNOWN.contains(&s.as_str())) {
+        Some(bad) => Err(format!(
+            "unknown scenario {bad:?} in --scenarios (known: {})",
+            KNOWN.join(", ")
+        )),
+        None => Ok(scen),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2117,6 +2152,16 @@ mod tests {
         assert_eq!(pad("µs", 4, true), "  µs");
         let d = date_utc();
         assert_eq!(d.len(), "2026-11-25 11:58 UTC".len(), "{d}");
+    }
+
+    #[test]
+    fn scenario_names_are_checked() {
+        assert_eq!(
+            scenarios("connect, churn,hold").unwrap(),
+            ["connect", "churn", "hold"]
+        );
+        let e = scenarios("echo,conect").unwrap_err();
+        assert!(e.contains("\"conect\"") && e.contains("churn"), "{e}");
     }
 
     #[test]
