@@ -1314,6 +1314,8 @@ fn main() {
 }
 
 fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
+    // before anything is built or started
+    let scen = scenarios(&args.scenarios)?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or("no workspace root")?
@@ -1367,7 +1369,6 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
             bin_dir.join("soliton-load").display()
         ));
     }
-    let scen = scenarios(&args.scenarios)?;
     let has = |x: &str| scen.iter().any(|s| s == x);
     let quick = args.quick;
     let tmp = std::env::temp_dir().join(format!("soliton-compare-{}", std::process::id()));
