@@ -1553,28 +1553,26 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
             interleaved(&mut env, &mut res, &fanout, &fan)?;
             rows.extend(fanout);
         }
-        // phase 3: handshakes per second
-        if has("connect") && !ws.is_empty() {
-            let row = Row {
-                id: "connect".into(),
-                label: format!("connect: {} handshakes", commas(env.handshakes as f64)),
-                sc: Scenario::Connect { close: false },
-            };
-            interleaved(&mut env, &mut res, std::slice::from_ref(&row), &ws)?;
-            rows.push(row);
-        }
-        // phase 3b: connection storms, each connection closed as soon as it is open
-        if has("churn") && !ws.is_empty() {
-            let row = Row {
-                id: "churn".into(),
-                label: format!(
-                    "churn: {} connections opened and closed",
-                    commas(env.handshakes as f64)
-                ),
-                sc: Scenario::Connect { close: true },
-            };
-            interleaved(&mut env, &mut res, std::slice::from_ref(&row), &ws)?;
-            rows.push(row);
+        // phase 3: handshakes per second, the connections kept open (connect) or each
+        // closed as soon as it is open (churn: a connection storm)
+        let n = commas(env.handshakes as f64);
+        for (id, close, label) in [
+            ("connect", false, format!("connect: {n} handshakes")),
+            (
+                "churn",
+                true,
+                format!("churn: {n} connections opened and closed"),
+            ),
+        ] {
+            if has(id) && !ws.is_empty() {
+                let row = Row {
+                    id: id.into(),
+                    label,
+                    sc: Scenario::Connect { close },
+                };
+                interleaved(&mut env, &mut res, std::slice::from_ref(&row), &ws)?;
+                rows.push(row);
+            }
         }
         // phase 4: idle connections
         if has("hold") && !ws.is_empty() {

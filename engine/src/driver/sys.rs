@@ -129,17 +129,23 @@ unsafe fn recv_raw(
     Ok(n)
 }
 
+/// The flags of a socket send: `MSG_NOSIGNAL`, and `MSG_MORE` when a FIN is to follow
+/// (see [`send_vectored`]; io_uring's sends take the same).
+pub(crate) fn send_flags(more: bool) -> libc::c_int {
+    if more {
+        libc::MSG_NOSIGNAL | libc::MSG_MORE
+    } else {
+        libc::MSG_NOSIGNAL
+    }
+}
+
 /// Gathers `bufs` into one send on a socket: `send` for one buffer, `sendmsg` for
 /// several (the socket calls, not `write`/`writev`, which add the VFS layers; see
 /// [`recv`]). `MSG_NOSIGNAL`: a peer that is gone is an `EPIPE` error, never a signal.
 /// `more` (`MSG_MORE`): the last segment waits for what follows, so that a FIN sent
 /// next (`shutdown`, `close`) leaves in the same segment instead of one of its own.
 pub(crate) fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
-    let flags = if more {
-        libc::MSG_NOSIGNAL | libc::MSG_MORE
-    } else {
-        libc::MSG_NOSIGNAL
-    };
+    let flags = send_flags(more);
     if let [one] = bufs {
         // `one` is valid for `one.len()` readable bytes.
         let null = std::ptr::null::<u8>();

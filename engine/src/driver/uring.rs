@@ -707,11 +707,7 @@ impl Uring {
         let fd = Fd(s.fd.as_raw_fd());
         // a FIN is to follow (sent when this send completes with the queue empty): the
         // last segment waits for it, and the two leave as one packet
-        let flags = if s.f.shut_wanted() {
-            libc::MSG_NOSIGNAL | libc::MSG_MORE
-        } else {
-            libc::MSG_NOSIGNAL
-        };
+        let flags = sys::send_flags(s.f.shut_wanted());
         // one chunk (an echo, a single queued frame) goes as a plain send: the kernel
         // then copies no msghdr and imports no iovec array for it, and it needs no
         // operation here (the sealed chunk stays where it is until the completion)
