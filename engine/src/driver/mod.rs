@@ -737,6 +737,7 @@ mod tests {
                     ..DriverConfig::default()
                 })
                 .expect("driver");
+                assert_eq!(d.backend(), backend, "no fallback to another backend");
                 let mut log = Log::default();
                 let _clients = accept_many(&mut d, &mut log, 3);
                 for &t in &log.accepted {
