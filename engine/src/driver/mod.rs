@@ -38,7 +38,9 @@
 //! * **End.** The end of the read side — the peer's FIN, a reset, a failed send — is
 //!   reported once with [`Sink::closed`]; the socket stays the caller's until it calls
 //!   `close`. [`Driver::shutdown_write`] sends FIN after everything queued is written;
-//!   [`Driver::close`] with `reset` drops what is queued and sends RST.
+//!   [`Driver::close`] with `reset` drops what is queued and sends RST. Like a write,
+//!   each goes out by the next submission at the latest (io_uring queues a
+//!   descriptor's `close` as an operation of its own).
 //! * **Wake and wait.** [`Driver::submit_and_wait`] submits everything queued (sends,
 //!   receives, cancellations) and sleeps until there is something to dispatch, the
 //!   [`Waker`] is woken from any thread, or the deadline passes (with sub-millisecond
@@ -742,6 +744,40 @@ mod tests {
                 let _clients = accept_many(&mut d, &mut log, 3);
                 for &t in &log.accepted {
                     assert_eq!(d.nodelay(t), Some(want), "{backend:?}, nodelay {want}");
+                }
+            }
+        }
+    }
+
+    /// A socket given up is closed for good: by the next submission once nothing names
+    /// it (a FIN, or a reset when asked for), and by the driver's drop where no turn
+    /// came after that.
+    #[test]
+    fn a_closed_socket_is_closed_by_the_next_turn_or_the_drop() {
+        use std::io::ErrorKind;
+        // io_uring: the first turn's submission carries the receive's cancellation,
+        // whose completion frees the socket and queues the descriptor's close for the
+        // second; a drop after one turn must submit that close itself
+        for backend in backends() {
+            for (reset, turns) in [(false, 2), (true, 2), (false, 1), (false, 0)] {
+                let mut log = Log::default();
+                let (mut d, mut c, t) = accepted(backend, &mut log);
+                d.close(t, reset);
+                for _ in 0..turns {
+                    turn(&mut d, &mut log);
+                }
+                if turns == 2 {
+                    assert_eq!(d.sockets(), 0, "{backend:?}: gone once nothing names it");
+                } else {
+                    drop(d);
+                }
+                let mut got = Vec::new();
+                let r = c.read_to_end(&mut got);
+                let what = format!("{backend:?}, reset {reset}, {turns} turns: {r:?}");
+                match r {
+                    Ok(0) => assert!(!reset, "{what}"),
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => assert!(reset, "{what}"),
+                    _ => panic!("{what}"),
                 }
             }
         }

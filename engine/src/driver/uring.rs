@@ -1,14 +1,15 @@
 //! The io_uring backend: multishot accept, multishot recv into a provided buffer ring
 //! (an idle socket holds no receive buffer), one `sendmsg` in flight per socket
 //! gathering its queue (owned chunks and shared broadcast frames), a connect as a poll
-//! for writability, and every submission of an iteration in one `io_uring_enter`.
+//! for writability, a descriptor's close as an operation too, and every submission of
+//! an iteration in one `io_uring_enter`.
 //!
 //! Ownership, as the module contract in `driver` states it: each socket counts the
 //! operations naming its descriptor (`ops`: the receive, the send, the connect poll),
-//! including those still in the submission backlog. A socket the caller closed stays
-//! in the table, with its descriptor and its in-flight send's chunks (sealed in its
-//! queue), until that count is zero; only then is the descriptor closed and the index
-//! given to another socket. Every `user_data` carries the socket's generation too, and
+//! including those still in the submission backlog. A socket the caller
+//! closed stays in the table, with its descriptor and its in-flight send's chunks
+//! (sealed in its queue), until that count is zero; only then is the descriptor's close
+//! queued (nothing names it after that) and the index given to another socket. Every `user_data` carries the socket's generation too, and
 //! a completion that does not match is ignored (it cannot happen by the rule above; the
 //! check is a second line).
 //!
@@ -22,7 +23,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
@@ -62,6 +63,8 @@ const K_CANCEL: u64 = 5;
 const K_POLL: u64 = 6;
 /// A multishot `recvmsg` (receive time stamps on); handled as `K_RECV` otherwise.
 const K_RECVMSG: u64 = 7;
+/// A descriptor's close (its completion is posted only for a failure).
+const K_CLOSE: u64 = 8;
 const GEN_MASK: u32 = 0x0fff_ffff;
 
 /// `IORING_ENTER_GETEVENTS`.
@@ -180,6 +183,7 @@ pub(super) fn probe() -> Result<(), String> {
         (opcode::AsyncCancel::CODE, "async_cancel"),
         (opcode::PollAdd::CODE, "poll_add"),
         (opcode::Read::CODE, "read"),
+        (opcode::Close::CODE, "close"),
     ] {
         if !p.is_supported(code) {
             return Err(format!("opcode {name} unsupported"));
@@ -583,7 +587,7 @@ impl Uring {
     }
 
     /// Frees a released socket once no operation names it: its queue goes back to the
-    /// pool and its descriptor is closed.
+    /// pool and its descriptor's close is queued.
     fn maybe_free(&mut self, idx: usize) {
         if self
             .socks
@@ -593,8 +597,28 @@ impl Uring {
             let mut s = self.socks.remove(idx);
             s.q.clear(&mut self.pool);
             debug_assert_eq!(s.send, NO_SEND, "no send in flight: ops is 0");
-            // `s.fd` closes here
+            // closed by the next submit (with everything else queued), not by a system
+            // call of its own; the descriptor's number stays taken until then, so no
+            // socket accepted meanwhile can be confused with it
+            let e = opcode::Close::new(Fd(s.fd.into_raw_fd()))
+                .build()
+                .flags(squeue::Flags::SKIP_SUCCESS)
+                .user_data(ud(K_CLOSE, 0, 0));
+            self.push(e);
         }
+    }
+
+    /// Sends the FIN of `idx` (its queue is written). A system call, not an operation:
+    /// io_uring runs every `IORING_OP_SHUTDOWN` in a worker thread of its own (it is
+    /// never issued inline), and waking that thread for each connection's end cost
+    /// more than the call (measured: about 2 µs more server CPU per connection opened
+    /// and closed in a storm, 7 %, in two runs of 12-16 interleaved repetitions).
+    fn shut(&mut self, idx: usize) {
+        let Some(s) = self.socks.get_mut(idx) else {
+            return;
+        };
+        s.f.set_shut_done(true);
+        let _ = sys::shutdown_write(s.fd.as_raw_fd());
     }
 
     pub(super) fn set_reading(&mut self, t: Token, on: bool) {
@@ -699,8 +723,7 @@ impl Uring {
         }
         if s.q.is_empty() {
             if s.f.shut_wanted() && !s.f.shut_done() {
-                s.f.set_shut_done(true);
-                let _ = sys::shutdown_write(s.fd.as_raw_fd());
+                self.shut(idx);
             }
             return;
         }
@@ -953,6 +976,14 @@ impl Uring {
                 }
                 K_SEND => self.on_send(idx, gen, res, sink),
                 K_POLL => self.on_poll(idx, gen, res, sink),
+                K_CLOSE => {
+                    // the descriptor is gone from the table whatever the error (EBADF
+                    // would be a bug here; EINTR and EIO leave it closed on Linux)
+                    tracing::debug!(
+                        error = %io::Error::from_raw_os_error(-res),
+                        "close of a socket failed"
+                    );
+                }
                 K_WAKE => {
                     sink.woken();
                     self.arm_wake();
@@ -1066,8 +1097,7 @@ impl Uring {
             self.maybe_free(idx);
         } else if let Some(s) = self.socks.get_mut(idx) {
             if s.q.is_empty() && s.f.shut_wanted() && !s.f.shut_done() {
-                s.f.set_shut_done(true);
-                let _ = sys::shutdown_write(s.fd.as_raw_fd());
+                self.shut(idx);
             } else if !s.f.dirty() && !s.q.is_empty() {
                 s.f.set_dirty(true);
                 self.dirty.push(t);
@@ -1148,6 +1178,10 @@ impl Drop for Uring {
                 }
             }
         }
+        // the closes queued meanwhile (and those of sockets freed before the drop): an
+        // entry left in the submission queue would never run, and its descriptor leak
+        self.drain_backlog();
+        let _ = self.ring.submit();
         // queues whose send even cancellation did not end: the kernel may still read
         // them, so they are leaked rather than freed under it
         for (_, s) in self.socks.iter_mut() {
