@@ -611,8 +611,8 @@ impl Uring {
     /// Sends the FIN of `idx` (its queue is written). A system call, not an operation:
     /// io_uring runs every `IORING_OP_SHUTDOWN` in a worker thread of its own (it is
     /// never issued inline), and waking that thread for each connection's end cost
-    /// more than the call (measured: about 2 µs more server CPU per connection opened
-    /// and closed in a storm, 7 %, in two runs of 12-16 interleaved repetitions).
+    /// more than the call (measured: 1.5-2 µs more server CPU per connection opened
+    /// and closed in a storm, 5-7 %, in two runs of 24 and 12 interleaved repetitions).
     fn shut(&mut self, idx: usize) {
         let Some(s) = self.socks.get_mut(idx) else {
             return;
