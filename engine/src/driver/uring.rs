@@ -6,12 +6,12 @@
 //!
 //! Ownership, as the module contract in `driver` states it: each socket counts the
 //! operations naming its descriptor (`ops`: the receive, the send, the connect poll),
-//! including those still in the submission backlog. A socket the caller
-//! closed stays in the table, with its descriptor and its in-flight send's chunks
-//! (sealed in its queue), until that count is zero; only then is the descriptor's close
-//! queued (nothing names it after that) and the index given to another socket. Every `user_data` carries the socket's generation too, and
-//! a completion that does not match is ignored (it cannot happen by the rule above; the
-//! check is a second line).
+//! including those still in the submission backlog. A socket the caller closed stays
+//! in the table, with its descriptor and its in-flight send's chunks (sealed in its
+//! queue), until that count is zero; only then is the descriptor's close queued
+//! (nothing names it after that) and the index given to another socket. Every
+//! `user_data` carries the socket's generation too, and a completion that does not
+//! match is ignored (it cannot happen by the rule above; the check is a second line).
 //!
 //! The ring runs with SINGLE_ISSUER, COOP_TASKRUN and DEFER_TASKRUN (6.1+; plainer
 //! rings on older kernels): completions are produced as task work in this thread when
@@ -1179,7 +1179,8 @@ impl Drop for Uring {
             }
         }
         // the closes queued meanwhile (and those of sockets freed before the drop): an
-        // entry left in the submission queue would never run, and its descriptor leak
+        // entry left in the submission queue would never run, and its descriptor would
+        // leak
         self.drain_backlog();
         let _ = self.ring.submit();
         // queues whose send even cancellation did not end: the kernel may still read
