@@ -273,6 +273,20 @@ impl OutQueue {
     #[inline(never)]
     fn push_small_new_chunk(&mut self, pool: &mut Pool, head: [u8; 2], payload: &[u8]) {
         let n = 2 + payload.len();
+        if self.inner.is_none() {
+            // the first write since the queue was last written whole (an echo one in
+            // flight): a spare's empty chunk takes it as it is, without `tail`'s checks
+            let mut q = pool.get_queue_for_bytes();
+            if let Some(Chunk::Owned(v)) = q.chunks.back_mut() {
+                if v.is_empty() && v.capacity() >= n {
+                    append_small(v, head, payload);
+                    q.len += n;
+                    self.inner = Some(q);
+                    return;
+                }
+            }
+            self.inner = Some(q);
+        }
         // `tail` leaves room for `n`
         let v = self.tail(pool, n, 0);
         append_small(v, head, payload);

@@ -17,11 +17,17 @@ use crate::runtime::ws::ConnCtx;
 
 impl<H: Handler> Worker<H> {
     /// Delivers publishes queued by handlers, in the order they were made: one shared
-    /// frame for every receiver.
+    /// frame for every receiver. (The check is inlined where it runs after every
+    /// handler call; the delivery is not.)
+    #[inline(always)]
     pub(crate) fn run_publishes(&mut self) {
-        if self.rt.publishes.is_empty() {
-            return;
+        if !self.rt.publishes.is_empty() {
+            self.deliver_publishes();
         }
+    }
+
+    #[inline(never)]
+    fn deliver_publishes(&mut self) {
         for (topic, frame) in std::mem::take(&mut self.rt.publishes) {
             for (i, mb) in self.rt.shared.mailboxes.iter().enumerate() {
                 if i != self.rt.index {
