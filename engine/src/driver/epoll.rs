@@ -45,6 +45,12 @@ impl Sock {
     fn holds(&self, t: Token) -> bool {
         self.gen as u32 == t.gen
     }
+
+    /// A FIN is wanted and everything queued before it is written.
+    #[inline]
+    fn fin_due(&self) -> bool {
+        self.q.is_empty() && self.f.shut_wanted() && !self.f.shut_done()
+    }
 }
 
 crate::bits::bit_flags! {
@@ -340,7 +346,7 @@ impl Epoll {
                 }
             }
         }
-        if s.q.is_empty() && s.f.shut_wanted() && !s.f.shut_done() && !s.f.connecting() {
+        if s.fin_due() && !s.f.connecting() {
             s.f.set_shut_done(true);
             let _ = sys::shutdown_write(fd);
         }
@@ -477,7 +483,7 @@ impl Epoll {
                     let pending = ev.is_writable()
                         && self.sock(t).is_some_and(|s| {
                             s.f.set_blocked(false);
-                            !s.q.is_empty() || (s.f.shut_wanted() && !s.f.shut_done())
+                            !s.q.is_empty() || s.fin_due()
                         });
                     if pending {
                         let (n, err) = self.flush(t);

@@ -268,6 +268,14 @@ struct Sock {
     msg: bool,
 }
 
+impl Sock {
+    /// A FIN is wanted and everything queued before it is written.
+    #[inline]
+    fn fin_due(&self) -> bool {
+        self.q.is_empty() && self.f.shut_wanted() && !self.f.shut_done()
+    }
+}
+
 pub(super) struct Uring {
     // `ring` is declared first so that it is dropped first: with the ring gone, no
     // operation can use the buffers below (and `Drop` waits for cancellations first).
@@ -722,7 +730,7 @@ impl Uring {
             return;
         }
         if s.q.is_empty() {
-            if s.f.shut_wanted() && !s.f.shut_done() {
+            if s.fin_due() {
                 self.shut(idx);
             }
             return;
@@ -1096,7 +1104,7 @@ impl Uring {
         if released {
             self.maybe_free(idx);
         } else if let Some(s) = self.socks.get_mut(idx) {
-            if s.q.is_empty() && s.f.shut_wanted() && !s.f.shut_done() {
+            if s.fin_due() {
                 self.shut(idx);
             } else if !s.f.dirty() && !s.q.is_empty() {
                 s.f.set_dirty(true);
