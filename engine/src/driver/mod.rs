@@ -958,4 +958,63 @@ mod tests {
             w.wake();
         }
     }
+
+    /// The calling thread's voluntary context switches so far (each a sleep).
+    fn sleeps() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// A worker that answers each message as it comes sleeps once per message, not
+    /// twice: after its answer goes out it sleeps until the next message, with no
+    /// wake-up in between (io_uring once waited for one completion more than the sends
+    /// it submitted, with a minimum wait, and that wait's expiry woke it after every
+    /// answer). A client sends 30 messages 3 ms apart, each after the last one's echo.
+    #[test]
+    fn an_echo_costs_one_sleep() {
+        const N: usize = 30;
+        for backend in backends() {
+            let mut log = Log::default();
+            let (mut d, mut c, t) = accepted(backend, &mut log);
+            turn(&mut d, &mut log);
+            let client = std::thread::spawn(move || {
+                let mut buf = [0u8; 8];
+                for i in 0..N {
+                    std::thread::sleep(Duration::from_millis(3));
+                    let m = format!("msg{i:05}");
+                    c.write_all(m.as_bytes()).unwrap();
+                    c.read_exact(&mut buf).unwrap();
+                    assert_eq!(&buf, m.as_bytes());
+                }
+            });
+            let before = sleeps();
+            let until = Instant::now() + Duration::from_secs(10);
+            let mut answered = 0;
+            while (log.sent < N * 8 || answered < N) && Instant::now() < until {
+                d.submit_and_wait(Some(Instant::now() + Duration::from_secs(1)))
+                    .expect("wait");
+                d.dispatch(&mut log);
+                for (tok, data) in log.received.drain(..) {
+                    assert_eq!(tok, t);
+                    answered += 1;
+                    d.write(t, Chunk::Owned(data));
+                }
+            }
+            let slept = sleeps() - before;
+            client.join().unwrap();
+            assert_eq!(log.sent, N * 8, "{backend:?}: every echo written");
+            // one sleep per message, and a little slack for a message split in two
+            assert!(
+                slept <= (N + N / 3) as u64,
+                "{backend:?}: {slept} sleeps for {N} messages"
+            );
+            eprintln!("{backend:?}: {slept} sleeps for {N} messages");
+        }
+    }
 }
