@@ -842,8 +842,8 @@ impl Uring {
         // more than the new sends, with the kernel's minimum wait as the bound for a
         // send that does not complete at once (IORING_FEAT_MIN_TIMEOUT, 100 µs), cost
         // more: that timer is armed and cancelled with every sleep, and an echo server
-        // at 40,000 msg/s spent 16.2 µs of CPU per message with it against 11.5 without
-        // (epoll: 11.0); at saturation the two read the same (docs/benchmarks.md).
+        // at 40,000 msg/s spent 14.8 µs of CPU per message with it against 10.9 without
+        // (epoll: 11.4); at saturation the two read the same (docs/benchmarks.md).
         let d = deadline.map(|t| t.saturating_duration_since(Instant::now()));
         let r = match d {
             Some(d) => {
