@@ -847,7 +847,7 @@ impl Uring {
         let d = deadline.map(|t| t.saturating_duration_since(Instant::now()));
         let r = match d {
             Some(d) => {
-                let ts = Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
+                let ts = Timespec::from(d);
                 self.ring
                     .submitter()
                     .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
