@@ -959,16 +959,15 @@ mod tests {
         }
     }
 
-    /// The calling thread's voluntary context switches so far (each a sleep).
+    /// The calling thread's voluntary context switches so far (each a sleep). Panics
+    /// where the count cannot be read, so that the test below cannot pass unmeasured.
     fn sleeps() -> u64 {
-        std::fs::read_to_string("/proc/thread-self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(0)
+        let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("voluntary_ctxt_switches")
     }
 
     /// A worker that answers each message as it comes sleeps once per message, not
