@@ -17,8 +17,8 @@ set -euo pipefail
 [ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
 CMD=$1; CONNS=${2:-100}; SIZE=${3:-20}; INFLIGHT=${4:-1}
 LOAD=${LOAD:-./target/release/soliton-load}; PORT=${PORT:-19481}
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+# shellcheck source=bench/scripts/callgrind_common.sh
+. "$(dirname "$0")/callgrind_common.sh"
 declare -A instr msgs
 for secs in 2 6; do
   PORT=$((PORT + 1))
@@ -33,11 +33,8 @@ for secs in 2 6; do
   # server started in the background of a non-interactive shell)
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  instr[$secs]=$(callgrind_annotate "$dir"/cg.$secs* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  msgs[$secs]=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['messages']['received_total'])" "$dir/load.$secs.json")
+  instr[$secs]=$(cg_instructions "$dir/cg.$secs")
+  msgs[$secs]=$(load_received "$dir/load.$secs.json")
 done
-python3 -c "
-import sys
-i2, i6, m2, m6 = map(int, sys.argv[1:5])
-print('%s, %s x %s B x %s in flight: %.1f instructions per message (messages %d, %d)' % (sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8], (i6 - i2) / (m6 - m2), m2, m6))
-" "${instr[2]}" "${instr[6]}" "${msgs[2]}" "${msgs[6]}" "$CMD" "$CONNS" "$SIZE" "$INFLIGHT"
+slope "${instr[2]}" "${instr[6]}" "${msgs[2]}" "${msgs[6]}" message \
+  "$CMD, $CONNS x $SIZE B x $INFLIGHT in flight"

@@ -12,8 +12,8 @@ set -euo pipefail
 [ $# -ge 2 ] || { sed -n 2,10p "$0"; exit 2; }
 SERVER=$1; BACKEND=$2; SUBS=${3:-1000}; RATE=${4:-100}
 LOAD=${LOAD:-./target/release/soliton-load}; PORT=${PORT:-19471}
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+# shellcheck source=bench/scripts/callgrind_common.sh
+. "$(dirname "$0")/callgrind_common.sh"
 declare -A instr deliveries
 for secs in 2 5; do
   taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$dir/cg.$secs" \
@@ -27,11 +27,8 @@ for secs in 2 5; do
   sleep 1
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  instr[$secs]=$(callgrind_annotate "$dir"/cg.$secs.* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  deliveries[$secs]=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['messages']['received_total'])" "$dir/load.$secs.json")
+  instr[$secs]=$(cg_instructions "$dir/cg.$secs.")
+  deliveries[$secs]=$(load_received "$dir/load.$secs.json")
 done
-python3 -c "
-import sys
-i2, i5, d2, d5 = map(int, sys.argv[1:5])
-print('%s %s, %s subscribers at %s/s: %.0f instructions per delivery (deliveries %d, %d)' % (sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8], (i5 - i2) / (d5 - d2), d2, d5))
-" "${instr[2]}" "${instr[5]}" "${deliveries[2]}" "${deliveries[5]}" "$SERVER" "$BACKEND" "$SUBS" "$RATE"
+slope "${instr[2]}" "${instr[5]}" "${deliveries[2]}" "${deliveries[5]}" delivery \
+  "$SERVER $BACKEND, $SUBS subscribers at $RATE/s"
