@@ -352,6 +352,9 @@ struct Sample {
     /// flood: the server's highest RSS during the run.
     rss_peak: Option<u64>,
     note: Option<String>,
+    /// The repetition it belongs to (0-based): the runs of one repetition are back to
+    /// back, one per server.
+    rep: usize,
 }
 
 impl Sample {
@@ -381,6 +384,7 @@ impl Sample {
             "baseline_rss": self.baseline_rss,
             "server_rss_peak": self.rss_peak,
             "note": self.note,
+            "repetition": self.rep + 1,
         })
     }
 }
@@ -1459,7 +1463,10 @@ fn real_main(args: Args, stop: Arc<AtomicBool>) -> Result<bool, String> {
                     },
                     t.elapsed().as_secs_f64()
                 );
-                res.samples.entry(key).or_default().push(s);
+                res.samples
+                    .entry(key)
+                    .or_default()
+                    .push(Sample { rep, ..s });
             }
             Err(e) => {
                 stopped(&env.stop)?;
@@ -1655,6 +1662,43 @@ fn best_peer(servers: &[Spec], row: &Row, res: &Results) -> Option<(Spec, Med)> 
         .filter_map(|s| res.med(&row.id, s.id).map(|m| (*s, m)))
         .filter(|(_, m)| m.n > 0)
         .max_by(|a, b| key(&a.1).total_cmp(&key(&b.1)))
+}
+
+/// The most frugal peer of a row (the lowest median server CPU per message) and, for
+/// `ours`, the median over repetitions of that peer's CPU per message ÷ ours in the same
+/// repetition, with the number of repetitions that had both. The runs of a repetition
+/// are back to back, so this ratio leaves out how the machine drifts between
+/// repetitions, which the ratio of the two medians does not.
+fn paired_cpu(
+    servers: &[Spec],
+    row: &Row,
+    res: &Results,
+    ours: &str,
+) -> Option<(Spec, f64, usize)> {
+    let peer = servers
+        .iter()
+        .filter(|s| s.is_peer())
+        .filter_map(|s| {
+            res.med(&row.id, s.id)
+                .and_then(|m| m.server_us)
+                .map(|u| (*s, u))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))?
+        .0;
+    let runs = |id: &str| {
+        res.samples
+            .get(&(row.id.clone(), id.to_string()))
+            .map_or(&[][..], |v| &v[..])
+    };
+    let mut ratios: Vec<f64> = runs(ours)
+        .iter()
+        .filter_map(|o| {
+            let p = runs(peer.id).iter().find(|p| p.rep == o.rep)?;
+            Some(p.server_us? / o.server_us.filter(|u| *u > 0.0)?)
+        })
+        .collect();
+    let n = ratios.len();
+    median(&mut ratios).map(|r| (peer, r, n))
 }
 
 fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
@@ -1923,12 +1967,17 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
             } else {
                 "BELOW 1.0"
             };
+            let paired = match row.sc {
+                Scenario::Rate { .. } | Scenario::Hold => None,
+                _ => paired_cpu(servers, row, res, o.id),
+            };
             t.push(vec![
                 row.label.clone(),
                 o.label.to_string(),
                 bp.label.to_string(),
                 format!("{vs_best:.2}"),
                 eff.map_or("-".into(), |e| format!("{e:.2}")),
+                paired.map_or("-".into(), |(_, r, n)| format!("{r:.2} ({n})")),
                 ceiling
                     .as_ref()
                     .map_or("-".into(), |c| format!("{:.2}", om.value / c.value)),
@@ -1947,13 +1996,14 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
             "best peer",
             "ours÷best",
             "CPU/msg: best peer÷ours",
+            "paired (reps)",
             "÷ceiling msg/s",
             "÷ceiling CPU/msg",
             "",
         ],
         &t,
     ));
-    out.push_str("ours÷best: msg/s or handshakes/s ratio; for the open-loop row the best peer's p99 ÷ ours; for hold the best peer's bytes per connection ÷ ours (> 1: ours is better in every case). CPU/msg: the most frugal peer's server µs/msg ÷ ours (> 1: ours spends less per message), the fair figure when a row is load-bound. ÷ceiling: against the raw-TCP ceiling on the same backend (throughput, and its µs/msg ÷ ours)\n");
+    out.push_str("ours÷best: msg/s or handshakes/s ratio; for the open-loop row the best peer's p99 ÷ ours; for hold the best peer's bytes per connection ÷ ours (> 1: ours is better in every case). CPU/msg: the most frugal peer's server µs/msg ÷ ours (> 1: ours spends less per message), the fair figure when a row is load-bound; paired: the median over repetitions of that ratio within each repetition (its runs back to back), which leaves out the machine's drift between repetitions, and how many repetitions it pairs. ÷ceiling: against the raw-TCP ceiling on the same backend (throughput, and its µs/msg ÷ ours)\n");
     out
 }
 
@@ -2057,6 +2107,18 @@ fn json_doc(
                     "runs": runs,
                 }),
             );
+            if matches!(spec.kind, Kind::Soliton(_))
+                && !matches!(row.sc, Scenario::Rate { .. } | Scenario::Hold)
+            {
+                if let Some((peer, ratio, n)) = paired_cpu(servers, row, res, spec.id) {
+                    if let Some(Value::Object(cell)) = cells.get_mut(spec.id) {
+                        cell.insert(
+                            "paired_cpu_vs_frugal_peer".into(),
+                            json!({"peer": peer.id, "ratio": ratio, "repetitions": n}),
+                        );
+                    }
+                }
+            }
         }
         let (kind, params, unit) = match row.sc {
             Scenario::Echo {
@@ -2189,6 +2251,45 @@ mod tests {
         }
         let best = best_peer(&SERVERS, row, &res).map(|b| b.0.id);
         assert_eq!(best, Some("uwebsockets"));
+    }
+
+    /// The paired ratio takes the most frugal peer by median and pairs runs by
+    /// repetition: a drift that slows every server of one repetition cancels out.
+    #[test]
+    fn paired_cpu_pairs_runs_by_repetition() {
+        let row = &echo_rows()[0];
+        let mut res = Results::default();
+        let put = |res: &mut Results, id: &str, us: &[(usize, f64)]| {
+            let v = us
+                .iter()
+                .map(|&(rep, u)| Sample {
+                    value: 1.0,
+                    server_us: Some(u),
+                    rep,
+                    ..Sample::default()
+                })
+                .collect();
+            res.samples.insert((row.id.clone(), id.into()), v);
+        };
+        // repetition 1 ran on a machine twice as slow for everyone
+        put(&mut res, OURS, &[(0, 4.0), (1, 8.0), (2, 4.4)]);
+        put(&mut res, "uwebsockets", &[(0, 5.0), (1, 10.0), (2, 5.2)]);
+        // a peer with a higher median is not the frugal one; a missing repetition of
+        // the frugal peer pairs fewer runs
+        put(&mut res, "fastwebsockets", &[(0, 6.0), (1, 6.0), (2, 6.0)]);
+        let (peer, r, n) = paired_cpu(&SERVERS, row, &res, OURS).unwrap();
+        assert_eq!((peer.id, n), ("uwebsockets", 3));
+        // 1.25, 1.25, 5.2/4.4 (the ratio of the medians would be 5.2/4.4)
+        assert!((r - 1.25).abs() < 1e-12, "{r}");
+        put(&mut res, "uwebsockets", &[(0, 5.0), (2, 6.0)]);
+        let (_, r, n) = paired_cpu(&SERVERS, row, &res, OURS).unwrap();
+        assert_eq!(n, 2);
+        assert!((r - (1.25 + 6.0 / 4.4) / 2.0).abs() < 1e-12, "{r}");
+        // no peer with a CPU figure: nothing to pair
+        let mut none = Results::default();
+        none.samples
+            .insert((row.id.clone(), OURS.into()), vec![Sample::default()]);
+        assert!(paired_cpu(&SERVERS, row, &none, OURS).is_none());
     }
 
     #[test]
