@@ -1664,18 +1664,10 @@ fn best_peer(servers: &[Spec], row: &Row, res: &Results) -> Option<(Spec, Med)> 
         .max_by(|a, b| key(&a.1).total_cmp(&key(&b.1)))
 }
 
-/// The most frugal peer of a row (the lowest median server CPU per message) and, for
-/// `ours`, the median over repetitions of that peer's CPU per message ÷ ours in the same
-/// repetition, with the number of repetitions that had both. The runs of a repetition
-/// are back to back, so this ratio leaves out how the machine drifts between
-/// repetitions, which the ratio of the two medians does not.
-fn paired_cpu(
-    servers: &[Spec],
-    row: &Row,
-    res: &Results,
-    ours: &str,
-) -> Option<(Spec, f64, usize)> {
-    let peer = servers
+/// The most frugal peer of a row: the lowest median server CPU per message, and that
+/// figure.
+fn frugal_peer(servers: &[Spec], row: &Row, res: &Results) -> Option<(Spec, f64)> {
+    servers
         .iter()
         .filter(|s| s.is_peer())
         .filter_map(|s| {
@@ -1683,8 +1675,21 @@ fn paired_cpu(
                 .and_then(|m| m.server_us)
                 .map(|u| (*s, u))
         })
-        .min_by(|a, b| a.1.total_cmp(&b.1))?
-        .0;
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// The most frugal peer of a row ([`frugal_peer`]) and, for `ours`, the median over
+/// repetitions of that peer's CPU per message ÷ ours in the same repetition, with the
+/// number of repetitions that had both. The runs of a repetition are back to back, so
+/// this ratio leaves out how the machine drifts between repetitions, which the ratio of
+/// the two medians does not.
+fn paired_cpu(
+    servers: &[Spec],
+    row: &Row,
+    res: &Results,
+    ours: &str,
+) -> Option<(Spec, f64, usize)> {
+    let peer = frugal_peer(servers, row, res)?.0;
     let runs = |id: &str| {
         res.samples
             .get(&(row.id.clone(), id.to_string()))
@@ -1942,11 +1947,8 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
                 | Scenario::Fanout { .. } => (
                     om.value / bm.value,
                     // CPU per message: the most efficient peer's ÷ ours
-                    servers
-                        .iter()
-                        .filter(|s| s.is_peer())
-                        .filter_map(|s| res.med(&row.id, s.id).and_then(|m| m.server_us))
-                        .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.min(v))))
+                    frugal_peer(servers, row, res)
+                        .map(|(_, p)| p)
                         .zip(om.server_us)
                         .map(|(p, o)| p / o),
                 ),
@@ -2086,39 +2088,33 @@ fn json_doc(
                 .get(&key)
                 .map(|v| v.iter().map(Sample::to_json).collect())
                 .unwrap_or_default();
-            cells.insert(
-                spec.id.into(),
-                json!({
-                    "median": {
-                        "value": m.value,
-                        "spread": m.spread,
-                        "server_us_per_op": m.server_us,
-                        "load_us_per_op": m.load_us,
-                        "server_busiest_thread": m.server_busy,
-                        "server_user_share": m.server_user,
-                        "load_busiest_thread": m.load_busy,
-                        "latency_us": m.lat.map(|l| json!({"p50": l[0], "p99": l[1], "p99_9": l[2], "max": l[3]})),
-                        "marginal_bytes_per_conn": m.marginal,
-                    },
-                    "load_bound_runs": m.load_bound,
-                    "contended_runs": m.contended,
-                    "errors": m.errors,
-                    "failures": res.failed.get(&key).cloned().unwrap_or_default(),
-                    "runs": runs,
-                }),
-            );
+            let mut cell = json!({
+                "median": {
+                    "value": m.value,
+                    "spread": m.spread,
+                    "server_us_per_op": m.server_us,
+                    "load_us_per_op": m.load_us,
+                    "server_busiest_thread": m.server_busy,
+                    "server_user_share": m.server_user,
+                    "load_busiest_thread": m.load_busy,
+                    "latency_us": m.lat.map(|l| json!({"p50": l[0], "p99": l[1], "p99_9": l[2], "max": l[3]})),
+                    "marginal_bytes_per_conn": m.marginal,
+                },
+                "load_bound_runs": m.load_bound,
+                "contended_runs": m.contended,
+                "errors": m.errors,
+                "failures": res.failed.get(&key).cloned().unwrap_or_default(),
+                "runs": runs,
+            });
             if matches!(spec.kind, Kind::Soliton(_))
                 && !matches!(row.sc, Scenario::Rate { .. } | Scenario::Hold)
             {
                 if let Some((peer, ratio, n)) = paired_cpu(servers, row, res, spec.id) {
-                    if let Some(Value::Object(cell)) = cells.get_mut(spec.id) {
-                        cell.insert(
-                            "paired_cpu_vs_frugal_peer".into(),
-                            json!({"peer": peer.id, "ratio": ratio, "repetitions": n}),
-                        );
-                    }
+                    cell["paired_cpu_vs_frugal_peer"] =
+                        json!({"peer": peer.id, "ratio": ratio, "repetitions": n});
                 }
             }
+            cells.insert(spec.id.into(), cell);
         }
         let (kind, params, unit) = match row.sc {
             Scenario::Echo {
