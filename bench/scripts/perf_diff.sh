@@ -13,7 +13,7 @@
 # Prints each server's total, kernel and user nanoseconds per message, then the symbols
 # where A spends the most more than B, and the most less. Environment: LOAD (default
 # ./target/release/soliton-load), SECS (default 4: seconds sampled, inside a run of
-# SECS + 3), TOP (default 30), KEEP (a folder: keep the perf data and JSON reports there).
+# SECS + 3), TOP (default 30), IO (the load generator's I/O path, default epoll), KEEP (a folder: keep the perf data and JSON reports there).
 # Needs perf (package linux-perf).
 set -euo pipefail
 [ $# -eq 5 ] || { sed -n 2,17p "$0"; exit 2; }
@@ -32,7 +32,7 @@ for rep in $(seq "$REPS"); do
     pid=$!
     sleep 0.5
     taskset -c 0 "$LOAD" echo "ws://127.0.0.1:$port/" -c "$CONNS" -s "$SIZE" -i 1 \
-      -d "$((SECS + 3))s" --warmup 1s -q --io epoll --server-pid "$pid" \
+      -d "$((SECS + 3))s" --warmup 1s -q --io "${IO:-epoll}" --server-pid "$pid" \
       --json "$dir/$name.$rep.json" >/dev/null 2>&1 &
     lp=$!
     sleep 2

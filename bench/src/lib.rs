@@ -4,5 +4,6 @@
 
 pub mod broadcast;
 pub mod cpu;
+pub mod fdtable;
 pub mod rawecho;
 pub mod rawtcp;

@@ -68,6 +68,13 @@ struct Args {
     /// Do not pin workers to cores.
     #[arg(long)]
     no_pin: bool,
+    /// Keep one descriptor table for all threads. By default a one-worker server's
+    /// main thread (which only waits for signals and serves --metrics) takes a copy of
+    /// its own once the server is up, so that the kernel no longer counts references
+    /// to the worker's sockets on each of its system calls (about 1 % of the CPU per
+    /// small echo). With more workers they share one table anyway.
+    #[arg(long)]
+    shared_fd_table: bool,
     /// What to do with each message.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     mode: Mode,
@@ -625,6 +632,7 @@ fn main() {
     if let Some(url) = &a.nats {
         builder = builder.cluster(NatsConfig::new(url).subject_prefix(&a.nats_prefix));
     }
+    let blocked = block_signals();
     let server = match start(builder, mode) {
         Ok(s) => s,
         Err(e) => {
@@ -632,6 +640,11 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if server.workers() == 1 && !a.shared_fd_table {
+        leave_table();
+    }
+    let mut signals = catch_signals(true);
+    drop(blocked);
     announce(format!(
         "soliton-server: listening on {}://{} ({:?}, {:?} mode)",
         if tls.is_some() { "wss" } else { "ws" },
@@ -664,7 +677,7 @@ fn main() {
         }
     });
     let mut current = a;
-    while wait_for_signal(true) {
+    while wait_for_signal(&mut signals) {
         current = reload(&server, current);
     }
     if let Some(e) = exporter {
@@ -708,6 +721,10 @@ fn reload(server: &ServerHandle, old: Args) -> Args {
         if new.threads != old.threads {
             next.workers = new.threads.unwrap_or(0);
         }
+        if new.backend == old.backend {
+            // the backend in force is the one `auto` chose at start
+            next.backend = c.backend;
+        }
         *c = next;
     });
     let mut ignored = Vec::new();
@@ -719,6 +736,9 @@ fn reload(server: &ServerHandle, old: Args) -> Args {
     }
     if (&new.nats, &new.nats_prefix) != (&old.nats, &old.nats_prefix) {
         ignored.push("nats");
+    }
+    if new.shared_fd_table != old.shared_fd_table {
+        ignored.push("shared-fd-table");
     }
     match r {
         Ok(()) if ignored.is_empty() => {
@@ -746,19 +766,48 @@ fn trim_threshold(bytes: usize) {
     }
 }
 
-/// Blocks until SIGINT or SIGTERM (false) or, with `hup`, SIGHUP (true).
-fn wait_for_signal(hup: bool) -> bool {
+/// The signals this binary handles, blocked in the main thread while it spawns the
+/// workers (they keep them blocked, so the handlers run on the main thread, where the
+/// signal pipe is: see `leave_table`). Dropping the guard unblocks them there.
+fn block_signals() -> Option<soliton_bench::fdtable::BlockedSignals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    match soliton_bench::fdtable::block_signals(&[SIGINT, SIGTERM, SIGHUP]) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!("cannot block signals in the workers: {e}");
+            None
+        }
+    }
+}
+
+/// One worker: the main thread leaves the worker's descriptor table (see
+/// `--shared-fd-table` and `soliton_bench::fdtable`).
+fn leave_table() {
+    if let Err(e) = soliton_bench::fdtable::leave_shared_table() {
+        tracing::warn!("the main thread keeps the workers' descriptor table: {e}");
+    }
+}
+
+/// Catches SIGINT and SIGTERM and, with `hup`, SIGHUP from here on: before the server
+/// says that it listens, so that a signal sent right after that line does not meet the
+/// default action. After `leave_table`, so that the handlers' socket pair is in the
+/// main thread's table.
+fn catch_signals(hup: bool) -> signal_hook::iterator::Signals {
     let mut sigs = vec![signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
     if hup {
         sigs.push(signal_hook::consts::SIGHUP);
     }
-    let mut signals = match signal_hook::iterator::Signals::new(&sigs) {
+    match signal_hook::iterator::Signals::new(&sigs) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("soliton-server: cannot install signal handlers: {e}");
             std::process::exit(1);
         }
-    };
+    }
+}
+
+/// Blocks until SIGINT or SIGTERM (false) or SIGHUP (true).
+fn wait_for_signal(signals: &mut signal_hook::iterator::Signals) -> bool {
     match signals.forever().next() {
         Some(signal_hook::consts::SIGHUP) => true,
         Some(sig) => {
@@ -783,6 +832,7 @@ fn raw_tcp(a: &Args) {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let addr = std::net::SocketAddr::new(a.host, a.port);
+    let blocked = block_signals();
     let server = match soliton_bench::rawecho::RawEcho::start(
         addr,
         cfg,
@@ -795,11 +845,16 @@ fn raw_tcp(a: &Args) {
             std::process::exit(1);
         }
     };
+    if threads == 1 && !a.shared_fd_table {
+        leave_table();
+    }
+    let mut signals = catch_signals(false);
+    drop(blocked);
     announce(format!(
         "soliton-server: listening on {} ({:?}, raw TCP echo)",
         server.addr, server.backend
     ));
-    wait_for_signal(false);
+    wait_for_signal(&mut signals);
     if let Err(e) = server.stop() {
         eprintln!("soliton-server: {e}");
         std::process::exit(1);

@@ -1,0 +1,172 @@
+//! A one-worker `soliton-server`'s main thread leaves the worker's descriptor table
+//! (`--shared-fd-table` keeps one): the worker's sockets are in its table alone, the
+//! signals still reach the main thread (SIGHUP reloads, SIGTERM closes), and a shutdown
+//! still closes the listener at once (the main thread's copy of it was closed too, or
+//! connections would queue on it until the process exits). Real processes on
+//! loopback, both backends.
+
+use std::collections::HashSet;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+mod common;
+
+use common::ServerProcess;
+
+fn start(args: &[&str]) -> ServerProcess {
+    ServerProcess::start(args, WAIT).unwrap_or_else(|e| panic!("soliton-server: {e}"))
+}
+
+fn signal(server: &ServerProcess, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// The sockets (inodes) in the descriptor table of each thread, by thread name.
+fn sockets_by_thread(pid: u32) -> Vec<(String, HashSet<String>)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let mut socks = HashSet::new();
+        for fd in std::fs::read_dir(t.path().join("fd")).unwrap().flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with("socket:") {
+                    socks.insert(target);
+                }
+            }
+        }
+        out.push((name.trim().to_string(), socks));
+    }
+    out
+}
+
+/// An open WebSocket connection (the upgrade answered with 101).
+fn open_ws(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "no answer to the upgrade");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    s
+}
+
+fn one_worker(backend: &str) {
+    let server = start(&[
+        "--port",
+        "0",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--backend",
+        backend,
+        "--shutdown-grace",
+        "10",
+    ]);
+    let conn = open_ws(server.addr);
+    let threads = sockets_by_thread(server.child.id());
+    let worker = threads
+        .iter()
+        .find(|(n, _)| n == "soliton-0")
+        .map(|(_, s)| s.clone())
+        .expect("a worker thread");
+    let main = threads
+        .iter()
+        .find(|(n, _)| n == "soliton-server")
+        .map(|(_, s)| s.clone())
+        .expect("the main thread");
+    // the listener and the connection: in the worker's table, not in the main thread's
+    assert!(worker.len() >= 2, "worker's sockets: {worker:?}");
+    assert!(
+        worker.is_disjoint(&main),
+        "shared sockets: worker {worker:?}, main {main:?}"
+    );
+
+    // the signals still reach the main thread
+    signal(&server, "-HUP");
+    server.next_line("SIGHUP: reloaded");
+    signal(&server, "-TERM");
+    server.next_line("closing connections");
+    // the connection is still open (this client does not answer the close frame, so
+    // the server waits out its grace): the listener must already be closed
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match TcpStream::connect(server.addr) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
+            Ok(_) | Err(_) => {
+                assert!(Instant::now() < deadline, "the listener was not closed");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    let mut server = server;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server should still be waiting for the close handshake"
+    );
+    drop(conn);
+    let end = Instant::now() + WAIT;
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < end, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_one_worker_server_leaves_the_main_thread_out_of_its_table_epoll() {
+    one_worker("epoll");
+}
+
+#[test]
+fn a_one_worker_server_leaves_the_main_thread_out_of_its_table_io_uring() {
+    one_worker("auto");
+}
+
+#[test]
+fn shared_fd_table_keeps_one_table() {
+    let server = start(&[
+        "--port",
+        "0",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--backend",
+        "epoll",
+        "--shared-fd-table",
+    ]);
+    let _conn = open_ws(server.addr);
+    let threads = sockets_by_thread(server.child.id());
+    let worker = &threads.iter().find(|(n, _)| n == "soliton-0").unwrap().1;
+    let main = &threads
+        .iter()
+        .find(|(n, _)| n == "soliton-server")
+        .unwrap()
+        .1;
+    assert!(worker.len() >= 2);
+    assert_eq!(worker, main);
+}
