@@ -17,8 +17,11 @@ mod common;
 
 use common::ServerProcess;
 
-fn start(args: &[&str]) -> ServerProcess {
-    ServerProcess::start(args, WAIT).unwrap_or_else(|e| panic!("soliton-server: {e}"))
+/// A one-worker server on loopback with these flags besides.
+fn start_one_worker(flags: &[&str]) -> ServerProcess {
+    let mut args = vec!["--port", "0", "--threads", "1", "--no-pin"];
+    args.extend_from_slice(flags);
+    ServerProcess::start(&args, WAIT).unwrap_or_else(|e| panic!("soliton-server: {e}"))
 }
 
 fn signal(server: &ServerProcess, sig: &str) {
@@ -28,6 +31,19 @@ fn signal(server: &ServerProcess, sig: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill {sig}");
+}
+
+/// The sockets in the worker's descriptor table and in the main thread's.
+fn worker_and_main_sockets(pid: u32) -> (HashSet<String>, HashSet<String>) {
+    let threads = sockets_by_thread(pid);
+    let of = |name: &str| {
+        threads
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("no thread {name}: {threads:?}"))
+    };
+    (of("soliton-0"), of("soliton-server"))
 }
 
 /// The sockets (inodes) in the descriptor table of each thread, by thread name.
@@ -77,29 +93,9 @@ fn open_ws(addr: SocketAddr) -> TcpStream {
 }
 
 fn one_worker(backend: &str) {
-    let server = start(&[
-        "--port",
-        "0",
-        "--threads",
-        "1",
-        "--no-pin",
-        "--backend",
-        backend,
-        "--shutdown-grace",
-        "10",
-    ]);
+    let server = start_one_worker(&["--backend", backend, "--shutdown-grace", "10"]);
     let conn = open_ws(server.addr);
-    let threads = sockets_by_thread(server.child.id());
-    let worker = threads
-        .iter()
-        .find(|(n, _)| n == "soliton-0")
-        .map(|(_, s)| s.clone())
-        .expect("a worker thread");
-    let main = threads
-        .iter()
-        .find(|(n, _)| n == "soliton-server")
-        .map(|(_, s)| s.clone())
-        .expect("the main thread");
+    let (worker, main) = worker_and_main_sockets(server.child.id());
     // the listener and the connection: in the worker's table, not in the main thread's
     assert!(worker.len() >= 2, "worker's sockets: {worker:?}");
     assert!(
@@ -149,24 +145,9 @@ fn a_one_worker_server_leaves_the_main_thread_out_of_its_table_io_uring() {
 
 #[test]
 fn shared_fd_table_keeps_one_table() {
-    let server = start(&[
-        "--port",
-        "0",
-        "--threads",
-        "1",
-        "--no-pin",
-        "--backend",
-        "epoll",
-        "--shared-fd-table",
-    ]);
+    let server = start_one_worker(&["--backend", "epoll", "--shared-fd-table"]);
     let _conn = open_ws(server.addr);
-    let threads = sockets_by_thread(server.child.id());
-    let worker = &threads.iter().find(|(n, _)| n == "soliton-0").unwrap().1;
-    let main = &threads
-        .iter()
-        .find(|(n, _)| n == "soliton-server")
-        .unwrap()
-        .1;
-    assert!(worker.len() >= 2);
+    let (worker, main) = worker_and_main_sockets(server.child.id());
+    assert!(worker.len() >= 2, "worker's sockets: {worker:?}");
     assert_eq!(worker, main);
 }
