@@ -640,7 +640,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if server.workers() == 1 && !a.shared_fd_table {
+    // not where the signals could not be blocked: their handlers, running on the
+    // worker, would write to a descriptor number of the other table
+    if server.workers() == 1 && !a.shared_fd_table && blocked.is_some() {
         leave_table();
     }
     let mut signals = catch_signals(true);
@@ -767,8 +769,9 @@ fn trim_threshold(bytes: usize) {
 }
 
 /// The signals this binary handles, blocked in the main thread while it spawns the
-/// workers (they keep them blocked, so the handlers run on the main thread, where the
-/// signal pipe is: see `leave_table`). Dropping the guard unblocks them there.
+/// workers (they keep them blocked, so the handlers run on the main thread, whose table
+/// holds the handlers' socket pair: see `leave_table`). Dropping the guard unblocks
+/// them there.
 fn block_signals() -> Option<soliton_bench::fdtable::BlockedSignals> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     match soliton_bench::fdtable::block_signals(&[SIGINT, SIGTERM, SIGHUP]) {
@@ -845,7 +848,7 @@ fn raw_tcp(a: &Args) {
             std::process::exit(1);
         }
     };
-    if threads == 1 && !a.shared_fd_table {
+    if threads == 1 && !a.shared_fd_table && blocked.is_some() {
         leave_table();
     }
     let mut signals = catch_signals(false);
