@@ -1682,13 +1682,17 @@ fn frugal_peer(servers: &[Spec], row: &Row, res: &Results) -> Option<(Spec, f64)
 /// repetitions of that peer's CPU per message ÷ ours in the same repetition, with the
 /// number of repetitions that had both. The runs of a repetition are back to back, so
 /// this ratio leaves out how the machine drifts between repetitions, which the ratio of
-/// the two medians does not.
+/// the two medians does not. None for the rows whose figure is not CPU per message
+/// (the open-loop row's latency, idle connections' bytes).
 fn paired_cpu(
     servers: &[Spec],
     row: &Row,
     res: &Results,
     ours: &str,
 ) -> Option<(Spec, f64, usize)> {
+    if matches!(row.sc, Scenario::Rate { .. } | Scenario::Hold) {
+        return None;
+    }
     let peer = frugal_peer(servers, row, res)?.0;
     let runs = |id: &str| {
         res.samples
@@ -1969,10 +1973,7 @@ fn report(env: &Env, servers: &[Spec], rows: &[Row], res: &Results) -> String {
             } else {
                 "BELOW 1.0"
             };
-            let paired = match row.sc {
-                Scenario::Rate { .. } | Scenario::Hold => None,
-                _ => paired_cpu(servers, row, res, o.id),
-            };
+            let paired = paired_cpu(servers, row, res, o.id);
             t.push(vec![
                 row.label.clone(),
                 o.label.to_string(),
@@ -2106,9 +2107,7 @@ fn json_doc(
                 "failures": res.failed.get(&key).cloned().unwrap_or_default(),
                 "runs": runs,
             });
-            if matches!(spec.kind, Kind::Soliton(_))
-                && !matches!(row.sc, Scenario::Rate { .. } | Scenario::Hold)
-            {
+            if matches!(spec.kind, Kind::Soliton(_)) {
                 if let Some((peer, ratio, n)) = paired_cpu(servers, row, res, spec.id) {
                     cell["paired_cpu_vs_frugal_peer"] =
                         json!({"peer": peer.id, "ratio": ratio, "repetitions": n});
@@ -2281,6 +2280,21 @@ mod tests {
         let (_, r, n) = paired_cpu(&SERVERS, row, &res, OURS).unwrap();
         assert_eq!(n, 2);
         assert!((r - (1.25 + 6.0 / 4.4) / 2.0).abs() < 1e-12, "{r}");
+        // the same runs under a row whose figure is latency, or bytes: no paired CPU
+        for sc in [
+            Scenario::Rate {
+                conns: 100,
+                size: 20,
+            },
+            Scenario::Hold,
+        ] {
+            let other = Row {
+                id: row.id.clone(),
+                label: row.label.clone(),
+                sc,
+            };
+            assert!(paired_cpu(&SERVERS, &other, &res, OURS).is_none());
+        }
         // no peer with a CPU figure: nothing to pair
         let mut none = Results::default();
         none.samples
