@@ -13,10 +13,11 @@
 # Prints each server's total, kernel and user nanoseconds per message, then the symbols
 # where A spends the most more than B, and the most less. Environment: LOAD (default
 # ./target/release/soliton-load), SECS (default 4: seconds sampled, inside a run of
-# SECS + 3), TOP (default 30), IO (the load generator's I/O path, default epoll), KEEP (a folder: keep the perf data and JSON reports there).
+# SECS + 3), TOP (default 30), IO (the load generator's --io, default epoll), KEEP
+# (a folder: keep the perf data and JSON reports there).
 # Needs perf (package linux-perf).
 set -euo pipefail
-[ $# -eq 5 ] || { sed -n 2,17p "$0"; exit 2; }
+[ $# -eq 5 ] || { sed -n 2,18p "$0"; exit 2; }
 REPS=$1; SIZE=$2; CONNS=$3; A=$4; B=$5
 LOAD=${LOAD:-./target/release/soliton-load}; SECS=${SECS:-4}; TOP=${TOP:-30}
 dir=${KEEP:-$(mktemp -d)}

@@ -640,13 +640,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    // not where the signals could not be blocked: their handlers, running on the
-    // worker, would write to a descriptor number of the other table
-    if server.workers() == 1 && !a.shared_fd_table && blocked.is_some() {
-        leave_table();
-    }
-    let mut signals = catch_signals(true);
-    drop(blocked);
+    let mut signals = after_spawn(blocked, server.workers(), &a, true);
     announce(format!(
         "soliton-server: listening on {}://{} ({:?}, {:?} mode)",
         if tls.is_some() { "wss" } else { "ws" },
@@ -770,8 +764,7 @@ fn trim_threshold(bytes: usize) {
 
 /// The signals this binary handles, blocked in the main thread while it spawns the
 /// workers (they keep them blocked, so the handlers run on the main thread, whose table
-/// holds the handlers' socket pair: see `leave_table`). Dropping the guard unblocks
-/// them there.
+/// holds the handlers' socket pair: see `after_spawn`, which unblocks them there).
 fn block_signals() -> Option<soliton_bench::fdtable::BlockedSignals> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     match soliton_bench::fdtable::block_signals(&[SIGINT, SIGTERM, SIGHUP]) {
@@ -783,30 +776,38 @@ fn block_signals() -> Option<soliton_bench::fdtable::BlockedSignals> {
     }
 }
 
-/// One worker: the main thread leaves the worker's descriptor table (see
-/// `--shared-fd-table` and `soliton_bench::fdtable`).
-fn leave_table() {
-    if let Err(e) = soliton_bench::fdtable::leave_shared_table() {
-        tracing::warn!("the main thread keeps the workers' descriptor table: {e}");
-    }
-}
-
-/// Catches SIGINT and SIGTERM and, with `hup`, SIGHUP from here on: before the server
+/// Once the workers run (spawned with `blocked` in force), in this order: with one
+/// worker, the main thread leaves its descriptor table (see `--shared-fd-table` and
+/// `soliton_bench::fdtable`; not where the signals could not be blocked, since their
+/// handlers, running on the worker, would write to a descriptor number of the other
+/// table); then it catches SIGINT and SIGTERM and, with `hup`, SIGHUP (after leaving,
+/// so that the handlers' socket pair is in the main thread's table; before the server
 /// says that it listens, so that a signal sent right after that line does not meet the
-/// default action. After `leave_table`, so that the handlers' socket pair is in the
-/// main thread's table.
-fn catch_signals(hup: bool) -> signal_hook::iterator::Signals {
+/// default action); then it unblocks them here.
+fn after_spawn(
+    blocked: Option<soliton_bench::fdtable::BlockedSignals>,
+    workers: usize,
+    a: &Args,
+    hup: bool,
+) -> signal_hook::iterator::Signals {
+    if workers == 1 && !a.shared_fd_table && blocked.is_some() {
+        if let Err(e) = soliton_bench::fdtable::leave_shared_table() {
+            tracing::warn!("the main thread keeps the workers' descriptor table: {e}");
+        }
+    }
     let mut sigs = vec![signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
     if hup {
         sigs.push(signal_hook::consts::SIGHUP);
     }
-    match signal_hook::iterator::Signals::new(&sigs) {
+    let signals = match signal_hook::iterator::Signals::new(&sigs) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("soliton-server: cannot install signal handlers: {e}");
             std::process::exit(1);
         }
-    }
+    };
+    drop(blocked);
+    signals
 }
 
 /// Blocks until SIGINT or SIGTERM (false) or SIGHUP (true).
@@ -848,11 +849,7 @@ fn raw_tcp(a: &Args) {
             std::process::exit(1);
         }
     };
-    if threads == 1 && !a.shared_fd_table && blocked.is_some() {
-        leave_table();
-    }
-    let mut signals = catch_signals(false);
-    drop(blocked);
+    let mut signals = after_spawn(blocked, threads, a, false);
     announce(format!(
         "soliton-server: listening on {} ({:?}, raw TCP echo)",
         server.addr, server.backend
