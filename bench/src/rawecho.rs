@@ -69,7 +69,9 @@ impl RawEcho {
             let core = first_core
                 .filter(|_| !cores.is_empty())
                 .map(|f| cores[(f + i) % cores.len()]);
-            handles.push(std::thread::spawn(move || -> io::Result<()> {
+            // named as the engine's workers are
+            let builder = std::thread::Builder::new().name(format!("soliton-{i}"));
+            handles.push(builder.spawn(move || -> io::Result<()> {
                 if let Some(c) = core {
                     core_affinity::set_for_current(c);
                 }
@@ -81,6 +83,8 @@ impl RawEcho {
                     }
                 };
                 let _ = tx.send(Ok((d.waker(), d.backend())));
+                // `start` waits until every worker's sender is gone
+                drop(tx);
                 d.listen(l)?;
                 let mut echo = Echo {
                     pool: Pool::default(),
@@ -99,7 +103,7 @@ impl RawEcho {
                     d.dispatch(&mut echo);
                 }
                 Ok(())
-            }));
+            })?);
         }
         drop(tx);
         let mut wakers = Vec::new();

@@ -3,7 +3,7 @@
 //! signals still reach the main thread (SIGHUP reloads, SIGTERM closes), and a shutdown
 //! still closes the listener at once (the main thread's copy of it was closed too, or
 //! connections would queue on it until the process exits). Real processes on
-//! loopback, both backends.
+//! loopback: epoll, io_uring (asked for by name) and `auto`.
 
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
@@ -92,8 +92,14 @@ fn open_ws(addr: SocketAddr) -> TcpStream {
     s
 }
 
-fn one_worker(backend: &str) {
-    let server = start_one_worker(&["--backend", backend, "--shutdown-grace", "10"]);
+/// `backend` as `--backend` takes it; `running`: what the listening line must name
+/// (None for `auto`, which runs what the kernel allows).
+fn one_worker(backend: &str, running: Option<&str>) {
+    let mut server = start_one_worker(&["--backend", backend, "--shutdown-grace", "10"]);
+    if let Some(b) = running {
+        let line = server.wait_line("listening on");
+        assert!(line.contains(&format!("({b},")), "{line}");
+    }
     let conn = open_ws(server.addr);
     let (worker, main) = worker_and_main_sockets(server.child.id());
     // the listener and the connection: in the worker's table, not in the main thread's
@@ -120,7 +126,6 @@ fn one_worker(backend: &str) {
             }
         }
     }
-    let mut server = server;
     assert!(
         server.child.try_wait().unwrap().is_none(),
         "the server should still be waiting for the close handshake"
@@ -135,12 +140,21 @@ fn one_worker(backend: &str) {
 
 #[test]
 fn a_one_worker_server_leaves_the_main_thread_out_of_its_table_epoll() {
-    one_worker("epoll");
+    one_worker("epoll", Some("Epoll"));
 }
 
+/// io_uring asked for by name: on a kernel without it the server does not start (no
+/// silent fallback), and the listening line must say so.
 #[test]
 fn a_one_worker_server_leaves_the_main_thread_out_of_its_table_io_uring() {
-    one_worker("auto");
+    one_worker("uring", Some("IoUring"));
+}
+
+/// `--backend auto`, the default: SIGHUP refused every reload under it (the backend in
+/// force is the one it chose).
+#[test]
+fn a_one_worker_server_leaves_the_main_thread_out_of_its_table_auto() {
+    one_worker("auto", None);
 }
 
 #[test]
@@ -150,4 +164,31 @@ fn shared_fd_table_keeps_one_table() {
     let (worker, main) = worker_and_main_sockets(server.child.id());
     assert!(worker.len() >= 2, "worker's sockets: {worker:?}");
     assert_eq!(worker, main);
+}
+
+/// The raw TCP echo (`--mode raw-tcp`) leaves the table too: it says that it listens
+/// (it used to wait forever for its worker's set-up channel to close, so it never did,
+/// and, with the signals blocked while it waited, a SIGINT would not have stopped it),
+/// echoes, and stops on SIGINT.
+#[test]
+fn the_raw_tcp_echo_starts_echoes_and_stops_on_sigint() {
+    let mut server = start_one_worker(&["--mode", "raw-tcp", "--backend", "epoll"]);
+    let (worker, main) = worker_and_main_sockets(server.child.id());
+    assert!(!worker.is_empty() && worker.is_disjoint(&main));
+    let mut c = TcpStream::connect(server.addr).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"ping");
+    signal(&server, "-INT");
+    let end = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "the raw echo did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
 }

@@ -45,7 +45,12 @@ impl ServerProcess {
         loop {
             match lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
                 Ok(l) if l.contains("listening on") => {
-                    let at = l.split("://").nth(1).and_then(|r| r.split(' ').next());
+                    // "listening on ws://ADDR (...)", or "listening on ADDR (...)" for
+                    // the raw TCP echo
+                    let at = l.split("listening on ").nth(1).map(|r| {
+                        let r = r.split_once("://").map_or(r, |(_, a)| a);
+                        r.split(' ').next().unwrap_or(r)
+                    });
                     let addr = at.unwrap().parse().expect("the address it listens on");
                     seen.push(l);
                     return Ok(ServerProcess {
